@@ -1,0 +1,89 @@
+"""Segmentation networks (MONAI), described by a JSON-serialisable config.
+
+Contract used by training, inference, scoring and explanations:
+- input  ``x``: float tensor (B, in_channels, H, W), H and W divisible by 2**(len(channels)-1)
+- output logits: (B, num_classes, H, W); class 0 is background
+- ``cam_layer_name(cfg)``: name of a decoder module suited to (Seg-)Grad-CAM
+- ``bottleneck_embedding(model, x)``: pooled bottleneck features (B, channels[-1]) for diversity
+- dropout stays in the network so MC-dropout can enable it at inference
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    in_channels: int = 1
+    num_classes: int = 2
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    num_res_units: int = 1
+    dropout: float = 0.1
+    arch: str = "unet"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkConfig:
+        d = dict(d)
+        d["channels"] = tuple(d.get("channels", cls.channels))
+        return cls(**d)
+
+    @property
+    def divisor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+def build_network(cfg: NetworkConfig) -> nn.Module:
+    if cfg.arch != "unet":
+        raise ValueError(f"unknown architecture {cfg.arch!r}")
+    return UNet(
+        spatial_dims=2,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.num_classes,
+        channels=cfg.channels,
+        strides=(2,) * (len(cfg.channels) - 1),
+        num_res_units=cfg.num_res_units,
+        dropout=cfg.dropout,
+        norm="instance",
+    )
+
+
+def _bottleneck(model: nn.Module) -> nn.Module:
+    """Walk MONAI UNet's nested SkipConnections down to the innermost (bottleneck) block."""
+    mod: nn.Module = model.model  # type: ignore[attr-defined]
+    while True:
+        inner = mod[1].submodule  # type: ignore[index]
+        if isinstance(inner, nn.Sequential):
+            mod = inner
+            continue
+        return inner
+
+
+def cam_layer_name(model: nn.Module) -> str:
+    """The decoder block one level above the output head: half resolution, class-aware features."""
+    names = {n for n, _ in model.named_modules()}
+    if "model.1.submodule.2" not in names:
+        raise ValueError("unsupported network layout for Grad-CAM")
+    return "model.1.submodule.2"
+
+
+def bottleneck_embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Global-average-pooled bottleneck activations, (B, C). Runs one forward pass."""
+    feats: list[torch.Tensor] = []
+    handle = _bottleneck(model).register_forward_hook(lambda _m, _i, out: feats.append(out))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return feats[0].mean(dim=(2, 3))
