@@ -1,0 +1,29 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from annotations.apis.pagination import paginated_response
+from annotations.models import AuditEvent
+from annotations.permissions import Action, require
+from annotations.selectors.projects import audit_list, project_get_for_user
+
+
+class AuditOutputSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "at", "actor", "action", "target_type", "target_id", "details"]
+
+
+class AuditListApi(APIView):
+    @extend_schema(responses=AuditOutputSerializer(many=True), operation_id="audit_list")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW_AUDIT)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=audit_list(project=project),
+            serialize=lambda page: AuditOutputSerializer(page, many=True).data,
+        )

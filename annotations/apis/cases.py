@@ -1,0 +1,97 @@
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.apis.pagination import paginated_response
+from annotations.models import Annotation, Case, CaseSplit
+from annotations.permissions import Action, require
+from annotations.render import slice_png
+from annotations.selectors.images import case_get_for_user, case_list
+from annotations.selectors.projects import project_get_for_user
+from annotations.storage import array_load
+
+
+class AnnotationOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Annotation
+        fields = ["id", "revision", "kind", "author", "base", "label_counts", "time_spent_s", "created_at"]
+
+
+class CaseOutputSerializer(serializers.ModelSerializer):
+    image_name = serializers.CharField(source="image.display_name")
+    modality = serializers.CharField(source="image.modality")
+    current_revision = serializers.IntegerField(
+        source="current_annotation.revision", allow_null=True, default=None
+    )
+
+    class Meta:
+        model = Case
+        fields = [
+            "id",
+            "image",
+            "image_name",
+            "modality",
+            "slice_index",
+            "split",
+            "current_revision",
+            "created_at",
+        ]
+
+
+class CaseDetailOutputSerializer(CaseOutputSerializer):
+    annotations = AnnotationOutputSerializer(many=True)
+
+    class Meta(CaseOutputSerializer.Meta):
+        fields = [*CaseOutputSerializer.Meta.fields, "annotations"]
+
+
+class CaseListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("split", OpenApiTypes.STR, enum=CaseSplit.values),
+            OpenApiParameter("image", OpenApiTypes.INT),
+        ],
+        responses=CaseOutputSerializer(many=True),
+        operation_id="cases_list",
+    )
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW)
+        image = request.query_params.get("image")
+        qs = case_list(
+            project=project,
+            split=request.query_params.get("split") or None,
+            image_id=int(image) if image and image.isdigit() else None,
+        )
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=qs,
+            serialize=lambda page: CaseOutputSerializer(page, many=True).data,
+        )
+
+
+class CaseDetailApi(APIView):
+    @extend_schema(responses=CaseDetailOutputSerializer, operation_id="cases_retrieve")
+    def get(self, request, case_id: int):
+        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        require(roles, Action.VIEW)
+        return Response(CaseDetailOutputSerializer(case).data)
+
+
+class CaseThumbnailApi(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_thumbnail")
+    def get(self, request, case_id: int):
+        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        require(roles, Action.VIEW)
+        pixels = array_load(case.image.pixels_path)[case.slice_index]
+        stats = case.image.stats or {}
+        window = None
+        if "p0_5" in stats and pixels.ndim == 2:
+            window = ((stats["p0_5"] + stats["p99_5"]) / 2, max(stats["p99_5"] - stats["p0_5"], 1e-6))
+        response = HttpResponse(slice_png(pixels, window=window), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response

@@ -1,0 +1,56 @@
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.apis.pagination import paginated_response
+from annotations.models import Membership, Role
+from annotations.permissions import Action, require
+from annotations.selectors.projects import membership_list, project_get_for_user
+from annotations.services.projects import membership_add, membership_remove
+
+
+class MembershipOutputSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "role", "created_at"]
+
+
+class MemberListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=get_user_model()._meta.get_field("username").max_length)
+        role = serializers.ChoiceField(choices=Role.choices)
+
+    @extend_schema(responses=MembershipOutputSerializer(many=True), operation_id="members_list")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=membership_list(project=project),
+            serialize=lambda page: MembershipOutputSerializer(page, many=True).data,
+        )
+
+    @extend_schema(
+        request=InputSerializer, responses={201: MembershipOutputSerializer}, operation_id="members_add"
+    )
+    def post(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.MANAGE_MEMBERS)
+        ser = self.InputSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        membership = membership_add(project=project, actor=request.user, **ser.validated_data)
+        return Response(MembershipOutputSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(APIView):
+    @extend_schema(responses={204: None}, operation_id="members_remove")
+    def delete(self, request, project_id: int, membership_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.MANAGE_MEMBERS)
+        membership_remove(project=project, actor=request.user, membership_id=membership_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,105 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.apis.pagination import paginated_response
+from annotations.models import Modality, Project, QueryStrategy
+from annotations.permissions import Action, require
+from annotations.selectors.projects import project_get_for_user, project_list_for_user
+from annotations.services.projects import project_create, project_update
+
+
+class LabelClassSerializer(serializers.Serializer):
+    value = serializers.IntegerField(min_value=1, max_value=255)
+    name = serializers.CharField(max_length=64)
+    color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$")
+
+
+class ProjectOutputSerializer(serializers.ModelSerializer):
+    label_classes = LabelClassSerializer(many=True)
+    roles = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "description",
+            "modality",
+            "label_classes",
+            "readers_per_case",
+            "query_strategy",
+            "auto_retrain_every",
+            "gating_tolerance",
+            "created_at",
+            "roles",
+        ]
+
+    def get_roles(self, obj) -> list[str]:
+        return sorted(self.context.get("roles", {}).get(obj.pk, []))
+
+
+class ProjectListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+        modality = serializers.ChoiceField(choices=Modality.choices, default=Modality.OT)
+        label_classes = LabelClassSerializer(many=True, allow_empty=False)
+        readers_per_case = serializers.IntegerField(min_value=1, max_value=10, default=1)
+        query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, default=QueryStrategy.ENTROPY)
+        auto_retrain_every = serializers.IntegerField(min_value=0, default=0)
+
+    @extend_schema(responses=ProjectOutputSerializer(many=True), operation_id="projects_list")
+    def get(self, request):
+        projects = project_list_for_user(user=request.user)
+        roles: dict[int, set[str]] = {}
+        for m in request.user.memberships.all():
+            roles.setdefault(m.project_id, set()).add(m.role)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=projects,
+            serialize=lambda page: ProjectOutputSerializer(page, many=True, context={"roles": roles}).data,
+        )
+
+    @extend_schema(
+        request=InputSerializer, responses={201: ProjectOutputSerializer}, operation_id="projects_create"
+    )
+    def post(self, request):
+        if not request.user.is_staff:
+            raise PermissionDenied("only site administrators create projects")
+        ser = self.InputSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        project = project_create(creator=request.user, **ser.validated_data)
+        out = ProjectOutputSerializer(project, context={"roles": {project.pk: {"admin"}}})
+        return Response(out.data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200, required=False)
+        description = serializers.CharField(required=False, allow_blank=True)
+        modality = serializers.ChoiceField(choices=Modality.choices, required=False)
+        label_classes = LabelClassSerializer(many=True, allow_empty=False, required=False)
+        readers_per_case = serializers.IntegerField(min_value=1, max_value=10, required=False)
+        query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, required=False)
+        auto_retrain_every = serializers.IntegerField(min_value=0, required=False)
+        gating_tolerance = serializers.FloatField(min_value=0, max_value=1, required=False)
+
+    @extend_schema(responses=ProjectOutputSerializer, operation_id="projects_retrieve")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW)
+        return Response(ProjectOutputSerializer(project, context={"roles": {project.pk: roles}}).data)
+
+    @extend_schema(request=InputSerializer, responses=ProjectOutputSerializer, operation_id="projects_update")
+    def patch(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        ser = self.InputSerializer(data=request.data, partial=True)
+        ser.is_valid(raise_exception=True)
+        project = project_update(
+            project=project, actor=request.user, roles=roles, changes=dict(ser.validated_data)
+        )
+        return Response(ProjectOutputSerializer(project, context={"roles": {project.pk: roles}}).data)

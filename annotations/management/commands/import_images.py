@@ -1,0 +1,122 @@
+"""python manage.py import_images PATH --project P --user U [--masks DIR] [--split pool]
+
+PATH is a file (DICOM, zip, PNG, TIFF, NIfTI) or a folder: every folder holding DICOM files is imported as
+one zipped series, every other image file on its own. A mask is matched by file stem in --masks
+(`<stem>.*`, `<stem>_mask.*` or `<stem>_seg.*`)."""
+
+import io
+import zipfile
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from annotations.models import CaseSplit, Project
+from annotations.permissions import Action, allows, user_roles
+from annotations.services.ingest import image_import
+from workers.ml.imaging import IngestError
+
+IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".nii", ".gz", ".zip", ".dcm"}
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".ome.tif", ".ome.tiff"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and not f.is_symlink():
+                zf.write(f, arcname=f.name)
+    return buf.getvalue()
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def collect_uploads(root: Path) -> list[tuple[str, Path, bytes | None]]:
+    """(name, path, pre-built bytes or None) per upload; DICOM folders become one zipped series."""
+    if root.is_file():
+        return [(root.name, root, None)]
+    uploads: list[tuple[str, Path, bytes | None]] = []
+    for folder in sorted({p.parent for p in root.rglob("*") if p.is_file()}):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+        dicoms = [p for p in files if _is_dicom(p)]
+        if dicoms:
+            uploads.append((f"{folder.name}.zip", folder, _zip_folder(folder)))
+        uploads += [
+            (p.name, p, None) for p in files if p not in dicoms and p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return uploads
+
+
+def find_mask(masks_dir: Path | None, image_path: Path) -> Path | None:
+    if masks_dir is None:
+        return None
+    stem = _stem(image_path)
+    for candidate in sorted(masks_dir.iterdir()):
+        if _stem(candidate) in (stem, f"{stem}_mask", f"{stem}_seg"):
+            return candidate
+    return None
+
+
+class Command(BaseCommand):
+    help = "Import (and de-identify) images into a project, with optional reference masks."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", type=Path)
+        parser.add_argument("--project", required=True, help="project id or name")
+        parser.add_argument("--user", required=True, help="the data manager doing the import (audit trail)")
+        parser.add_argument("--masks", type=Path, default=None, help="folder of reference masks")
+        parser.add_argument("--split", default=CaseSplit.POOL, choices=CaseSplit.values)
+
+    def handle(self, *args, path: Path, project: str, user: str, masks: Path | None, split: str, **opts):
+        proj = self._project(project)
+        actor = get_user_model().objects.filter(username=user, is_active=True).first()
+        if actor is None or not allows(user_roles(actor, proj), Action.IMPORT_IMAGES):
+            raise CommandError("the --user must be an active data manager or admin of the project")
+        if not path.exists():
+            raise CommandError(f"{path} does not exist")
+        uploads = collect_uploads(path)
+        created = duplicates = failed = 0
+        for name, src, prebuilt in tqdm(
+            uploads, desc="importing", unit="file", disable=opts["verbosity"] == 0
+        ):
+            mask_path = find_mask(masks, src)
+            try:
+                result = image_import(
+                    project=proj,
+                    user=actor,
+                    data=prebuilt if prebuilt is not None else src.read_bytes(),
+                    filename=name,
+                    mask_data=mask_path.read_bytes() if mask_path else None,
+                    mask_filename=mask_path.name if mask_path else "",
+                    split=split,
+                )
+            except IngestError as exc:
+                failed += 1
+                tqdm.write(f"skipped {name}: {exc.code}: {exc}")
+                continue
+            created += len(result.images)
+            duplicates += len(result.duplicates)
+        self.stdout.write(f"imported {created} image(s), {duplicates} duplicate(s) reported, {failed} failed")
+        if failed and not created:
+            raise CommandError("nothing could be imported")
+
+    def _project(self, ref: str) -> Project:
+        qs = Project.objects.filter(pk=int(ref)) if ref.isdigit() else Project.objects.filter(name=ref)
+        proj = qs.first()
+        if proj is None:
+            raise CommandError(f"no project {ref!r}")
+        return proj

@@ -1,0 +1,118 @@
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+
+class Modality(models.TextChoices):
+    CT = "CT", "CT"
+    MR = "MR", "MR"
+    XR = "XR", "X-ray"
+    PATH = "PATH", "Pathology (RGB)"
+    OT = "OT", "Other"
+
+
+class QueryStrategy(models.TextChoices):
+    RANDOM = "random", "Random"
+    FG_RANDOM = "fg_random", "Foreground-aware random"
+    LEAST_CONFIDENCE = "least_confidence", "Least confidence"
+    MARGIN = "margin", "Margin"
+    ENTROPY = "entropy", "Entropy"
+    BALD = "bald", "BALD (MC dropout)"
+    COMMITTEE = "committee", "Query by committee"
+    DIVERSE = "diverse", "Uncertainty x diversity"
+
+
+class Role(models.TextChoices):
+    ANNOTATOR = "annotator", "Annotator"
+    ML_ENGINEER = "ml_engineer", "ML engineer"
+    DATA_MANAGER = "data_manager", "Data manager"
+    ADMIN = "admin", "Admin"
+
+
+def _new_salt() -> str:
+    return secrets.token_hex(32)
+
+
+def _new_date_shift() -> int:
+    # Shift dates back by 1..3650 days: keeps intervals (longitudinal analysis), hides the real dates.
+    return -(secrets.randbelow(3650) + 1)
+
+
+def validate_label_classes(value: object) -> None:
+    """[{"value": 1, "name": "liver", "color": "#ff0000"}, ...]: values 1..255, unique, colours #rrggbb."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError("label_classes must be a non-empty list")
+    seen: set[int] = set()
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {"value", "name", "color"}:
+            raise ValidationError("each label class needs exactly value, name and color")
+        v, color = item["value"], item["color"]
+        if not isinstance(v, int) or not 1 <= v <= 255 or v in seen:
+            raise ValidationError("label values must be unique integers 1..255")
+        if not isinstance(color, str) or len(color) != 7 or color[0] != "#":
+            raise ValidationError("colors must look like #rrggbb")
+        int(color[1:], 16)
+        if not isinstance(item["name"], str) or not 0 < len(item["name"]) <= 64:
+            raise ValidationError("label names must be 1..64 characters")
+        seen.add(v)
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.OT)
+    label_classes = models.JSONField(validators=[validate_label_classes])
+    readers_per_case = models.PositiveSmallIntegerField(default=1)
+    query_strategy = models.CharField(
+        max_length=32, choices=QueryStrategy.choices, default=QueryStrategy.ENTROPY
+    )
+    auto_retrain_every = models.PositiveIntegerField(
+        default=0, help_text="retrain after N new labels; 0 = off"
+    )
+    gating_tolerance = models.FloatField(
+        default=0.01, help_text="a new model may lose at most this validation Dice"
+    )
+    # De-identification secrets: never shown in the API, never logged.
+    deid_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
+    date_shift_days = models.IntegerField(default=_new_date_shift, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(readers_per_case__gte=1) & Q(readers_per_case__lte=10),
+                name="project_readers_1_10",
+            ),
+            models.CheckConstraint(
+                condition=Q(gating_tolerance__gte=0) & Q(gating_tolerance__lte=1), name="project_gating_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def label_values(self) -> set[int]:
+        return {int(c["value"]) for c in self.label_classes}
+
+
+class Membership(models.Model):
+    """One role of one user in one project; a user may hold several roles (e.g. annotator + data manager)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "user_id", "role"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user", "role"], name="membership_unique_role"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.project_id}:{self.role}"

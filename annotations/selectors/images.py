@@ -1,0 +1,34 @@
+from django.db.models import Count, Prefetch, QuerySet
+from rest_framework.exceptions import NotFound
+
+from annotations.models import Annotation, Case, Image, Project
+from annotations.permissions import user_roles
+
+
+def image_list(*, project: Project) -> QuerySet[Image]:
+    return project.images.annotate(num_cases=Count("cases")).order_by("id")
+
+
+def case_list(*, project: Project, split: str | None = None, image_id: int | None = None) -> QuerySet[Case]:
+    qs = project.cases.select_related("image", "current_annotation")
+    if split:
+        qs = qs.filter(split=split)
+    if image_id:
+        qs = qs.filter(image_id=image_id)
+    return qs.order_by("id")
+
+
+def case_get_for_user(*, user, case_id: int) -> tuple[Case, set[str]]:
+    """A case and the caller's roles in its project; 404 for non-members."""
+    case = (
+        Case.objects.select_related("image", "project", "current_annotation")
+        .prefetch_related(Prefetch("annotations", queryset=Annotation.objects.order_by("revision")))
+        .filter(pk=case_id)
+        .first()
+    )
+    if case is None:
+        raise NotFound("case not found")
+    roles = user_roles(user, case.project)
+    if not roles:
+        raise NotFound("case not found")
+    return case, roles

@@ -1,0 +1,17 @@
+from typing import Any
+
+from annotations.models import AuditEvent, Project
+
+
+def audit_record(
+    *, actor, action: str, project: Project | None = None, target: Any = None, details: dict | None = None
+) -> AuditEvent:
+    """Append an audit row in the caller's transaction. `details` must hold ids/settings only, never PHI."""
+    return AuditEvent.objects.create(
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        project=project,
+        action=action,
+        target_type=type(target).__name__.lower() if target is not None else "",
+        target_id=str(getattr(target, "pk", "") or "") if target is not None else "",
+        details=details or {},
+    )

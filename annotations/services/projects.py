@@ -1,0 +1,106 @@
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotations.models import Membership, Modality, Project, QueryStrategy, Role
+from annotations.models.project import validate_label_classes
+from annotations.permissions import Action, allows
+from annotations.services.audit import audit_record
+
+# Which role may change which project setting (admins may change all of them).
+FIELD_ACTIONS: dict[str, Action] = {
+    "name": Action.UPDATE_PROJECT,
+    "description": Action.UPDATE_PROJECT,
+    "label_classes": Action.UPDATE_PROJECT,
+    "modality": Action.UPDATE_PROJECT,
+    "readers_per_case": Action.SET_READERS,
+    "query_strategy": Action.SET_TRAINING,
+    "auto_retrain_every": Action.SET_TRAINING,
+    "gating_tolerance": Action.SET_TRAINING,
+}
+
+
+@transaction.atomic
+def project_create(
+    *,
+    creator,
+    name: str,
+    label_classes: list[dict[str, Any]],
+    modality: str = Modality.OT,
+    description: str = "",
+    readers_per_case: int = 1,
+    query_strategy: str = QueryStrategy.ENTROPY,
+    auto_retrain_every: int = 0,
+) -> Project:
+    """Create a project; the creator becomes its admin."""
+    validate_label_classes(label_classes)
+    project = Project(
+        name=name,
+        description=description,
+        modality=modality,
+        label_classes=label_classes,
+        readers_per_case=readers_per_case,
+        query_strategy=query_strategy,
+        auto_retrain_every=auto_retrain_every,
+    )
+    project.full_clean()
+    project.save()
+    Membership.objects.create(project=project, user=creator, role=Role.ADMIN)
+    audit_record(actor=creator, action="project.create", project=project, target=project)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, actor, roles: set[str], changes: dict[str, Any]) -> Project:
+    """Apply `changes`; every field must be allowed for one of `roles` (else PermissionError)."""
+    for field in changes:
+        action = FIELD_ACTIONS.get(field)
+        if action is None:
+            raise ValidationError({field: "this setting cannot be changed"})
+        if not allows(roles, action):
+            raise PermissionError(f"your role does not allow changing {field}")
+    for field, value in changes.items():
+        setattr(project, field, value)
+    project.full_clean()
+    project.save(update_fields=list(changes))
+    audit_record(
+        actor=actor,
+        action="project.update",
+        project=project,
+        target=project,
+        details={"fields": sorted(changes)},
+    )
+    return project
+
+
+@transaction.atomic
+def membership_add(*, project: Project, actor, username: str, role: str) -> Membership:
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ValidationError({"username": "no active user with this username"})
+    if role not in Role.values:
+        raise ValidationError({"role": f"role must be one of {', '.join(Role.values)}"})
+    membership, created = Membership.objects.get_or_create(project=project, user=user, role=role)
+    if created:
+        audit_record(
+            actor=actor,
+            action="membership.add",
+            project=project,
+            target=membership,
+            details={"user_id": user.pk, "role": role},
+        )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, actor, membership_id: int) -> None:
+    membership = project.memberships.filter(pk=membership_id).select_for_update().first()
+    if membership is None:
+        raise ValidationError({"membership": "not a membership of this project"})
+    if membership.role == Role.ADMIN and project.memberships.filter(role=Role.ADMIN).count() == 1:
+        raise ValidationError({"membership": "a project keeps at least one admin"})
+    details = {"user_id": membership.user_id, "role": membership.role}
+    membership.delete()
+    audit_record(actor=actor, action="membership.remove", project=project, details=details)

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""The two commands of the README, for a fresh machine with nothing but Python 3.11:
+
+    python3 dev.py run     venv + install + migrate + demo data + web server (127.0.0.1:8000) + Celery worker
+    python3 dev.py test    venv + install (incl. Debian packages and sample data) + lint + the whole test suite
+
+Standard library only: it runs before anything is installed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+QUEUES = "default,score,explain,train,export"
+
+
+def say(msg: str) -> None:
+    print(f"\033[1m==> {msg}\033[0m", flush=True)
+
+
+def run(cmd: list[str], **kw) -> None:
+    subprocess.run(cmd, cwd=ROOT, check=True, **kw)
+
+
+def find_python311() -> str:
+    if sys.version_info[:2] == (3, 11):
+        return sys.executable
+    found = shutil.which("python3.11")
+    if not found:
+        sys.exit("Python 3.11 is required (python3.11 not found on PATH)")
+    return found
+
+
+def ensure_venv(extras: str) -> None:
+    """Create .venv and install the pinned project; skipped when pyproject.toml is unchanged."""
+    if not PY.exists():
+        say("creating .venv")
+        run([find_python311(), "-m", "venv", str(VENV)])
+        run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    stamp = VENV / f".installed-{extras or 'base'}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say(f"installing the project and its pinned dependencies ({extras or 'base'})")
+    target = f".[{extras}]" if extras else "."
+    run([str(PY), "-m", "pip", "install", "-q", "-e", target])
+    stamp.write_text(digest)
+
+
+def manage(*args: str, env: dict | None = None) -> None:
+    run([str(PY), "manage.py", *args], env=env)
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "hitl.settings.local")
+    env.setdefault("HITL_TORCH_THREADS", "1")  # worker concurrency 1 x 1 torch thread <= cores
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra)
+    return env
+
+
+def wait_healthy(url: str, timeout: float, procs: list[subprocess.Popen]) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (our own localhost URL)
+                if r.status == 200:
+                    return True
+        except OSError:  # not listening yet, or 503 until the worker's first heartbeat
+            time.sleep(1)
+            continue
+        time.sleep(1)
+    return False
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.time() + 20
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def cmd_run() -> int:
+    ensure_venv("")
+    env = base_env()
+    (ROOT / "var" / "broker").mkdir(parents=True, exist_ok=True)
+    say("migrating the database")
+    manage("migrate", "--noinput", env=env)
+    manage("collectstatic", "--noinput", "-v", "0", env=env)
+    say("creating the demo project (real MRI from nilearn) and demo users")
+    manage("seed_demo", env=env)
+    bind = os.environ.get("HITL_BIND", "127.0.0.1:8000")
+    worker = subprocess.Popen(
+        [str(VENV / "bin" / "celery"), "-A", "hitl", "worker", "-Q", QUEUES, "-c", "1", "-l", "INFO"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    web = subprocess.Popen(
+        [
+            str(VENV / "bin" / "gunicorn"),
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "--bind",
+            bind,
+            "hitl.wsgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    procs = [web, worker]
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if wait_healthy(f"http://{bind}/healthz", 120, procs):
+            say(f"ready: http://{bind}/  (health: http://{bind}/healthz, API docs: http://{bind}/api/docs/)")
+        else:
+            say("the web server or the worker did not become healthy; see the log above")
+        say("Ctrl-C stops the web server and the worker")
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    finally:
+        stop(procs)
+
+
+def cmd_test(args: list[str]) -> int:
+    ensure_venv("dev")
+    run([str(PY), "scripts/fetch_sample_data.py"])
+    env = base_env(DJANGO_SETTINGS_MODULE="hitl.settings.test")
+    env.pop("DATABASE_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    say("lint: ruff, import contracts, Django checks, migrations up to date")
+    run([str(VENV / "bin" / "ruff"), "check", "."])
+    run([str(VENV / "bin" / "lint-imports")])
+    manage("check", env=env)
+    manage("makemigrations", "--check", "--dry-run", env=env)
+    say("unit tests (SQLite)")
+    unit = subprocess.run(
+        [str(PY), "-m", "pytest", "tests", "--ignore=tests/integration", "--ignore=tests/e2e", "-q", *args],
+        cwd=ROOT,
+        env=env,
+    )
+    say("integration tests (PostgreSQL + Redis + a real Celery worker)")
+    integ = subprocess.run(
+        [str(PY), "-m", "pytest", "tests/integration", "tests/annotations/test_models.py", "-q", *args],
+        cwd=ROOT,
+        env=integration_env(env),
+    )
+    codes = {"unit": unit.returncode, "integration": integ.returncode}
+    say(f"exit codes: {codes}")
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def integration_env(env: dict[str, str]) -> dict[str, str]:
+    return dict(
+        env,
+        DATABASE_URL=os.environ.get("HITL_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+        CELERY_BROKER_URL=os.environ.get("HITL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15"),
+        CELERY_TASK_ALWAYS_EAGER="false",
+        HITL_WORKER_HEARTBEAT_SECONDS="1",
+    )
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test"):
+        print(__doc__)
+        return 2
+    os.chdir(ROOT)
+    return cmd_run() if sys.argv[1] == "run" else cmd_test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from annotations import views
+from annotations.apis import audit, auth, cases, images, members, projects
+from workers.apis.health import healthz
+
+api_v1 = [
+    path("auth/token", auth.TokenApi.as_view(), name="api-token"),
+    path("projects", projects.ProjectListApi.as_view(), name="project-list"),
+    path("projects/<int:project_id>", projects.ProjectDetailApi.as_view(), name="project-detail"),
+    path("projects/<int:project_id>/members", members.MemberListApi.as_view(), name="member-list"),
+    path(
+        "projects/<int:project_id>/members/<int:membership_id>",
+        members.MemberDetailApi.as_view(),
+        name="member-detail",
+    ),
+    path("projects/<int:project_id>/images", images.ImageListApi.as_view(), name="image-list"),
+    path("projects/<int:project_id>/cases", cases.CaseListApi.as_view(), name="case-list"),
+    path("projects/<int:project_id>/audit", audit.AuditListApi.as_view(), name="audit-list"),
+    path("cases/<int:case_id>", cases.CaseDetailApi.as_view(), name="case-detail"),
+    path("cases/<int:case_id>/thumbnail.png", cases.CaseThumbnailApi.as_view(), name="case-thumbnail"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("projects/<int:project_id>/", views.project_page, name="project-page"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("api/v1/", include(api_v1)),
+]

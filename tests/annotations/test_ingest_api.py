@@ -1,0 +1,204 @@
+"""Upload API: happy paths store everything; every bad input gets a 4xx and leaves nothing behind."""
+
+import gzip
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from pydicom.data import get_testdata_file
+
+from annotations.models import Annotation, AuditEvent, Case, DicomInstance, Image
+from tests.helpers import png_bytes, png_upload
+
+
+def _media_files() -> list[Path]:
+    root = Path(settings.MEDIA_ROOT)
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def _upload(client, project, data: bytes, name: str, **extra):
+    files = {"file": SimpleUploadedFile(name, data)}
+    files.update(extra)
+    return client.post(f"/api/v1/projects/{project.pk}/images", files, format="multipart")
+
+
+def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _symlink_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("link.dcm")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def _ct_bytes() -> bytes:
+    return Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+
+def _no_pixels_dicom() -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def _nifti(shape=(8, 8, 3)) -> bytes:
+    return nib.Nifti1Image(np.arange(np.prod(shape), dtype=np.float32).reshape(shape), np.eye(4)).to_bytes()
+
+
+BAD_INPUTS = {
+    "text file": (b"hello, this is not an image\n" * 10, "notes.png", "not_an_image"),
+    "truncated dicom": (_ct_bytes()[:-5000], "trunc.dcm", "malformed_dicom"),
+    "dicom without pixels": (_no_pixels_dicom(), "nopix.dcm", "no_pixel_data"),
+    "path traversal zip": (_zip({"../evil.dcm": _ct_bytes()}), "series.zip", "unsafe_archive"),
+    "absolute path zip": (_zip({"/tmp/evil.dcm": _ct_bytes()}), "series.zip", "unsafe_archive"),
+    "symlink zip": (_symlink_zip(), "series.zip", "unsafe_archive"),
+    "zip bomb": (_zip({"zeros.dcm": b"\0" * (50 * 1024 * 1024)}), "bomb.zip", None),
+    "gzip bomb nifti": (gzip.compress(b"\0" * (50 * 1024 * 1024)), "bomb.nii.gz", None),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("label", list(BAD_INPUTS))
+def test_bad_input_is_refused_and_nothing_stored(dm_client, project, label, settings):
+    settings.HITL_MAX_UNCOMPRESSED_BYTES = 20 * 1024 * 1024
+    data, name, code = BAD_INPUTS[label]
+    before = _media_files()
+    resp = _upload(dm_client, project, data, name)
+    assert 400 <= resp.status_code < 500, resp.content
+    body = resp.json()["error"]
+    if code:
+        assert body["code"] == code
+    else:
+        assert body["code"] in {"archive_too_large", "unsafe_archive", "too_large"}
+    assert Image.objects.count() == 0 and Case.objects.count() == 0
+    assert _media_files() == before
+    assert not AuditEvent.objects.filter(action="image.import").exists()
+
+
+@pytest.mark.django_db
+def test_unsupported_transfer_syntax_is_refused(dm_client, project):
+    # 12-bit JPEG Extended (1.2.840.10008.1.2.4.51): no decoder installed for it
+    path = get_testdata_file("JPEG-lossy.dcm")
+    resp = _upload(dm_client, project, Path(path).read_bytes(), "jpeg12.dcm")
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "unsupported_transfer_syntax"
+    assert Image.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_oversized_upload_gets_413(dm_client, project, settings):
+    settings.HITL_MAX_UPLOAD_BYTES = 1000
+    resp = dm_client.post(
+        f"/api/v1/projects/{project.pk}/images", {"file": png_upload(shape=(64, 64))}, format="multipart"
+    )
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "too_large"
+    assert Image.objects.count() == 0 and _media_files() == []
+
+
+@pytest.mark.django_db
+def test_mask_shape_mismatch_and_bad_labels_refused(dm_client, project):
+    image = png_upload(shape=(16, 16))
+    mask = SimpleUploadedFile("m.png", png_bytes(np.zeros((8, 8), np.uint8)))
+    resp = dm_client.post(
+        f"/api/v1/projects/{project.pk}/images", {"file": image, "mask": mask}, format="multipart"
+    )
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "mask_shape_mismatch"
+    bad = np.zeros((16, 16), np.uint8)
+    bad[2, 2] = 7  # project labels are 1 and 2
+    resp = dm_client.post(
+        f"/api/v1/projects/{project.pk}/images",
+        {"file": png_upload(shape=(16, 16)), "mask": SimpleUploadedFile("m.png", png_bytes(bad))},
+        format="multipart",
+    )
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "mask_labels_invalid"
+    assert Image.objects.count() == 0 and Annotation.objects.count() == 0 and _media_files() == []
+
+
+@pytest.mark.django_db
+def test_png_with_mask_creates_reference_revision(dm_client, project):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 1
+    mask[10:12, 10:12] = 2
+    files = {
+        "file": png_upload(shape=(16, 16)),
+        "mask": SimpleUploadedFile("m.png", png_bytes(mask)),
+        "split": "validation",
+    }
+    resp = dm_client.post(f"/api/v1/projects/{project.pk}/images", files, format="multipart")
+    assert resp.status_code == 201, resp.content
+    case = Case.objects.get()
+    assert case.split == "validation" and case.current_annotation.kind == "reference"
+    assert case.current_annotation.label_counts == {"0": 236, "1": 16, "2": 4}
+    from annotations.storage import mask_from_png
+
+    stored = mask_from_png((Path(settings.MEDIA_ROOT) / case.current_annotation.mask_path).read_bytes())
+    np.testing.assert_array_equal(stored, mask)
+
+
+@pytest.mark.django_db
+def test_duplicate_is_reported_not_stored_twice(dm_client, project):
+    first = dm_client.post(
+        f"/api/v1/projects/{project.pk}/images", {"file": png_upload(seed=5)}, format="multipart"
+    )
+    assert first.status_code == 201
+    files_after_first = _media_files()
+    again = dm_client.post(
+        f"/api/v1/projects/{project.pk}/images", {"file": png_upload(seed=5)}, format="multipart"
+    )
+    assert again.status_code == 200
+    assert again.json()["images"] == []
+    assert again.json()["duplicates"][0]["existing_image_id"] == first.json()["images"][0]["id"]
+    assert Image.objects.count() == 1 and _media_files() == files_after_first
+
+
+@pytest.mark.django_db
+def test_nifti_volume_becomes_one_case_per_slice(dm_client, project):
+    resp = _upload(dm_client, project, _nifti((8, 8, 3)), "vol.nii")
+    assert resp.status_code == 201, resp.content
+    image = Image.objects.get()
+    assert image.source_kind == "nifti" and image.shape[0] == 3
+    assert sorted(image.cases.values_list("slice_index", flat=True)) == [0, 1, 2]
+
+
+@pytest.mark.django_db
+def test_dicom_series_zip_keeps_grouping_and_instances(dm_client, project):
+    import pydicom
+
+    members = {}
+    for i in range(4):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.ImagePositionPatient = [0.0, 0.0, float(i * 5)]
+        ds.InstanceNumber = i + 1
+        ds.SOPInstanceUID = f"1.2.3.4.{i + 1}"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        members[f"s{3 - i}.dcm"] = buf.getvalue()
+    resp = _upload(dm_client, project, _zip(members), "series.zip")
+    assert resp.status_code == 201, resp.content
+    image = Image.objects.get()
+    assert image.source_kind == "dicom_series" and image.shape[0] == 4
+    assert DicomInstance.objects.filter(image=image).count() == 4
+    assert (
+        image.series_uid
+        and image.series_uid != pydicom.dcmread(get_testdata_file("CT_small.dcm")).SeriesInstanceUID
+    )
+    assert os.path.getsize(Path(settings.MEDIA_ROOT) / image.pixels_path) > 0

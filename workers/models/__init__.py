@@ -1,0 +1,4 @@
+from .heartbeat import WorkerHeartbeat
+from .probe import TaskProbe
+
+__all__ = ["TaskProbe", "WorkerHeartbeat"]
