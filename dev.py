@@ -87,10 +87,12 @@ def wait_healthy(url: str, timeout: float, procs: list[subprocess.Popen]) -> boo
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
+    """Warm shutdown: SIGTERM to each main process (Celery finishes its current task, gunicorn its
+    requests); whatever is left of a process group after 30 s is killed."""
     for p in procs:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.time() + 20
+            p.terminate()
+    deadline = time.time() + 30
     for p in procs:
         try:
             p.wait(timeout=max(0.1, deadline - time.time()))
