@@ -1,6 +1,7 @@
 """Importing pydicom's bundled files that carry patient names/IDs stores no PHI: every stored DICOM is read
 back and checked against the Basic profile table."""
 
+import logging
 from pathlib import Path
 
 import pydicom
@@ -17,7 +18,8 @@ PHI_FILES = ["CT_small.dcm", "MR_small.dcm"]
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", PHI_FILES)
-def test_stored_dicom_has_no_phi(dm_client, project, name):
+def test_stored_dicom_has_no_phi(dm_client, project, name, caplog):
+    caplog.set_level(logging.DEBUG)
     path = Path(get_testdata_file(name))
     original = pydicom.dcmread(path)
     assert str(original.PatientName), "the test file must carry a patient name"
@@ -68,3 +70,4 @@ def test_stored_dicom_has_no_phi(dm_client, project, name):
                     f"{tag} kept ({action})"
                 )
         assert inst.sop_instance_uid == stored.SOPInstanceUID != original.SOPInstanceUID
+    assert str(original.PatientName) not in caplog.text and str(original.PatientID) not in caplog.text

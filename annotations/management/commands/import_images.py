@@ -82,7 +82,8 @@ class Command(BaseCommand):
         parser.add_argument("--split", default=CaseSplit.POOL, choices=CaseSplit.values)
 
     def handle(self, *args, path: Path, project: str, user: str, masks: Path | None, split: str, **opts):
-        proj = self._project(project)
+        path, masks = Path(path), Path(masks) if masks else None  # call_command passes strings through
+        proj = self._project(str(project))
         actor = get_user_model().objects.filter(username=user, is_active=True).first()
         if actor is None or not allows(user_roles(actor, proj), Action.IMPORT_IMAGES):
             raise CommandError("the --user must be an active data manager or admin of the project")
