@@ -1,0 +1,192 @@
+"""De-identification of DICOM datasets (PS3.15 Annex E Basic profile + Modified Dates option).
+
+The action table lives in `profile.py`; this module applies it recursively, then applies the rules the
+standard states for whole classes of attributes: every private tag removed, every overlay (60xx) and curve
+(50xx) group removed, every instance UID remapped, every person name (PN) emptied, every date (DA, DT)
+shifted. Elements whose value representation is unknown (UN) are removed, as their content cannot be
+checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from workers.ml.imaging.errors import IngestError
+from workers.ml.imaging.profile import BASIC_PROFILE_ACTIONS, KEEP_UID_TAGS, MODIFIED_DATES_OPTION
+
+MIN_SALT_BYTES = 16
+_DT_RE = re.compile(r"^(\d{8})(\d{0,6}(?:\.\d{1,6})?)([+-]\d{4})?$")
+_DUMMY_PN = "ANONYMIZED"
+_METHOD = [
+    "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile",
+    "Retain Longitudinal Temporal Information Modified Dates Option",
+    "hitl-seg ingest",
+]
+_METHOD_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+)
+# File meta attributes that name the sending system; the meta is rebuilt on write, these would survive.
+_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+
+
+@dataclass(frozen=True)
+class DeidContext:
+    """Per-project de-identification secrets.
+
+    salt: secret random bytes (>= 16; use 32 from `secrets.token_bytes`), fixed for the project's life.
+        UIDs and pseudonyms are keyed hashes of it, so the same original value maps to the same output
+        within a project (longitudinal linkage survives) and to unrelated outputs across projects.
+    date_shift_days: added to every date; fixed for the project so intervals between studies are kept.
+    """
+
+    salt: bytes
+    date_shift_days: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.salt, bytes) or len(self.salt) < MIN_SALT_BYTES:
+            raise ValueError(f"DeidContext.salt must be at least {MIN_SALT_BYTES} bytes")
+        if not isinstance(self.date_shift_days, int) or isinstance(self.date_shift_days, bool):
+            raise ValueError("DeidContext.date_shift_days must be an int")
+
+    def _digest(self, purpose: bytes, value: str) -> bytes:
+        return hmac.new(self.salt, purpose + b"\x00" + value.encode("utf-8"), hashlib.sha256).digest()
+
+    def remap_uid(self, uid: str) -> str:
+        """ "2.25.<128-bit keyed hash as decimal>" (PS3.5 B.2 UUID-derived form; at most 44 chars)."""
+        return "2.25." + str(int.from_bytes(self._digest(b"uid", _clean_uid(uid))[:16], "big"))
+
+    def pseudonym(self, patient_id: str) -> str:
+        """Stable per-project pseudonym "ANON-<16 hex>"; all patients without an ID share one."""
+        return "ANON-" + self._digest(b"patient", patient_id.strip()).hex()[:16].upper()
+
+    def shift_date(self, value: str) -> str:
+        """Shift a DA value ("YYYYMMDD", or legacy "YYYY.MM.DD"); "" when it is not a full valid date."""
+        text = value.strip().replace(".", "") if len(value.strip()) == 10 else value.strip()
+        if len(text) != 8 or not text.isdigit():
+            return ""
+        try:
+            shifted = date(int(text[:4]), int(text[4:6]), int(text[6:])) + timedelta(
+                days=self.date_shift_days
+            )
+        except (ValueError, OverflowError):
+            return ""
+        return f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}"
+
+    def shift_datetime(self, value: str) -> str:
+        """Shift the date part of a DT value; "" when it has no full date (a year alone cannot be shifted)."""
+        match = _DT_RE.match(value.strip())
+        if match is None:
+            return ""
+        day = self.shift_date(match.group(1))
+        return day + match.group(2) + (match.group(3) or "") if day else ""
+
+
+def _clean_uid(uid: str) -> str:
+    return str(uid).strip().rstrip("\x00").strip()
+
+
+def deidentify(ds: Dataset, ctx: DeidContext) -> Dataset:
+    """Return a de-identified deep copy of `ds` (the input is not modified).
+
+    Raises IngestError("burned_in_annotation") when the image declares PHI burned into its pixels
+    (BurnedInAnnotation == "YES"): pixel-level redaction is out of scope, so such images are refused.
+    PatientName and PatientID become `ctx.pseudonym(original PatientID)`.
+    """
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        raise IngestError("burned_in_annotation", "the image declares burned-in annotation (possible PHI)")
+    out = copy.deepcopy(ds)
+    pseudonym = ctx.pseudonym(str(ds.get("PatientID", "") or ""))
+    _clean_dataset(out, ctx)
+    _clean_file_meta(out, ctx)
+    _mark_deidentified(out, pseudonym)
+    return out
+
+
+def _clean_dataset(ds: Dataset, ctx: DeidContext) -> None:
+    """Apply the profile to every element of `ds`, recursing into sequence items."""
+    for tag in list(ds.keys()):
+        elem = ds[tag]  # converts a raw element, so VR and value are known
+        if _must_remove(elem):
+            del ds[tag]
+            continue
+        action = "K" if elem.tag in MODIFIED_DATES_OPTION else BASIC_PROFILE_ACTIONS.get(elem.tag, "K")
+        if action == "X":
+            del ds[tag]
+            continue
+        if action == "Z":
+            elem.value = Sequence() if elem.VR == "SQ" else elem.empty_value
+        elif action == "D":
+            elem.value = _dummy(elem)
+        _clean_value(elem, ctx)
+
+
+def _must_remove(elem: DataElement) -> bool:
+    group = elem.tag.group
+    if elem.tag.is_private or elem.VR == "UN":
+        return True
+    # Overlay planes (60xx) can carry burned-in text and comments; curves (50xx) are retired free data.
+    return 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E
+
+
+def _dummy(elem: DataElement) -> object:
+    if elem.VR == "SQ":
+        return Sequence()  # an empty sequence: no item can leak
+    return _DUMMY_PN if elem.VR == "PN" else elem.empty_value
+
+
+def _clean_value(elem: DataElement, ctx: DeidContext) -> None:
+    """Rules for whole value representations, applied wherever the element sits."""
+    if elem.VR == "SQ":
+        for item in elem.value:
+            _clean_dataset(item, ctx)
+    elif elem.VR == "UI" and elem.tag not in KEEP_UID_TAGS and not elem.is_empty:
+        elem.value = _map_values(elem.value, lambda v: ctx.remap_uid(v) if _clean_uid(v) else "")
+    elif elem.VR == "PN" and not elem.is_empty and elem.value != _DUMMY_PN:
+        elem.value = elem.empty_value
+    elif elem.VR == "DA" and not elem.is_empty:
+        elem.value = _map_values(elem.value, lambda v: ctx.shift_date(str(v)))
+    elif elem.VR == "DT" and not elem.is_empty:
+        elem.value = _map_values(elem.value, lambda v: ctx.shift_datetime(str(v)))
+
+
+def _map_values(value: object, fn) -> object:  # type: ignore[no-untyped-def]
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        return fn(value.decode("ascii", "replace") if isinstance(value, bytes) else str(value))
+    return [fn(str(v)) for v in value]  # type: ignore[attr-defined]
+
+
+def _clean_file_meta(ds: Dataset, ctx: DeidContext) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for tag in _META_DROP:
+        if tag in meta:
+            del meta[tag]
+    if "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = ctx.remap_uid(meta.MediaStorageSOPInstanceUID)
+
+
+def _mark_deidentified(ds: Dataset, pseudonym: str) -> None:
+    ds.PatientName = pseudonym
+    ds.PatientID = pseudonym
+    ds.PatientIdentityRemoved = "YES"
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = list(_METHOD)
+    codes = Sequence()
+    for value, meaning in _METHOD_CODES:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        codes.append(item)
+    ds.DeidentificationMethodCodeSequence = codes
