@@ -24,6 +24,20 @@ class Annotation(models.Model):
     mask_sha256 = models.CharField(max_length=64)
     label_counts = models.JSONField(default=dict, help_text="{label value: pixel count}")
     time_spent_s = models.FloatField(default=0.0)
+    assignment = models.ForeignKey(
+        "annotations.Assignment", null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
+    proposal_model_version = models.ForeignKey(
+        "workers.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="the model whose proposal the reader started from",
+    )
+    # Correction effort against that proposal (null when there was none).
+    effort_dice = models.FloatField(null=True, blank=True)
+    pixels_changed = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

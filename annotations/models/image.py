@@ -100,6 +100,15 @@ class Case(models.Model):
     current_annotation = models.ForeignKey(
         "annotations.Annotation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # Queue state, written by the queue and scoring services only.
+    priority = models.FloatField(default=0.0, help_text="higher = read sooner (from the latest scoring)")
+    queue_reason = models.JSONField(
+        default=dict, blank=True, help_text="strategy, score, rank, model version"
+    )
+    reads_taken = models.PositiveSmallIntegerField(
+        default=0, help_text="slots held by active or submitted reads"
+    )
+    flagged_at = models.DateTimeField(null=True, blank=True, help_text="flagged cases leave the queue")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -108,7 +117,10 @@ class Case(models.Model):
             models.UniqueConstraint(fields=["image", "slice_index"], name="case_unique_slice"),
             models.CheckConstraint(condition=Q(split__in=CaseSplit.values), name="case_split_valid"),
         ]
-        indexes = [models.Index(fields=["project", "split"])]
+        indexes = [
+            models.Index(fields=["project", "split"]),
+            models.Index(fields=["project", "split", "-priority", "id"], name="case_queue_order"),
+        ]
 
     def __str__(self) -> str:
         return f"case {self.id} (image {self.image_id} slice {self.slice_index})"

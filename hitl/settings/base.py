@@ -158,6 +158,16 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3600)  # task
 CELERY_TASK_ROUTES = {
     "workers.tasks.imaging.*": {"queue": "default"},
     "workers.tasks.system.*": {"queue": "default"},
+    "workers.tasks.queue.*": {"queue": "default"},
+    "workers.tasks.training.*": {"queue": "train"},
+    "workers.tasks.scoring.*": {"queue": "score"},
+    "workers.tasks.explain.*": {"queue": "explain"},
+}
+# Periodic work (run `celery -A hitl beat`; the embedded run command starts the worker with -B).
+CELERY_BEAT_SCHEDULE = {
+    "expire-leases": {"task": "workers.tasks.queue.leases_expire", "schedule": 30.0},
+    "sweep-outbox": {"task": "workers.tasks.queue.outbox_sweep", "schedule": 15.0},
+    "reap-dead-training-runs": {"task": "workers.tasks.training.training_runs_reap", "schedule": 60.0},
 }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -1,4 +1,27 @@
 from .heartbeat import WorkerHeartbeat
+from .modeling import (
+    OPEN_RUN,
+    CaseScore,
+    Explanation,
+    ModelVersion,
+    OutboxMessage,
+    Prediction,
+    RunStatus,
+    TrainingRun,
+    VersionState,
+)
 from .probe import TaskProbe
 
-__all__ = ["TaskProbe", "WorkerHeartbeat"]
+__all__ = [
+    "OPEN_RUN",
+    "CaseScore",
+    "Explanation",
+    "ModelVersion",
+    "OutboxMessage",
+    "Prediction",
+    "RunStatus",
+    "TaskProbe",
+    "TrainingRun",
+    "VersionState",
+    "WorkerHeartbeat",
+]
