@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from annotations import views
-from annotations.apis import audit, auth, cases, images, members, projects
+from annotations.apis import audit, auth, cases, images, members, projects, queue
 from workers.apis.health import healthz
 
 api_v1 = [
@@ -20,7 +20,13 @@ api_v1 = [
     path("projects/<int:project_id>/images", images.ImageListApi.as_view(), name="image-list"),
     path("projects/<int:project_id>/cases", cases.CaseListApi.as_view(), name="case-list"),
     path("projects/<int:project_id>/audit", audit.AuditListApi.as_view(), name="audit-list"),
+    path("projects/<int:project_id>/queue/claim", queue.ClaimApi.as_view(), name="queue-claim"),
     path("cases/<int:case_id>", cases.CaseDetailApi.as_view(), name="case-detail"),
+    path("cases/<int:case_id>/lease/heartbeat", queue.HeartbeatApi.as_view(), name="lease-heartbeat"),
+    path("cases/<int:case_id>/lease/release", queue.ReleaseApi.as_view(), name="lease-release"),
+    path("cases/<int:case_id>/skip", queue.SkipApi.as_view(), name="case-skip"),
+    path("cases/<int:case_id>/flag", queue.FlagApi.as_view(), name="case-flag"),
+    path("cases/<int:case_id>/annotations", queue.SubmitApi.as_view(), name="annotation-submit"),
     path("cases/<int:case_id>/thumbnail.png", cases.CaseThumbnailApi.as_view(), name="case-thumbnail"),
 ]
 

@@ -18,13 +18,48 @@ class PayloadTooLarge(exceptions.APIException):
 def _message(detail) -> str:
     if isinstance(detail, list) and detail:
         return _message(detail[0])
+    if isinstance(detail, dict) and "detail" in detail:
+        return _message(detail["detail"])
     if isinstance(detail, dict) and detail:
         key, value = next(iter(detail.items()))
         return f"{key}: {_message(value)}"
     return str(detail)
 
 
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "conflict"
+
+
+def _translate_domain(exc):
+    """Map service-layer exceptions to HTTP ones; returns None when `exc` is not one of ours."""
+    from annotations.services.annotations import StaleBase
+    from annotations.services.masks import MaskError
+    from annotations.services.queue import QueueError
+
+    if isinstance(exc, StaleBase):
+        out = Conflict(str(exc))
+        out.hitl_code = "stale_base"
+        out.hitl_details = {"current_revision": exc.current.revision if exc.current else None}
+        return out
+    if isinstance(exc, QueueError):
+        out = (
+            exceptions.ValidationError({"detail": str(exc)})
+            if exc.code == "reason_required"
+            else Conflict(str(exc))
+        )
+        out.hitl_code = exc.code
+        return out
+    if isinstance(exc, MaskError):
+        out = exceptions.ValidationError({"mask": [str(exc)]})
+        out.hitl_code = exc.code
+        return out
+    return None
+
+
 def exception_handler(exc, context):
+    exc = _translate_domain(exc) or exc
     if isinstance(exc, IngestError):
         code = getattr(exc, "code", "bad_request")
         exc = (
@@ -48,5 +83,6 @@ def exception_handler(exc, context):
     code = getattr(exc, "hitl_code", None) or getattr(exc, "default_code", "error")
     if isinstance(exc, exceptions.ValidationError):
         code = getattr(exc, "hitl_code", None) or "invalid"
-    response.data = {"error": {"code": code, "message": _message(detail), "details": detail}}
+    details = getattr(exc, "hitl_details", None) or detail
+    response.data = {"error": {"code": code, "message": _message(detail), "details": details}}
     return response

@@ -108,6 +108,7 @@ class Case(models.Model):
     reads_taken = models.PositiveSmallIntegerField(
         default=0, help_text="slots held by active or submitted reads"
     )
+    slots_mask = models.PositiveIntegerField(default=0, help_text="bit i set = reading slot i is held")
     flagged_at = models.DateTimeField(null=True, blank=True, help_text="flagged cases leave the queue")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,11 +1,29 @@
-"""The reader queue: priorities (written by scoring), claims with leases, heartbeats, skip/flag, expiry."""
+"""The reader queue: priorities (written by scoring), claims with leases, heartbeats, skip/flag, expiry.
+
+Claiming locks the chosen case row (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the
+IMMEDIATE transaction is the single-writer lock), takes the lowest free reading slot from the case's slot
+bitmask, and writes the assignment. Database constraints back every rule: one holder per (case, slot), a
+reader reads a case once, one active lease per reader and project."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
-from annotations.models import Case, CaseSplit, Project
+from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
+from annotations.models.queue import READ_ONCE
+
+
+class QueueError(Exception):
+    """A queue action that cannot be done; `code` is shown to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -15,10 +33,14 @@ class QueueEntry:
     reason: dict[str, Any]  # {"strategy", "score", "rank", "model_version", "model_version_id", "scored_at"}
 
 
+def lease_seconds() -> int:
+    return int(getattr(settings, "HITL_LEASE_SECONDS", 1800))
+
+
 @transaction.atomic
 def queue_priorities_set(*, project: Project, entries: list[QueueEntry], reset_others: bool = True) -> int:
     """Replace the queue order of the project's pool with `entries` (cases of other projects are ignored).
-    With `reset_others`, pool cases not in `entries` drop to the back (priority -inf is not portable: -1e9)."""
+    With `reset_others`, pool cases not in `entries` drop to the back."""
     by_id = {e.case_id: e for e in entries}
     cases = list(
         Case.objects.filter(project=project, split=CaseSplit.POOL).only("id", "priority", "queue_reason")
@@ -35,3 +57,138 @@ def queue_priorities_set(*, project: Project, entries: list[QueueEntry], reset_o
         changed.append(case)
     Case.objects.bulk_update(changed, ["priority", "queue_reason"], batch_size=500)
     return len(changed)
+
+
+def _lowest_free_slot(mask: int, slots: int) -> int:
+    for slot in range(slots):
+        if not mask & (1 << slot):
+            return slot
+    raise QueueError("no_slot", "the case has no free reading slot")
+
+
+def _next_case(project: Project, reader) -> Case | None:
+    already_read = Assignment.objects.filter(project=project, reader=reader, status__in=READ_ONCE).values(
+        "case_id"
+    )
+    return (
+        Case.objects.filter(project=project, split=CaseSplit.POOL, flagged_at=None)
+        .filter(reads_taken__lt=project.readers_per_case)
+        .exclude(pk__in=already_read)
+        .order_by("-priority", "id")
+        .select_for_update(skip_locked=True, of=("self",))
+        .only("id", "slots_mask", "reads_taken", "queue_reason", "priority")
+        .first()
+    )
+
+
+@transaction.atomic
+def case_claim_next(*, project: Project, reader) -> Assignment | None:
+    """The caller's active lease if it has one (claiming is idempotent), else a new lease on the
+    highest-priority case the caller has not read and that still has a free slot; None when the queue is
+    empty for this reader. Four queries on the common path."""
+    now = timezone.now()
+    held = Assignment.objects.filter(project=project, reader=reader, status=AssignmentStatus.ACTIVE).first()
+    if held is not None:
+        if held.expires_at > now:
+            return held
+        _end(held, AssignmentStatus.EXPIRED, now=now)
+    case = _next_case(project, reader)
+    if case is None:
+        return None
+    slot = _lowest_free_slot(case.slots_mask, project.readers_per_case)
+    try:
+        # No savepoint (it would cost two more round trips): on a conflict the whole claim rolls back.
+        assignment = Assignment.objects.create(
+            project=project,
+            case=case,
+            reader=reader,
+            slot=slot,
+            queue_reason=case.queue_reason,
+            claimed_at=now,
+            expires_at=now + timedelta(seconds=lease_seconds()),
+        )
+    except IntegrityError as exc:  # a concurrent claim by the same reader won the race
+        raise QueueError("conflict", "another claim for this reader is in progress; retry") from exc
+    Case.objects.filter(pk=case.pk).update(
+        slots_mask=F("slots_mask").bitor(1 << slot), reads_taken=F("reads_taken") + 1
+    )
+    assignment.case = case
+    return assignment
+
+
+def _end(assignment: Assignment, status: str, *, now, reason: str = "", keeps_slot: bool = False) -> None:
+    """Close an active assignment; unless it keeps its slot (submitted), the slot returns to the queue."""
+    updated = Assignment.objects.filter(pk=assignment.pk, status=AssignmentStatus.ACTIVE).update(
+        status=status, finished_at=now, reason=reason[:500]
+    )
+    if not updated:
+        raise QueueError("lease_gone", "this lease is no longer active")
+    if not keeps_slot:
+        Case.objects.filter(pk=assignment.case_id).update(
+            slots_mask=F("slots_mask").bitand(~(1 << assignment.slot)), reads_taken=F("reads_taken") - 1
+        )
+    assignment.status, assignment.finished_at = status, now
+
+
+def active_assignment(*, case: Case, reader, lock: bool = False) -> Assignment:
+    qs = Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
+    assignment = (qs.select_for_update() if lock else qs).first()
+    if assignment is None:
+        raise QueueError("no_lease", "you hold no lease on this case; claim it from the queue first")
+    if assignment.expires_at <= timezone.now():
+        raise QueueError("lease_expired", "your lease on this case expired; claim again")
+    return assignment
+
+
+@transaction.atomic
+def assignment_heartbeat(*, case: Case, reader) -> Assignment:
+    assignment = active_assignment(case=case, reader=reader, lock=True)
+    assignment.expires_at = timezone.now() + timedelta(seconds=lease_seconds())
+    assignment.save(update_fields=["expires_at"])
+    return assignment
+
+
+@transaction.atomic
+def assignment_skip(*, case: Case, reader, reason: str) -> Assignment:
+    """Skip with a reason: the slot returns to the queue; this reader will not be offered the case again."""
+    if not reason.strip():
+        raise QueueError("reason_required", "say why you skip this case")
+    assignment = active_assignment(case=case, reader=reader, lock=True)
+    _end(assignment, AssignmentStatus.SKIPPED, now=timezone.now(), reason=reason)
+    return assignment
+
+
+@transaction.atomic
+def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
+    """Flag (e.g. "image unreadable"): the case leaves the queue for everyone until a data manager acts."""
+    if not reason.strip():
+        raise QueueError("reason_required", "say what is wrong with this case")
+    assignment = active_assignment(case=case, reader=reader, lock=True)
+    now = timezone.now()
+    _end(assignment, AssignmentStatus.FLAGGED, now=now, reason=reason)
+    Case.objects.filter(pk=case.pk).update(flagged_at=now)
+    return assignment
+
+
+@transaction.atomic
+def assignment_release(*, case: Case, reader) -> Assignment:
+    assignment = active_assignment(case=case, reader=reader, lock=True)
+    _end(assignment, AssignmentStatus.RELEASED, now=timezone.now())
+    return assignment
+
+
+def leases_expire(*, now=None) -> int:
+    """Return expired leases' slots to the queue (periodic). Each lease in its own short transaction."""
+    now = now or timezone.now()
+    count = 0
+    for pk in Assignment.objects.filter(status=AssignmentStatus.ACTIVE, expires_at__lte=now).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            assignment = (
+                Assignment.objects.select_for_update().filter(pk=pk, status=AssignmentStatus.ACTIVE).first()
+            )
+            if assignment is not None and assignment.expires_at <= now:
+                _end(assignment, AssignmentStatus.EXPIRED, now=now)
+                count += 1
+    return count

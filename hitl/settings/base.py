@@ -163,6 +163,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.scoring.*": {"queue": "score"},
     "workers.tasks.explain.*": {"queue": "explain"},
 }
+CELERY_IMPORTS = ("workers.tasks.queue",)  # besides what workers.tasks (autodiscovered) imports
 # Periodic work (run `celery -A hitl beat`; the embedded run command starts the worker with -B).
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "workers.tasks.queue.leases_expire", "schedule": 30.0},

@@ -1,0 +1,137 @@
+"""The reader queue over HTTP: claim, heartbeat, skip, flag, release; and mask submission."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.models import Annotation, Assignment
+from annotations.permissions import Action, require
+from annotations.selectors.images import case_get_for_user
+from annotations.selectors.projects import project_get_for_user
+from annotations.services import queue
+from annotations.services.annotations import annotation_submit
+from annotations.services.masks import mask_decode
+
+
+class AssignmentOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Assignment
+        fields = ["id", "case", "slot", "status", "claimed_at", "expires_at", "queue_reason"]
+
+
+class ClaimApi(APIView):
+    @extend_schema(
+        request=None, responses={200: AssignmentOutputSerializer, 204: None}, operation_id="queue_claim"
+    )
+    def post(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.ANNOTATE)
+        assignment = queue.case_claim_next(project=project, reader=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(AssignmentOutputSerializer(assignment).data)
+
+
+class _CaseLeaseApi(APIView):
+    action_fn = None
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+    def _run(self, request, case_id: int):
+        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        require(roles, Action.ANNOTATE)
+        ser = self.InputSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        assignment = self.perform(case=case, reader=request.user, reason=ser.validated_data["reason"])
+        return Response(AssignmentOutputSerializer(assignment).data)
+
+
+class HeartbeatApi(_CaseLeaseApi):
+    @extend_schema(request=None, responses=AssignmentOutputSerializer, operation_id="lease_heartbeat")
+    def post(self, request, case_id: int):
+        return self._run(request, case_id)
+
+    def perform(self, *, case, reader, reason):
+        return queue.assignment_heartbeat(case=case, reader=reader)
+
+
+class SkipApi(_CaseLeaseApi):
+    @extend_schema(
+        request=_CaseLeaseApi.InputSerializer, responses=AssignmentOutputSerializer, operation_id="case_skip"
+    )
+    def post(self, request, case_id: int):
+        return self._run(request, case_id)
+
+    def perform(self, *, case, reader, reason):
+        return queue.assignment_skip(case=case, reader=reader, reason=reason)
+
+
+class FlagApi(_CaseLeaseApi):
+    @extend_schema(
+        request=_CaseLeaseApi.InputSerializer, responses=AssignmentOutputSerializer, operation_id="case_flag"
+    )
+    def post(self, request, case_id: int):
+        return self._run(request, case_id)
+
+    def perform(self, *, case, reader, reason):
+        return queue.assignment_flag(case=case, reader=reader, reason=reason)
+
+
+class ReleaseApi(_CaseLeaseApi):
+    @extend_schema(request=None, responses=AssignmentOutputSerializer, operation_id="lease_release")
+    def post(self, request, case_id: int):
+        return self._run(request, case_id)
+
+    def perform(self, *, case, reader, reason):
+        return queue.assignment_release(case=case, reader=reader)
+
+
+class RevisionOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Annotation
+        fields = [
+            "id",
+            "case",
+            "revision",
+            "kind",
+            "author",
+            "base",
+            "label_counts",
+            "time_spent_s",
+            "proposal_model_version",
+            "effort_dice",
+            "pixels_changed",
+            "created_at",
+        ]
+
+
+class SubmitApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        mask = serializers.DictField(
+            help_text='{"format": "png_base64", "data": ...} or {"format": "rle", ...}'
+        )
+        base_revision = serializers.IntegerField(allow_null=True, min_value=1)
+        time_spent_s = serializers.FloatField(min_value=0, max_value=86400)
+        proposal_model_version = serializers.IntegerField(allow_null=True, required=False, default=None)
+
+    @extend_schema(
+        request=InputSerializer, responses={201: RevisionOutputSerializer}, operation_id="annotations_submit"
+    )
+    def post(self, request, case_id: int):
+        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        require(roles, Action.ANNOTATE)
+        ser = self.InputSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        mask = mask_decode(data["mask"], shape=tuple(case.image.shape[1:3]))
+        annotation = annotation_submit(
+            case=case,
+            reader=request.user,
+            mask=mask,
+            base_revision=data["base_revision"],
+            time_spent_s=data["time_spent_s"],
+            proposal_model_version_id=data["proposal_model_version"],
+        )
+        return Response(RevisionOutputSerializer(annotation).data, status=status.HTTP_201_CREATED)

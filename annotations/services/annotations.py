@@ -1,0 +1,128 @@
+"""Mask submission: an immutable new revision, checked against the reader's lease and base revision."""
+
+import hashlib
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Case
+from annotations.services.audit import audit_record
+from annotations.services.masks import MaskError, check_labels, correction_effort
+from annotations.services.queue import _end, active_assignment
+from annotations.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
+from workers.models import ModelVersion, Prediction
+from workers.services.outbox import outbox_enqueue
+
+
+class StaleBase(Exception):
+    """The reader edited an older revision than the current one (HTTP 409 with the current revision)."""
+
+    def __init__(self, current: Annotation | None) -> None:
+        super().__init__("the case changed since you opened it")
+        self.current = current
+
+
+def visible_head(*, case: Case, reader) -> Annotation | None:
+    """The revision a reader builds on: the case's current one when the case has one reader; with several
+    readers each reads blind, so it is the reader's own latest revision."""
+    if case.project.readers_per_case == 1:
+        return case.current_annotation
+    return case.annotations.filter(author=reader, kind=AnnotationKind.READER).order_by("-revision").first()
+
+
+def _proposal_effort(
+    case: Case, version: ModelVersion | None, mask: np.ndarray
+) -> tuple[float | None, int | None]:
+    if version is None:
+        return None, None
+    path = (
+        Prediction.objects.filter(case=case, model_version=version)
+        .values_list("mask_path", flat=True)
+        .first()
+    )
+    if not path:
+        return None, None
+    proposal = mask_from_png(bytes_load(path))
+    if proposal.shape != mask.shape:
+        return None, None
+    return correction_effort(proposal, mask)
+
+
+@transaction.atomic
+def annotation_submit(
+    *,
+    case: Case,
+    reader,
+    mask: np.ndarray,
+    base_revision: int | None,
+    time_spent_s: float,
+    proposal_model_version_id: int | None = None,
+) -> Annotation:
+    """Store `mask` as the next revision of `case` by `reader`, who must hold an active lease on it.
+
+    Raises MaskError (bad shape/labels), QueueError (no or expired lease), StaleBase (409)."""
+    case = (
+        Case.objects.select_for_update()
+        .select_related("project", "image", "current_annotation")
+        .get(pk=case.pk)
+    )
+    assignment = active_assignment(case=case, reader=reader, lock=True)
+    if tuple(mask.shape) != tuple(case.image.shape[1:3]):
+        raise MaskError(
+            "mask_shape_mismatch",
+            f"mask shape {list(mask.shape)} does not match the image {case.image.shape[1:3]}",
+        )
+    check_labels(mask, case.project.label_values())
+    head = visible_head(case=case, reader=reader)
+    if (head.revision if head else None) != base_revision:
+        raise StaleBase(head)
+    if not 0 <= time_spent_s <= 24 * 3600:
+        raise MaskError("invalid_time", "time spent must be between 0 and 24 hours")
+    version = None
+    if proposal_model_version_id is not None:
+        version = ModelVersion.objects.filter(pk=proposal_model_version_id, project=case.project).first()
+        if version is None:
+            raise MaskError("invalid_model_version", "that model version does not belong to this project")
+    effort_dice, pixels_changed = _proposal_effort(case, version, mask)
+    png = mask_to_png(mask)
+    revision = (case.annotations.aggregate(m=Max("revision"))["m"] or 0) + 1
+    path = bytes_save(f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}.png", png)
+    values, counts = np.unique(mask, return_counts=True)
+    try:
+        annotation = Annotation.objects.create(
+            case=case,
+            revision=revision,
+            kind=AnnotationKind.READER,
+            author=reader,
+            base=head,
+            mask_path=path,
+            mask_sha256=hashlib.sha256(png).hexdigest(),
+            label_counts={str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+            time_spent_s=float(time_spent_s),
+            assignment=assignment,
+            proposal_model_version=version,
+            effort_dice=effort_dice,
+            pixels_changed=pixels_changed,
+        )
+    except BaseException:
+        delete_quietly([path])  # the row failed: leave no orphan file
+        raise
+    _after_submit(case=case, reader=reader, assignment=assignment, annotation=annotation, head=head)
+    return annotation
+
+
+def _after_submit(*, case: Case, reader, assignment, annotation: Annotation, head: Annotation | None) -> None:
+    """Move the current pointer, close the lease, audit, and queue follow-up work (same transaction)."""
+    revision = annotation.revision
+    Case.objects.filter(pk=case.pk).update(current_annotation=annotation)
+    _end(assignment, AssignmentStatus.SUBMITTED, now=timezone.now(), keeps_slot=True)
+    audit_record(
+        actor=reader,
+        action="annotation.submit",
+        project=case.project,
+        target=annotation,
+        details={"case_id": case.pk, "revision": revision, "base_revision": head.revision if head else None},
+    )
+    outbox_enqueue(task="workers.tasks.training.training_auto_check", kwargs={"project_id": case.project_id})

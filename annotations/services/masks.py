@@ -1,0 +1,92 @@
+"""Decode submitted masks (PNG or run-length) and measure correction effort. Pure numpy helpers."""
+
+import base64
+import binascii
+
+import numpy as np
+
+from annotations.storage import mask_from_png
+
+
+class MaskError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def mask_decode(payload: dict, *, shape: tuple[int, int], max_bytes: int = 20 * 1024 * 1024) -> np.ndarray:
+    """{"format": "png_base64", "data": ...} or {"format": "rle", "size": [H, W], "values": [...],
+    "lengths": [...]} (row-major runs of label values) -> (H, W) uint8. Checks the shape."""
+    fmt = payload.get("format")
+    if fmt == "png_base64":
+        data = payload.get("data", "")
+        if not isinstance(data, str) or len(data) > max_bytes * 4 // 3 + 4:
+            raise MaskError("invalid_mask", "mask data missing or too large")
+        try:
+            mask = mask_from_png(base64.b64decode(data, validate=True))
+        except (binascii.Error, ValueError, OSError) as exc:
+            raise MaskError("invalid_mask", "the mask is not a valid single-channel PNG") from exc
+    elif fmt == "rle":
+        mask = _rle_decode(payload)
+    else:
+        raise MaskError("invalid_mask", 'mask format must be "png_base64" or "rle"')
+    if mask.shape != tuple(shape):
+        raise MaskError(
+            "mask_shape_mismatch", f"mask shape {list(mask.shape)} does not match the image {list(shape)}"
+        )
+    return mask
+
+
+def _rle_decode(payload: dict) -> np.ndarray:
+    try:
+        h, w = (int(v) for v in payload["size"])
+        values = np.asarray(payload["values"], dtype=np.int64)
+        lengths = np.asarray(payload["lengths"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MaskError("invalid_mask", "RLE needs size [H, W], values and lengths") from exc
+    if values.shape != lengths.shape or values.ndim != 1 or (lengths < 0).any() or h <= 0 or w <= 0:
+        raise MaskError(
+            "invalid_mask", "RLE values and lengths must be equal-length lists of non-negative runs"
+        )
+    if int(lengths.sum()) != h * w:
+        raise MaskError("invalid_mask", f"RLE runs cover {int(lengths.sum())} pixels, not {h * w}")
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise MaskError("mask_labels_invalid", "label values must be 0..255")
+    return np.repeat(values.astype(np.uint8), lengths).reshape(h, w)
+
+
+def rle_encode(mask: np.ndarray) -> dict:
+    flat = mask.reshape(-1)
+    if flat.size == 0:
+        return {"format": "rle", "size": list(mask.shape), "values": [], "lengths": []}
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    starts = np.concatenate([[0], edges])
+    lengths = np.diff(np.concatenate([starts, [flat.size]]))
+    return {
+        "format": "rle",
+        "size": list(mask.shape),
+        "values": flat[starts].tolist(),
+        "lengths": lengths.tolist(),
+    }
+
+
+def check_labels(mask: np.ndarray, allowed: set[int]) -> None:
+    present = set(np.unique(mask).tolist()) - {0}
+    unknown = present - allowed
+    if unknown:
+        raise MaskError(
+            "mask_labels_invalid", f"label values {sorted(unknown)} are not classes of this project"
+        )
+
+
+def correction_effort(proposal: np.ndarray, submitted: np.ndarray) -> tuple[float, int]:
+    """(mean Dice over the labels present in either mask, pixels whose label changed). Both empty -> 1.0."""
+    labels = (set(np.unique(proposal).tolist()) | set(np.unique(submitted).tolist())) - {0}
+    if not labels:
+        return 1.0, 0
+    dices = []
+    for label in sorted(labels):
+        a, b = proposal == label, submitted == label
+        denom = int(a.sum()) + int(b.sum())
+        dices.append(2.0 * int((a & b).sum()) / denom if denom else 1.0)
+    return float(np.mean(dices)), int((proposal != submitted).sum())

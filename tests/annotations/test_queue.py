@@ -1,0 +1,225 @@
+"""Reader queue and submissions: ordering, slots, leases, skip/flag, optimistic concurrency, effort."""
+
+import base64
+from datetime import timedelta
+
+import nibabel as nib
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from annotations.models import Annotation, Assignment, AuditEvent, Case, Role
+from annotations.services.masks import rle_encode
+from annotations.services.queue import QueueEntry, case_claim_next, leases_expire, queue_priorities_set
+from annotations.storage import bytes_save, mask_to_png
+from tests.factories import MembershipFactory, UserFactory
+from tests.helpers import png_bytes
+from workers.models import ModelVersion, OutboxMessage, Prediction
+
+H, W, S = 16, 12, 6
+
+
+@pytest.fixture
+def pool(project, dm_client):
+    """A project with S pool cases (one 16x12 volume), priorities 0..S-1 (the last slice first)."""
+    vol = np.random.default_rng(0).normal(size=(W, H, S)).astype(np.float32)
+    data = nib.Nifti1Image(vol, np.eye(4)).to_bytes()
+    resp = dm_client.post(
+        f"/api/v1/projects/{project.pk}/images",
+        {"file": SimpleUploadedFile("v.nii", data)},
+        format="multipart",
+    )
+    assert resp.status_code == 201, resp.content
+    cases = list(Case.objects.filter(project=project).order_by("slice_index"))
+    queue_priorities_set(
+        project=project,
+        entries=[
+            QueueEntry(c.pk, float(c.slice_index), {"strategy": "entropy", "rank": S - c.slice_index})
+            for c in cases
+        ],
+    )
+    return cases
+
+
+@pytest.fixture
+def reader(member):
+    return member(Role.ANNOTATOR)
+
+
+def _mask(value=1):
+    m = np.zeros((H, W), np.uint8)
+    m[2:6, 3:7] = value
+    return m
+
+
+def _submit(client, case_id, mask, base=None, t=12.5, version=None):
+    body = {
+        "mask": {"format": "png_base64", "data": base64.b64encode(png_bytes(mask)).decode()},
+        "base_revision": base,
+        "time_spent_s": t,
+        "proposal_model_version": version,
+    }
+    return client.post(f"/api/v1/cases/{case_id}/annotations", body, format="json")
+
+
+@pytest.mark.django_db
+def test_claim_follows_priority_and_is_idempotent(project, pool, reader, client_for):
+    client = client_for(reader)
+    first = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()
+    assert first["case"] == pool[-1].pk and first["queue_reason"]["strategy"] == "entropy"
+    again = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()
+    assert again["id"] == first["id"]
+    other_user = UserFactory(username="r2")
+    MembershipFactory(project=project, user=other_user, role=Role.ANNOTATOR)
+    assert (
+        client_for(other_user).post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+        == pool[-2].pk
+    )
+
+
+@pytest.mark.django_db
+def test_multi_reader_slots_and_never_twice(project, pool, member):
+    project.readers_per_case = 2
+    project.save()
+    readers = [member(Role.ANNOTATOR) for _ in range(3)]
+    claims = [case_claim_next(project=project, reader=r) for r in readers]
+    assert [c.case_id for c in claims] == [pool[-1].pk, pool[-1].pk, pool[-2].pk]
+    assert [c.slot for c in claims] == [0, 1, 0]
+    case = Case.objects.get(pk=pool[-1].pk)
+    assert case.reads_taken == 2 and case.slots_mask == 0b11
+
+
+@pytest.mark.django_db
+def test_skip_frees_slot_but_not_for_the_same_reader(project, pool, reader, member, client_for):
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    assert client.post(f"/api/v1/cases/{case_id}/skip", {"reason": ""}, format="json").status_code == 400
+    assert (
+        client.post(f"/api/v1/cases/{case_id}/skip", {"reason": "motion artefact"}, format="json").status_code
+        == 200
+    )
+    assert client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"] != case_id
+    assert case_claim_next(project=project, reader=member(Role.ANNOTATOR)).case_id == case_id
+
+
+@pytest.mark.django_db
+def test_flag_removes_case_from_queue(project, pool, reader, member, client_for):
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    resp = client.post(f"/api/v1/cases/{case_id}/flag", {"reason": "image unreadable"}, format="json")
+    assert resp.status_code == 200 and Case.objects.get(pk=case_id).flagged_at is not None
+    others = [case_claim_next(project=project, reader=member(Role.ANNOTATOR)).case_id for _ in range(S - 1)]
+    assert case_id not in others
+    assert case_claim_next(project=project, reader=member(Role.ANNOTATOR)) is None
+
+
+@pytest.mark.django_db
+def test_expired_lease_returns_case_and_refuses_submission(project, pool, reader, client_for):
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    Assignment.objects.update(
+        claimed_at=timezone.now() - timedelta(hours=1), expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    resp = _submit(client, case_id, _mask())
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "lease_expired"
+    assert leases_expire() == 1
+    case = Case.objects.get(pk=case_id)
+    assert case.reads_taken == 0 and case.slots_mask == 0 and Annotation.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_submit_creates_revision_and_409_on_stale_base(project, pool, reader, client_for):
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    resp = _submit(client, case_id, _mask())
+    assert resp.status_code == 201, resp.content
+    body = resp.json()
+    assert body["revision"] == 1 and body["base"] is None and body["time_spent_s"] == 12.5
+    assert Case.objects.get(pk=case_id).current_annotation_id == body["id"]
+    assert AuditEvent.objects.filter(action="annotation.submit").count() == 1
+    assert OutboxMessage.objects.filter(task="workers.tasks.training.training_auto_check").count() == 1
+    # a second submission needs a lease again; with a fresh lease but a stale base it is a 409
+    late_user = UserFactory(username="late")
+    MembershipFactory(project=project, user=late_user, role=Role.ANNOTATOR)
+    Assignment.objects.create(
+        project=project,
+        case_id=case_id,
+        reader=late_user,
+        slot=1,
+        status="active",
+        claimed_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    late = client_for(late_user)
+    stale = _submit(late, case_id, _mask(2), base=None)
+    assert stale.status_code == 409
+    assert (
+        stale.json()["error"]["code"] == "stale_base"
+        and stale.json()["error"]["details"]["current_revision"] == 1
+    )
+    ok = _submit(late, case_id, _mask(2), base=1)
+    assert ok.status_code == 201 and ok.json()["revision"] == 2 and ok.json()["base"] == body["id"]
+    assert Annotation.objects.get(revision=1).mask_sha256  # nothing overwritten
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "mask,code",
+    [
+        (np.zeros((H + 1, W), np.uint8), "mask_shape_mismatch"),
+        (np.full((H, W), 7, np.uint8), "mask_labels_invalid"),
+    ],
+)
+def test_submit_rejects_bad_masks(project, pool, reader, client_for, mask, code):
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    resp = _submit(client, case_id, mask)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == code
+    assert Annotation.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_rle_submission_and_correction_effort(project, pool, reader, client_for):
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    version = ModelVersion.objects.create(
+        project=project, number=1, state="active", weights_path="w", weights_sha256="0"
+    )
+    proposal = np.zeros((H, W), np.uint8)
+    proposal[2:6, 3:9] = 1  # 24 px; the reader keeps 16 of them
+    Prediction.objects.create(
+        case_id=case_id, model_version=version, mask_path=bytes_save("p.png", mask_to_png(proposal))
+    )
+    body = {
+        "mask": rle_encode(_mask()),
+        "base_revision": None,
+        "time_spent_s": 3,
+        "proposal_model_version": version.pk,
+    }
+    resp = client.post(f"/api/v1/cases/{case_id}/annotations", body, format="json")
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["effort_dice"] == pytest.approx(2 * 16 / (24 + 16))
+    assert resp.json()["pixels_changed"] == 8
+
+
+@pytest.mark.django_db
+def test_claim_permissions(project, pool, member, client_for, other_project):
+    dm = client_for(member(Role.DATA_MANAGER))
+    assert dm.post(f"/api/v1/projects/{project.pk}/queue/claim").status_code == 403
+    outsider = UserFactory(username="outsider")
+    MembershipFactory(project=other_project, user=outsider, role=Role.ANNOTATOR)
+    assert client_for(outsider).post(f"/api/v1/projects/{project.pk}/queue/claim").status_code == 404
+
+
+@pytest.mark.django_db
+def test_claim_query_count_is_pinned(project, pool, member):
+    """At most 4 statements per claim (target: 5); SAVEPOINTs are the test transaction's, not the claim's."""
+    reader = member(Role.ANNOTATOR)
+    with CaptureQueriesContext(connection) as ctx:
+        assignment = case_claim_next(project=project, reader=reader)
+    statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert assignment is not None
+    assert len(statements) <= 4, statements

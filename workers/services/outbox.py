@@ -1,0 +1,45 @@
+"""Transactional outbox: follow-up work is written in the same transaction as the change that needs it,
+then sent after commit. If the broker is down the row stays unsent and the periodic sweep sends it later, so
+no submission's follow-up work is lost."""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from hitl.celery import app
+from workers.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+
+def outbox_enqueue(*, task: str, kwargs: dict) -> OutboxMessage:
+    """Call inside the caller's transaction; the message is sent once that commits."""
+    message = OutboxMessage.objects.create(task=task, kwargs=kwargs)
+    transaction.on_commit(lambda: outbox_send(message_id=message.pk))
+    return message
+
+
+def outbox_send(*, message_id: int) -> bool:
+    """Send one message; True when the broker took it. Safe to call twice: a sent message is skipped."""
+    message = OutboxMessage.objects.filter(pk=message_id, sent_at=None).first()
+    if message is None:
+        return False
+    try:
+        app.send_task(message.task, kwargs=message.kwargs)
+    except Exception as exc:  # broker down: keep it for the sweep
+        OutboxMessage.objects.filter(pk=message_id).update(
+            attempts=message.attempts + 1, last_error=type(exc).__name__
+        )
+        log.warning("outbox message %s not sent (%s); the sweep will retry", message_id, type(exc).__name__)
+        return False
+    OutboxMessage.objects.filter(pk=message_id, sent_at=None).update(
+        sent_at=timezone.now(), attempts=message.attempts + 1
+    )
+    return True
+
+
+def outbox_sweep(*, limit: int = 500) -> int:
+    """Send what is still unsent (oldest first); returns how many went out."""
+    ids = list(OutboxMessage.objects.filter(sent_at=None).order_by("id").values_list("pk", flat=True)[:limit])
+    return sum(outbox_send(message_id=pk) for pk in ids)
