@@ -64,7 +64,7 @@ def annotation_submit(
 
     Raises MaskError (bad shape/labels), QueueError (no or expired lease), StaleBase (409)."""
     case = (
-        Case.objects.select_for_update()
+        Case.objects.select_for_update(of=("self",))  # lock the case only (joins may be outer)
         .select_related("project", "image", "current_annotation")
         .get(pk=case.pk)
     )

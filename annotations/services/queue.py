@@ -107,8 +107,8 @@ def case_claim_next(*, project: Project, reader) -> Assignment | None:
             claimed_at=now,
             expires_at=now + timedelta(seconds=lease_seconds()),
         )
-    except IntegrityError as exc:  # a concurrent claim by the same reader won the race
-        raise QueueError("conflict", "another claim for this reader is in progress; retry") from exc
+    except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
+        raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
     Case.objects.filter(pk=case.pk).update(
         slots_mask=F("slots_mask").bitor(1 << slot), reads_taken=F("reads_taken") + 1
     )

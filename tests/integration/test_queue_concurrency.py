@@ -1,0 +1,180 @@
+"""50 concurrent readers claim and submit over HTTP (gunicorn) against PostgreSQL.
+
+Correctness is asserted (no slot held twice, no reader reading a case twice, no submission lost); claim
+latency p50/p99 and statements per claim are measured and written to artifacts/queue_benchmark.json."""
+
+import base64
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import nibabel as nib
+import numpy as np
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+from annotations.models import Annotation, Assignment, Case, Role
+from annotations.services.ingest import image_import
+from annotations.services.queue import case_claim_next
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.helpers import png_bytes
+from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+READERS, CASES, READS = 50, 100, 2
+MASK = base64.b64encode(png_bytes(np.pad(np.ones((4, 4), np.uint8), 6))).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(settings):
+    db = settings.DATABASES["default"]
+    port = _free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        DJANGO_SETTINGS_MODULE="hitl.settings.test",
+        CELERY_TASK_ALWAYS_EAGER="false",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "deploy/gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+        "--access-logfile",
+        "/dev/null",
+        "hitl.wsgi:application",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)  # noqa: S310
+            break
+        except urllib.error.HTTPError:
+            break  # 503 without a worker is fine: the server is up
+        except OSError:
+            time.sleep(0.25)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _post(url: str, token: str, body: dict | None = None) -> tuple[int, dict, float]:
+    data = json.dumps(body or {}).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+    )
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            raw, status = resp.read(), resp.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    return status, (json.loads(raw) if raw else {}), time.perf_counter() - t0
+
+
+def _reader_loop(base: str, project_id: int, token: str) -> list[tuple]:
+    events = []
+    while True:
+        status, body, seconds = _post(f"{base}/api/v1/projects/{project_id}/queue/claim", token)
+        events.append(("claim", status, seconds, body.get("case")))
+        if status != 200:
+            return events
+        payload = {"mask": {"format": "png_base64", "data": MASK}, "base_revision": None, "time_spent_s": 1.0}
+        status, body, seconds = _post(f"{base}/api/v1/cases/{body['case']}/annotations", token, payload)
+        events.append(("submit", status, seconds, body.get("case")))
+
+
+def test_fifty_concurrent_readers(server):
+    project = ProjectFactory(readers_per_case=READS)
+    dm = UserFactory(username="dm")
+    MembershipFactory(project=project, user=dm, role=Role.DATA_MANAGER)
+    vol = np.random.default_rng(1).normal(size=(16, 16, CASES)).astype(np.float32)
+    image_import(project=project, user=dm, data=nib.Nifti1Image(vol, np.eye(4)).to_bytes(), filename="v.nii")
+    tokens = {}
+    for i in range(READERS):
+        user = UserFactory(username=f"reader{i}")
+        MembershipFactory(project=project, user=user, role=Role.ANNOTATOR)
+        tokens[user.pk] = Token.objects.create(user=user).key
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        results = dict(
+            zip(tokens, pool.map(lambda t: _reader_loop(server, project.pk, t), tokens.values()), strict=True)
+        )
+
+    statuses = Counter((kind, status) for events in results.values() for kind, status, _, _ in events)
+    assert statuses[("submit", 201)] == CASES * READS, statuses
+    assert set(statuses) <= {("claim", 200), ("claim", 204), ("submit", 201)}, statuses
+    for reader_id, events in results.items():  # no reader got a case twice
+        cases = [case for kind, status, _, case in events if kind == "claim" and status == 200]
+        assert len(cases) == len(set(cases)), reader_id
+    assert Annotation.objects.filter(case__project=project).count() == CASES * READS  # nothing lost
+    held = Counter(Assignment.objects.filter(project=project).values_list("case_id", "slot"))
+    assert max(held.values()) == 1  # no (case, slot) ever held by two readers
+    assert set(Case.objects.filter(project=project).values_list("reads_taken", flat=True)) == {READS}
+
+    latencies = sorted(
+        s * 1000 for events in results.values() for kind, st, s, _ in events if kind == "claim" and st == 200
+    )
+    report = {
+        "readers": READERS,
+        "cases": CASES,
+        "reads_per_case": READS,
+        "claims": len(latencies),
+        "http_claim_ms_p50_saturated": round(statistics.median(latencies), 2),
+        "http_claim_ms_p99_saturated": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
+        **_service_claims(project),
+    }
+    out = ROOT / "artifacts" / "queue_benchmark.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print("queue benchmark:", report)
+    assert report["statements_per_claim"] <= 5
+
+
+def _service_claims(project) -> dict:
+    """Claims straight through the service on PostgreSQL, one after another: the claim's own latency, and
+    the statements it sends (BEGIN/COMMIT aside)."""
+    project.readers_per_case = READS + 1  # make room for one more read of each case
+    project.save(update_fields=["readers_per_case"])
+    times, statements = [], []
+    for i in range(READERS):
+        user = UserFactory(username=f"probe{i}")
+        MembershipFactory(project=project, user=user, role=Role.ANNOTATOR)
+        with CaptureQueriesContext(connection) as ctx:
+            t0 = time.perf_counter()
+            assert case_claim_next(project=project, reader=user) is not None
+            times.append((time.perf_counter() - t0) * 1000)
+        statements.append(sum(q["sql"] not in ("BEGIN", "COMMIT") for q in ctx.captured_queries))
+    times.sort()
+    return {
+        "service_claim_ms_p50": round(statistics.median(times), 2),
+        "service_claim_ms_p99": round(times[int(0.99 * (len(times) - 1))], 2),
+        "statements_per_claim": max(statements),
+    }
