@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from annotations import views
-from annotations.apis import audit, auth, cases, images, members, projects, queue
+from annotations.apis import audit, auth, cases, editor, images, members, projects, queue
 from workers.apis.health import healthz
 
 api_v1 = [
@@ -27,6 +27,18 @@ api_v1 = [
     path("cases/<int:case_id>/skip", queue.SkipApi.as_view(), name="case-skip"),
     path("cases/<int:case_id>/flag", queue.FlagApi.as_view(), name="case-flag"),
     path("cases/<int:case_id>/annotations", queue.SubmitApi.as_view(), name="annotation-submit"),
+    path("cases/<int:case_id>/editor", editor.EditorPayloadApi.as_view(), name="case-editor"),
+    path("cases/<int:case_id>/pixels", editor.PixelsApi.as_view(), name="case-pixels"),
+    path("cases/<int:case_id>/proposal.png", editor.ProposalPngApi.as_view(), name="case-proposal"),
+    path("cases/<int:case_id>/uncertainty.png", editor.UncertaintyPngApi.as_view(), name="case-uncertainty"),
+    path(
+        "annotations/<int:annotation_id>/mask.png", editor.AnnotationMaskApi.as_view(), name="annotation-mask"
+    ),
+    path(
+        "explanations/<int:explanation_id>/map.png",
+        editor.ExplanationMapApi.as_view(),
+        name="explanation-map",
+    ),
     path("cases/<int:case_id>/thumbnail.png", cases.CaseThumbnailApi.as_view(), name="case-thumbnail"),
 ]
 

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.apis.pagination import paginated_response
-from annotations.models import Annotation, Case, CaseSplit
+from annotations.models import Annotation, Case, CaseSplit, Role
 from annotations.permissions import Action, require
 from annotations.render import slice_png
 from annotations.selectors.images import case_get_for_user, case_list
@@ -79,7 +79,10 @@ class CaseDetailApi(APIView):
     def get(self, request, case_id: int):
         case, roles = case_get_for_user(user=request.user, case_id=case_id)
         require(roles, Action.VIEW)
-        return Response(CaseDetailOutputSerializer(case).data)
+        data = CaseDetailOutputSerializer(case).data
+        if not roles - {Role.ANNOTATOR}:  # readers read blind: only their own revisions
+            data["annotations"] = [a for a in data["annotations"] if a["author"] == request.user.pk]
+        return Response(data)
 
 
 class CaseThumbnailApi(APIView):

@@ -131,6 +131,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ImageStatusEnum": "annotations.models.image.ImageStatus",
+        "AssignmentStatusEnum": "annotations.models.queue.AssignmentStatus",
+        "RunStatusEnum": "workers.models.modeling.RunStatus",
+        "VersionStateEnum": "workers.models.modeling.VersionState",
+    },
 }
 
 # Celery: the embedded default needs no server (kombu filesystem transport); production sets Redis.

@@ -21,7 +21,9 @@ def folder(tmp_path):
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.ImagePositionPatient = [0.0, 0.0, float(i * 2)]
         ds.SOPInstanceUID = f"1.2.826.0.1.3680043.99.{i}"
-        ds.save_as(root / "series1" / f"IM{i:03d}")  # DICOM files without an extension, as scanners write them
+        ds.save_as(
+            root / "series1" / f"IM{i:03d}"
+        )  # DICOM files without an extension, as scanners write them
     rng = np.random.default_rng(0)
     (root / "tile.png").write_bytes(png_bytes(rng.integers(0, 255, (20, 30), dtype=np.uint8)))
     masks = tmp_path / "masks"
@@ -38,7 +40,15 @@ def test_import_folder_with_series_and_mask(project, folder):
     user = UserFactory(username="dm")
     MembershipFactory(project=project, user=user, role=Role.DATA_MANAGER)
     out = io.StringIO()
-    call_command("import_images", str(root), project=str(project.pk), user="dm", masks=str(masks), stdout=out, verbosity=0)
+    call_command(
+        "import_images",
+        str(root),
+        project=str(project.pk),
+        user="dm",
+        masks=str(masks),
+        stdout=out,
+        verbosity=0,
+    )
     assert "imported 2 image(s), 0 duplicate(s) reported, 0 failed" in out.getvalue()
     series = Image.objects.get(source_kind="dicom_series")
     assert series.shape[0] == 3 and series.cases.count() == 3

@@ -1,0 +1,66 @@
+"""What the editor needs to open a case, in one call (plus binary fetches for pixels and layers)."""
+
+from typing import Any
+
+from rest_framework.exceptions import NotFound
+
+from annotations.models import Annotation, Assignment, AssignmentStatus, Case, Role
+from annotations.services.annotations import visible_head
+from workers.selectors.modeling import case_ml_payload
+
+
+def require_case_access(*, user, roles: set[str], case: Case) -> None:
+    """Readers read blind: a user who is only an annotator sees a case only after the queue gave it to
+    them. Other roles see every case of their project."""
+    if roles - {Role.ANNOTATOR}:
+        return
+    if not Assignment.objects.filter(case=case, reader=user).exists():
+        raise NotFound("case not found")
+
+
+def annotation_visible(*, user, roles: set[str], annotation: Annotation) -> bool:
+    if roles - {Role.ANNOTATOR}:
+        return True
+    return annotation.author_id == user.pk
+
+
+def editor_payload(*, case: Case, user, roles: set[str]) -> dict[str, Any]:
+    base = f"/api/v1/cases/{case.pk}"
+    lease = Assignment.objects.filter(case=case, reader=user, status=AssignmentStatus.ACTIVE).first()
+    head = visible_head(case=case, reader=user)
+    ml = case_ml_payload(case)
+    image = case.image
+    proposal = ml["proposal"]
+    return {
+        "case": {
+            "id": case.pk,
+            "image": image.pk,
+            "image_name": image.display_name,
+            "slice_index": case.slice_index,
+            "split": case.split,
+            "shape": image.shape[1:3],
+            "channels": 3 if image.is_rgb else 1,
+            "dtype": image.dtype,
+            "modality": image.modality,
+            "spacing": image.spacing,
+            "window_presets": image.window_presets,
+            "pixels_url": f"{base}/pixels",
+        },
+        "label_classes": case.project.label_classes,
+        "lease": {"slot": lease.slot, "expires_at": lease.expires_at} if lease else None,
+        "head_revision": head.revision if head else None,
+        "head_mask_url": f"/api/v1/annotations/{head.pk}/mask.png" if head else None,
+        "model_version": ml["model_version"],
+        "proposal": {**_public(proposal), "mask_url": f"{base}/proposal.png"} if proposal else None,
+        "uncertainty_url": f"{base}/uncertainty.png" if proposal and proposal["uncertainty_path"] else None,
+        "explanations": [
+            {**_public(e), "map_url": f"/api/v1/explanations/{e['id']}/map.png"} for e in ml["explanations"]
+        ],
+        "why": (lease.queue_reason if lease and lease.queue_reason else case.queue_reason) or None,
+        "score": ml["score"],
+    }
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    """Storage paths stay on the server; the client gets URLs."""
+    return {k: v for k, v in entry.items() if not k.endswith("_path")}

@@ -1,0 +1,83 @@
+"""The editor payload: pixels, proposal, uncertainty, explanations with stale flags, why the case was chosen."""
+
+import numpy as np
+import pytest
+
+from annotations.models import Role
+from annotations.services.queue import case_claim_next
+from annotations.storage import bytes_save, mask_to_png
+from tests.annotations.test_queue import H, W, _mask, _submit, pool  # noqa: F401  (fixtures)
+from workers.models import Explanation, ModelVersion, Prediction
+
+
+def _version(project, number, state):
+    return ModelVersion.objects.create(
+        project=project, number=number, state=state, weights_path="w", weights_sha256="0"
+    )
+
+
+@pytest.fixture
+def claimed(project, pool, member, client_for):  # noqa: F811
+    reader = member(Role.ANNOTATOR)
+    assignment = case_claim_next(project=project, reader=reader)
+    return reader, client_for(reader), assignment.case_id
+
+
+@pytest.mark.django_db
+def test_payload_and_pixels_for_the_reader(project, claimed):
+    reader, client, case_id = claimed
+    body = client.get(f"/api/v1/cases/{case_id}/editor").json()
+    assert body["case"]["shape"] == [H, W] and body["case"]["channels"] == 1
+    assert body["lease"]["slot"] == 0 and body["head_revision"] is None
+    assert body["why"]["strategy"] == "entropy" and body["proposal"] is None and body["explanations"] == []
+    assert [c["value"] for c in body["label_classes"]] == [1, 2]
+    pixels = client.get(body["case"]["pixels_url"])
+    assert pixels["X-Shape"] == f"{H},{W}"
+    arr = np.frombuffer(pixels.content, dtype=np.dtype(pixels["X-Dtype"]).newbyteorder("<")).reshape(H, W)
+    assert np.isfinite(arr).all() and arr.std() > 0
+
+
+@pytest.mark.django_db
+def test_proposal_uncertainty_and_stale_explanations(project, claimed):
+    _, client, case_id = claimed
+    old, new = _version(project, 1, "retired"), _version(project, 2, "active")
+    proposal = _mask(2)
+    Prediction.objects.create(
+        case_id=case_id,
+        model_version=new,
+        mask_path=bytes_save("p.png", mask_to_png(proposal)),
+        uncertainty_path=bytes_save("u.png", mask_to_png(np.full((H, W), 128, np.uint8))),
+    )
+    for version in (old, new):
+        Explanation.objects.create(
+            case_id=case_id,
+            model_version=version,
+            method="gradcam",
+            map_path=bytes_save("e.png", mask_to_png(proposal * 100)),
+            cost_forward_units=2.5,
+            seconds=0.01,
+        )
+    body = client.get(f"/api/v1/cases/{case_id}/editor").json()
+    assert body["model_version"]["number"] == 2 and body["proposal"]["model_version"] == 2
+    assert {(e["model_version"], e["stale"]) for e in body["explanations"]} == {(1, True), (2, False)}
+    assert not any(k.endswith("_path") for e in body["explanations"] for k in e)
+    from annotations.storage import mask_from_png
+
+    np.testing.assert_array_equal(mask_from_png(client.get(body["proposal"]["mask_url"]).content), proposal)
+    assert client.get(body["uncertainty_url"]).status_code == 200
+    assert client.get(body["explanations"][0]["map_url"]).status_code == 200
+
+
+@pytest.mark.django_db
+def test_blind_reading(project, claimed, member, client_for):
+    reader, client, case_id = claimed
+    assert _submit(client, case_id, _mask()).status_code == 201
+    own = client.get(f"/api/v1/cases/{case_id}/editor").json()
+    assert own["head_revision"] == 1 and client.get(own["head_mask_url"]).status_code == 200
+    stranger = client_for(member(Role.ANNOTATOR))
+    assert stranger.get(f"/api/v1/cases/{case_id}/editor").status_code == 404
+    assert stranger.get(own["head_mask_url"]).status_code == 404
+    assert stranger.get(f"/api/v1/cases/{case_id}").json()["annotations"] == []
+    ml = client_for(member(Role.ML_ENGINEER))
+    assert ml.get(f"/api/v1/cases/{case_id}/editor").status_code == 200
+    assert ml.get(own["head_mask_url"]).status_code == 200
