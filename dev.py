@@ -111,7 +111,21 @@ def cmd_run() -> int:
     manage("seed_demo", env=env)
     bind = os.environ.get("HITL_BIND", "127.0.0.1:8000")
     worker = subprocess.Popen(
-        [str(VENV / "bin" / "celery"), "-A", "hitl", "worker", "-Q", QUEUES, "-c", "1", "-l", "INFO"],
+        [
+            str(VENV / "bin" / "celery"),
+            "-A",
+            "hitl",
+            "worker",
+            "-Q",
+            QUEUES,
+            "-c",
+            "1",
+            "-l",
+            "INFO",
+            "-B",
+            "--schedule",
+            str(ROOT / "var" / "celerybeat-schedule"),  # embedded beat: leases, outbox
+        ],
         cwd=ROOT,
         env=env,
         start_new_session=True,
