@@ -1,8 +1,37 @@
 from django.contrib import admin
 
-from workers.models import WorkerHeartbeat
+from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, WorkerHeartbeat
 
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ["hostname", "queues", "pid", "started_at", "last_seen"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "number", "state", "created_at", "promoted_at"]
+    list_filter = ["state"]
+    readonly_fields = ["weights_path", "weights_sha256", "config", "metrics"]
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "status", "trigger", "progress", "created_at", "finished_at"]
+    list_filter = ["status", "trigger"]
+    readonly_fields = ["config", "epochs", "revision_ids", "heartbeat_at"]
+
+
+@admin.register(CaseScore)
+class CaseScoreAdmin(admin.ModelAdmin):
+    list_display = ["case", "model_version", "strategy", "score", "rank"]
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ["case", "model_version", "created_at"]
+
+
+@admin.register(Explanation)
+class ExplanationAdmin(admin.ModelAdmin):
+    list_display = ["case", "model_version", "method", "seconds", "created_at"]

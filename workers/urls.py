@@ -1,3 +1,39 @@
 """API routes of the machine side (training runs, model versions), mounted under /api/v1/."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from workers.apis import training
+
+urlpatterns: list = [
+    path(
+        "projects/<int:project_id>/training-runs",
+        training.TrainingRunListApi.as_view(),
+        name="training-run-list",
+    ),
+    path("training-runs/<int:run_id>", training.TrainingRunDetailApi.as_view(), name="training-run-detail"),
+    path(
+        "training-runs/<int:run_id>/cancel",
+        training.TrainingRunCancelApi.as_view(),
+        name="training-run-cancel",
+    ),
+    path(
+        "projects/<int:project_id>/model-versions",
+        training.ModelVersionListApi.as_view(),
+        name="model-version-list",
+    ),
+    path(
+        "projects/<int:project_id>/model-versions/rollback",
+        training.ModelVersionRollbackApi.as_view(),
+        name="model-version-rollback",
+    ),
+    path(
+        "model-versions/<int:version_id>/promote",
+        training.ModelVersionPromoteApi.as_view(),
+        name="model-version-promote",
+    ),
+    path(
+        "projects/<int:project_id>/learning-curve",
+        training.LearningCurveApi.as_view(),
+        name="learning-curve",
+    ),
+]

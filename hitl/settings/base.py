@@ -165,6 +165,9 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.imaging.*": {"queue": "default"},
     "workers.tasks.system.*": {"queue": "default"},
     "workers.tasks.queue.*": {"queue": "default"},
+    # housekeeping must not wait for a (possibly dead) training worker
+    "workers.tasks.training.training_runs_reap": {"queue": "default"},
+    "workers.tasks.training.training_auto_check": {"queue": "default"},
     "workers.tasks.training.*": {"queue": "train"},
     "workers.tasks.scoring.*": {"queue": "score"},
     "workers.tasks.explain.*": {"queue": "explain"},

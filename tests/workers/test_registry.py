@@ -1,0 +1,69 @@
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotations.models import AuditEvent, Role
+from tests.workers.test_training_helpers import make_version
+from workers.models import ModelVersion, VersionState
+from workers.services.registry import (
+    ConflictError,
+    gating_decide,
+    model_version_promote,
+    model_version_rollback,
+)
+
+
+@pytest.fixture
+def scoring_calls(monkeypatch):
+    calls = []
+    monkeypatch.setattr("workers.services.registry._enqueue_scoring", lambda p, v: calls.append(v))
+    return calls
+
+
+def test_gating_uses_the_tolerance(project):
+    project.gating_tolerance = 0.02
+    active = ModelVersion(number=3, metrics={"validation_dice": 0.80})
+    assert gating_decide(project=project, metrics={"validation_dice": 0.7}, active=None)[0]
+    ok, outcome = gating_decide(project=project, metrics={"validation_dice": 0.785}, active=active)
+    assert ok and "0.7850 >= active v3 0.8000" in outcome
+    ok, outcome = gating_decide(project=project, metrics={"validation_dice": 0.77}, active=active)
+    assert not ok and outcome == (
+        "kept as candidate: validation Dice 0.7700 < active v3 0.8000 - tolerance 0.020 = 0.7800"
+    )
+
+
+def test_one_active_version_per_project_is_a_constraint(project):
+    make_version(project, number=1, state=VersionState.ACTIVE)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_version(project, number=2, state=VersionState.ACTIVE)
+
+
+def test_promote_then_rollback_walks_back(project, member, scoring_calls, django_capture_on_commit_callbacks):
+    ml = member(Role.ML_ENGINEER)
+    t0 = timezone.now() - timedelta(hours=2)
+    v1 = make_version(project, number=1, state=VersionState.RETIRED, promoted_at=t0)
+    v2 = make_version(project, number=2, state=VersionState.ACTIVE, promoted_at=t0 + timedelta(hours=1))
+    v3 = make_version(project, number=3, val_dice=0.1)
+    with django_capture_on_commit_callbacks(execute=True):
+        model_version_promote(version=v3, actor=ml)
+    assert scoring_calls == [v3.pk]
+    states = dict(ModelVersion.objects.values_list("number", "state"))
+    assert states == {1: "retired", 2: "retired", 3: "active"}
+    with pytest.raises(ConflictError):
+        model_version_promote(version=v3, actor=ml)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert model_version_rollback(project=project, actor=ml).pk == v2.pk
+    assert model_version_rollback(project=project, actor=ml).pk == v1.pk  # repeated: further back
+    with pytest.raises(ConflictError) as err:
+        model_version_rollback(project=project, actor=ml)
+    assert err.value.code == "no_previous_version"
+    assert dict(ModelVersion.objects.values_list("number", "state")) == {
+        1: "active",
+        2: "retired",
+        3: "retired",
+    }
+    assert scoring_calls == [v3.pk, v2.pk, v1.pk]  # every activation queues a re-scoring (via the outbox)
+    actions = list(AuditEvent.objects.filter(project=project).values_list("action", flat=True))
+    assert actions.count("model_version.rollback") == 2 and "model_version.promote" in actions

@@ -1,0 +1,213 @@
+"""Training runs, model versions and the learning curve. Everyone in the project may read them; starting,
+cancelling, promoting and rolling back need Action.TRAIN (ML engineers, admins)."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.apis.pagination import paginated_response
+from annotations.permissions import Action, require
+from annotations.selectors.projects import project_get_for_user
+from workers.models import ModelVersion, TrainingRun
+from workers.selectors.modeling import (
+    learning_curve,
+    model_version_get_for_user,
+    model_version_list,
+    training_run_get_for_user,
+    training_run_list,
+)
+from workers.services.registry import ConflictError, model_version_promote, model_version_rollback
+from workers.services.training import training_run_cancel, training_run_start
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "the request conflicts with the current state"
+
+
+def _conflict(err: ConflictError) -> Conflict:
+    exc = Conflict(str(err))
+    exc.hitl_code = err.code
+    return exc
+
+
+class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    requested_by = serializers.CharField(source="requested_by.username", allow_null=True, default=None)
+    result_version_number = serializers.IntegerField(
+        source="result_version.number", allow_null=True, default=None
+    )
+    eta_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "project",
+            "status",
+            "trigger",
+            "requested_by",
+            "base_version",
+            "result_version",
+            "result_version_number",
+            "config",
+            "seed",
+            "label_policy",
+            "progress",
+            "epochs",
+            "eta_seconds",
+            "outcome",
+            "cancel_requested",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+
+    def get_eta_seconds(self, run: TrainingRun) -> float | None:
+        if run.status != "running" or not run.epochs:
+            return None
+        return run.epochs[-1].get("eta_seconds")
+
+
+class TrainingRunDetailOutputSerializer(TrainingRunOutputSerializer):
+    class Meta(TrainingRunOutputSerializer.Meta):
+        fields = [*TrainingRunOutputSerializer.Meta.fields, "revision_ids"]
+
+
+class ModelVersionOutputSerializer(serializers.ModelSerializer):
+    parent_number = serializers.IntegerField(source="parent.number", allow_null=True, default=None)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "project",
+            "number",
+            "state",
+            "parent",
+            "parent_number",
+            "metrics",
+            "config",
+            "weights_sha256",
+            "created_at",
+            "promoted_at",
+        ]
+
+
+class TrainingRunListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        config = serializers.DictField(
+            required=False, default=dict, help_text="overrides, e.g. {epochs, lr, patch_size, channels, seed}"
+        )
+
+    @extend_schema(responses=TrainingRunOutputSerializer(many=True), operation_id="training_runs_list")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=training_run_list(project=project),
+            serialize=lambda page: TrainingRunOutputSerializer(page, many=True).data,
+        )
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: TrainingRunDetailOutputSerializer},
+        operation_id="training_runs_start",
+    )
+    def post(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.TRAIN)
+        ser = self.InputSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            run = training_run_start(
+                project=project, requested_by=request.user, config_overrides=ser.validated_data["config"]
+            )
+        except ConflictError as err:
+            raise _conflict(err) from err
+        return Response(TrainingRunDetailOutputSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingRunDetailApi(APIView):
+    @extend_schema(responses=TrainingRunDetailOutputSerializer, operation_id="training_runs_retrieve")
+    def get(self, request, run_id: int):
+        run, roles = training_run_get_for_user(user=request.user, run_id=run_id)
+        require(roles, Action.VIEW)
+        return Response(TrainingRunDetailOutputSerializer(run).data)
+
+
+class TrainingRunCancelApi(APIView):
+    @extend_schema(
+        request=None, responses=TrainingRunDetailOutputSerializer, operation_id="training_runs_cancel"
+    )
+    def post(self, request, run_id: int):
+        run, roles = training_run_get_for_user(user=request.user, run_id=run_id)
+        require(roles, Action.TRAIN)
+        try:
+            run = training_run_cancel(run=run, actor=request.user)
+        except ConflictError as err:
+            raise _conflict(err) from err
+        return Response(TrainingRunDetailOutputSerializer(run).data)
+
+
+class ModelVersionListApi(APIView):
+    @extend_schema(responses=ModelVersionOutputSerializer(many=True), operation_id="model_versions_list")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=model_version_list(project=project),
+            serialize=lambda page: ModelVersionOutputSerializer(page, many=True).data,
+        )
+
+
+class ModelVersionPromoteApi(APIView):
+    @extend_schema(
+        request=None, responses=ModelVersionOutputSerializer, operation_id="model_versions_promote"
+    )
+    def post(self, request, version_id: int):
+        version, roles = model_version_get_for_user(user=request.user, version_id=version_id)
+        require(roles, Action.TRAIN)
+        try:
+            version = model_version_promote(version=version, actor=request.user)
+        except ConflictError as err:
+            raise _conflict(err) from err
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelVersionRollbackApi(APIView):
+    @extend_schema(
+        request=None, responses=ModelVersionOutputSerializer, operation_id="model_versions_rollback"
+    )
+    def post(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.TRAIN)
+        try:
+            version = model_version_rollback(project=project, actor=request.user)
+        except ConflictError as err:
+            raise _conflict(err) from err
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class LearningCurveApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        version_id = serializers.IntegerField()
+        number = serializers.IntegerField()
+        state = serializers.CharField()
+        labelled_cases = serializers.IntegerField(allow_null=True)
+        validation_dice = serializers.FloatField(allow_null=True)
+        test_dice = serializers.FloatField(allow_null=True)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(responses=OutputSerializer(many=True), operation_id="learning_curve")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.VIEW)
+        return Response({"points": self.OutputSerializer(learning_curve(project=project), many=True).data})

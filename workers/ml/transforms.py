@@ -1,0 +1,138 @@
+"""Image preparation for the network, padding to the network divisor, and training augmentation.
+
+Contracts:
+- `prepare_image(raw, modality)` maps a raw (H, W) or (H, W, 3|4) array to float32 (C, H, W), C = 1 for
+  grayscale and 3 for RGB, finite values only. CT: HU clipped to [-1000, 1000] and scaled to [-1, 1].
+  RGB: uint8 / 255 (uint16 / 65535; floats already in [0, 1] kept), alpha dropped. Anything else
+  (MR, XR, US, ...): robust percentile scaling, 1st -> 0 and 99th -> 1, clipped to [0, 1].
+- `pad_to_multiple(arr, divisor)` pads the last two axes at the end (bottom/right) by edge replication,
+  and returns the original (H, W) so `crop_to(arr, hw)` undoes it exactly.
+- `train_transforms(patch_size, ...)` is a MONAI dictionary pipeline over {"image": (C, H, W),
+  "label": (1, H, W)}; call `.set_random_state(seed)` on it for reproducible augmentation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from monai.transforms import (
+    Compose,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSpatialCropd,
+    SpatialPadd,
+)
+
+CT_WINDOW = (-1000.0, 1000.0)
+PERCENTILES = (1.0, 99.0)
+RGB_MODALITIES = frozenset({"RGB", "SM", "PATH", "PATHOLOGY", "XC", "GM"})
+
+
+def is_rgb(raw: np.ndarray) -> bool:
+    """A raw image is RGB when it has a trailing axis of 3 (RGB) or 4 (RGBA)."""
+    return raw.ndim == 3 and raw.shape[-1] in (3, 4)
+
+
+def prepare_image(raw: np.ndarray, modality: str) -> np.ndarray:
+    """Raw (H, W) or (H, W, 3|4) -> float32 (C, H, W). NaN/inf become the image's finite minimum."""
+    arr = np.asarray(raw)
+    if is_rgb(arr):
+        return _prepare_rgb(arr)
+    if arr.ndim != 2:
+        raise ValueError(f"expected (H, W) or (H, W, 3), got shape {arr.shape}")
+    if modality.upper() in RGB_MODALITIES:
+        raise ValueError(f"modality {modality} expects an (H, W, 3) image, got {arr.shape}")
+    img = _finite(arr.astype(np.float32, copy=False))
+    if modality.upper() == "CT":
+        lo, hi = CT_WINDOW
+        out = (np.clip(img, lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
+    else:
+        out = _percentile_scale(img)
+    return out.astype(np.float32, copy=False)[None]
+
+
+def ensure_prepared(image: np.ndarray, modality: str, in_channels: int) -> np.ndarray:
+    """Accept a prepared (C, H, W) image as is, prepare a raw one; check the channel count."""
+    arr = np.asarray(image)
+    # Prepared images are floating (C, H, W); raw RGB is integer (H, W, 3), raw grayscale is 2-D.
+    if arr.ndim == 3 and arr.shape[0] == in_channels and np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32, copy=False)
+    else:
+        out = prepare_image(arr, modality)
+    if out.shape[0] != in_channels:
+        raise ValueError(f"network expects {in_channels} channel(s), image has {out.shape[0]}")
+    return out
+
+
+def _finite(img: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(img)
+    if not bad.any():
+        return img
+    fill = img[~bad].min() if (~bad).any() else 0.0
+    return np.where(bad, fill, img)
+
+
+def _percentile_scale(img: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(img, PERCENTILES)
+    if hi <= lo:  # constant (or nearly) image: no contrast to scale
+        return np.zeros_like(img)
+    return np.clip((img - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _prepare_rgb(arr: np.ndarray) -> np.ndarray:
+    rgb = arr[..., :3]
+    if rgb.dtype == np.uint8:
+        out = rgb.astype(np.float32) / 255.0
+    elif rgb.dtype == np.uint16:
+        out = rgb.astype(np.float32) / 65535.0
+    else:
+        out = np.clip(_finite(rgb.astype(np.float32)), 0.0, 1.0)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def padded_shape(hw: tuple[int, int], divisor: int) -> tuple[int, int]:
+    h, w = hw
+    return (-(-h // divisor) * divisor, -(-w // divisor) * divisor)
+
+
+def pad_to_multiple(arr: np.ndarray, divisor: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the last two axes at the end (edge mode) to multiples of `divisor`; return (padded, (H, W))."""
+    h, w = arr.shape[-2:]
+    ph, pw = padded_shape((h, w), divisor)
+    if (ph, pw) == (h, w):
+        return arr, (h, w)
+    pads = [(0, 0)] * (arr.ndim - 2) + [(0, ph - h), (0, pw - w)]
+    return np.pad(arr, pads, mode="edge"), (h, w)
+
+
+def crop_to(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Undo `pad_to_multiple`: keep the top-left (H, W) of the last two axes."""
+    return arr[..., : hw[0], : hw[1]]
+
+
+def train_transforms(patch_size: tuple[int, int], *, augment: bool = True, intensity: bool = True) -> Compose:
+    """Pad to at least `patch_size`, random crop of exactly `patch_size`, then (if `augment`) flips,
+    90-degree rotations and (if `intensity`) small intensity scale/shift of the image only.
+
+    Labels move with the image through the spatial transforms; rotations are multiples of 90 degrees so
+    labels need no interpolation.
+    """
+    keys = ["image", "label"]
+    steps: list = [
+        SpatialPadd(keys=keys, spatial_size=patch_size, mode="edge"),
+        RandSpatialCropd(keys=keys, roi_size=patch_size, random_size=False),
+    ]
+    if augment:
+        steps += [
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+        ]
+        if patch_size[0] == patch_size[1]:  # a quarter turn of a non-square patch would change its shape
+            steps.append(RandRotate90d(keys=keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+        if intensity:
+            steps += [
+                RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+                RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            ]
+    return Compose(steps)

@@ -1,0 +1,149 @@
+"""Reads of the machine side: runs, versions, learning curve, and the ML part of a case's payload."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework.exceptions import NotFound
+
+from annotations.models import Case, Project
+from annotations.permissions import user_roles
+from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, VersionState
+
+
+def training_run_list(*, project: Project) -> QuerySet[TrainingRun]:
+    return (
+        TrainingRun.objects.filter(project=project)
+        .select_related("requested_by", "result_version", "base_version")
+        .order_by("-created_at", "-id")
+    )
+
+
+def training_run_get_for_user(*, user, run_id: int) -> tuple[TrainingRun, set[str]]:
+    """The run and the caller's roles in its project; 404 for non-members, like a missing run."""
+    run = (
+        TrainingRun.objects.select_related("project", "requested_by", "result_version", "base_version")
+        .filter(pk=run_id)
+        .first()
+    )
+    roles = user_roles(user, run.project) if run is not None else set()
+    if not roles:
+        raise NotFound("training run not found")
+    return run, roles
+
+
+def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.filter(project=project).select_related("parent").order_by("-number")
+
+
+def model_version_get_for_user(*, user, version_id: int) -> tuple[ModelVersion, set[str]]:
+    version = ModelVersion.objects.select_related("project", "parent").filter(pk=version_id).first()
+    roles = user_roles(user, version.project) if version is not None else set()
+    if not roles:
+        raise NotFound("model version not found")
+    return version, roles
+
+
+def learning_curve(*, project: Project) -> list[dict[str, Any]]:
+    """One point per version, oldest first: labelled cases -> validation and test Dice."""
+    rows = ModelVersion.objects.filter(project=project).order_by("number")
+    return [
+        {
+            "version_id": v.pk,
+            "number": v.number,
+            "state": v.state,
+            "labelled_cases": v.metrics.get("labelled_cases"),
+            "validation_dice": v.metrics.get("validation_dice"),
+            "test_dice": v.metrics.get("test_dice"),
+            "created_at": v.created_at,
+        }
+        for v in rows
+    ]
+
+
+def _version_brief(v: ModelVersion | None) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    return {
+        "id": v.pk,
+        "number": v.number,
+        "state": v.state,
+        "metrics": v.metrics,
+        "promoted_at": v.promoted_at,
+    }
+
+
+def _explanations(case: Case, active_id: int | None) -> list[dict[str, Any]]:
+    rows = (
+        Explanation.objects.filter(case=case)
+        .select_related("model_version")
+        .order_by("-model_version__number", "method")
+    )
+    return [
+        {
+            "id": e.pk,
+            "method": e.method,
+            "map_path": e.map_path,
+            "model_version_id": e.model_version_id,
+            "model_version": e.model_version.number,
+            "stale": e.model_version_id != active_id,
+            "params": e.params,
+            "seconds": e.seconds,
+            "cost_forward_units": e.cost_forward_units,
+            "created_at": e.created_at,
+        }
+        for e in rows
+    ]
+
+
+def explanations_for_case(case: Case) -> list[dict[str, Any]]:
+    """Every explanation of the case, newest version first; `stale` = made by a version that is not the
+    active one (or none is active). Two queries."""
+    active = ModelVersion.objects.filter(project_id=case.project_id, state=VersionState.ACTIVE).first()
+    return _explanations(case, active.pk if active else None)
+
+
+def case_ml_payload(case: Case) -> dict[str, Any]:
+    """The ML side of a case for the reader: active version, the proposal (mask + uncertainty map paths on
+    the storage backend, from the active version, else the newest one marked stale), the active version's
+    score of the case, and the explanations (with `stale` flags). Four queries, whatever the history."""
+    active = ModelVersion.objects.filter(project_id=case.project_id, state=VersionState.ACTIVE).first()
+    active_id = active.pk if active else None
+    predictions = list(
+        Prediction.objects.filter(case=case)
+        .select_related("model_version")
+        .order_by("-model_version__number")
+    )
+    prediction = next((p for p in predictions if p.model_version_id == active_id), None) or (
+        predictions[0] if predictions else None
+    )
+    score = (
+        CaseScore.objects.filter(case=case, model_version_id=active_id).first()
+        if active_id is not None
+        else None
+    )
+    return {
+        "model_version": _version_brief(active),
+        "proposal": (
+            {
+                "mask_path": prediction.mask_path,
+                "uncertainty_path": prediction.uncertainty_path,
+                "model_version_id": prediction.model_version_id,
+                "model_version": prediction.model_version.number,
+                "stale": prediction.model_version_id != active_id,
+            }
+            if prediction is not None
+            else None
+        ),
+        "uncertainty_path": prediction.uncertainty_path if prediction is not None else None,
+        "score": (
+            {
+                "strategy": score.strategy,
+                "score": score.score,
+                "rank": score.rank,
+                "components": score.components,
+            }
+            if score is not None
+            else None
+        ),
+        "explanations": _explanations(case, active_id),
+    }

@@ -1,0 +1,200 @@
+"""The model registry: registering a trained version, gating it, promote and rollback.
+
+Invariants (backed by DB constraints): at most one ACTIVE version per project; version numbers are unique
+per project. A version row exists only once its weights are on storage (the caller saves them first), and
+the row, the run's result and its status are written in one transaction, so a crash never leaves a
+half-registered version. Whenever a version becomes active, scoring of the pool is enqueued after commit.
+"""
+
+import hashlib
+import logging
+
+import torch
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotations.models import Project
+from annotations.services.audit import audit_record
+from annotations.storage import bytes_load, delete_quietly
+from workers.ml.checkpoint import checkpoint_from_bytes, read_checkpoint
+from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState
+from workers.services.outbox import outbox_enqueue
+
+log = logging.getLogger(__name__)
+
+
+class ConflictError(Exception):
+    """A request that contradicts the current state (HTTP 409); `code` is shown to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def active_version(*, project: Project | int) -> ModelVersion | None:
+    project_id = project if isinstance(project, int) else project.pk
+    return ModelVersion.objects.filter(project_id=project_id, state=VersionState.ACTIVE).first()
+
+
+def weights_bytes(version: ModelVersion) -> bytes:
+    """The version's checkpoint bytes, checked against the recorded SHA-256."""
+    data = bytes_load(version.weights_path)
+    if hashlib.sha256(data).hexdigest() != version.weights_sha256:
+        raise ValueError(f"weights of model version {version.pk} do not match their recorded hash")
+    return data
+
+
+def model_load(version: ModelVersion) -> torch.nn.Module:
+    """The version's network on the CPU in eval mode."""
+    model, _cfg, _meta = checkpoint_from_bytes(weights_bytes(version))
+    return model
+
+
+def model_state_load(version: ModelVersion) -> dict[str, torch.Tensor]:
+    state, _cfg, _meta = read_checkpoint(weights_bytes(version))
+    return state
+
+
+def gating_decide(*, project: Project, metrics: dict, active: ModelVersion | None) -> tuple[bool, str]:
+    """(activate?, outcome in words). A candidate becomes active when there is no active version or its
+    validation Dice >= the active one's minus the project's gating tolerance."""
+    new = metrics.get("validation_dice")
+    if active is None:
+        return True, f"promoted: first active version (validation Dice {_fmt(new)})"
+    old = active.metrics.get("validation_dice")
+    if new is None or old is None:
+        return False, f"kept as candidate: validation Dice missing (new {_fmt(new)}, active {_fmt(old)})"
+    tol = project.gating_tolerance
+    bar = old - tol
+    if new >= bar:
+        return True, (
+            f"promoted: validation Dice {_fmt(new)} >= active v{active.number} {_fmt(old)} "
+            f"- tolerance {tol:.3f}"
+        )
+    return False, (
+        f"kept as candidate: validation Dice {_fmt(new)} < active v{active.number} {_fmt(old)} "
+        f"- tolerance {tol:.3f} = {_fmt(bar)}"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _activate(*, version: ModelVersion, previous: ModelVersion | None, first_time: bool = True) -> None:
+    """Retire `previous`, make `version` active (in the caller's transaction), rescore after commit.
+    `first_time=False` (rollback) keeps the original promoted_at, so repeated rollbacks walk back in time."""
+    if previous is not None and previous.pk != version.pk:
+        previous.state = VersionState.RETIRED
+        previous.save(update_fields=["state"])
+    version.state = VersionState.ACTIVE
+    if first_time or version.promoted_at is None:
+        version.promoted_at = timezone.now()
+    version.save(update_fields=["state", "promoted_at"])
+    project_id, version_id = version.project_id, version.pk
+    _enqueue_scoring(project_id, version_id)
+
+
+def _enqueue_scoring(project_id: int, version_id: int) -> None:
+    """Inside the caller's transaction, through the outbox (sent after commit, swept if the broker is down)."""
+    outbox_enqueue(
+        task="workers.tasks.scoring.scoring_run", kwargs={"project_id": project_id, "version_id": version_id}
+    )
+
+
+@transaction.atomic
+def model_version_register(
+    *, run_id: int, attempt: int, weights_path: str, weights_sha256: str, metrics: dict
+) -> ModelVersion | None:
+    """Register the weights of a RUNNING run (attempt `attempt`) as a new version, gate it, and finish the
+    run as SUCCEEDED, all in one transaction. Returns None (and deletes the weights file after commit)
+    when the run is no longer this attempt's to finish (reaped, cancelled, re-claimed)."""
+    run = TrainingRun.objects.select_for_update().select_related("project").get(pk=run_id)
+    if run.status != RunStatus.RUNNING or run.attempts != attempt:
+        transaction.on_commit(lambda: delete_quietly([weights_path]))
+        return None
+    project = run.project
+    number = (ModelVersion.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+    version = ModelVersion.objects.create(
+        project=project,
+        number=number,
+        state=VersionState.CANDIDATE,
+        parent=run.base_version,
+        weights_path=weights_path,
+        weights_sha256=weights_sha256,
+        config=run.config,
+        metrics=metrics,
+    )
+    active = (
+        ModelVersion.objects.select_for_update().filter(project=project, state=VersionState.ACTIVE).first()
+    )
+    promote, outcome = gating_decide(project=project, metrics=metrics, active=active)
+    if promote:
+        _activate(version=version, previous=active)
+    run.result_version = version
+    run.status = RunStatus.SUCCEEDED
+    run.outcome = f"v{number} {outcome}"
+    run.progress = 100.0
+    run.finished_at = timezone.now()
+    run.save(update_fields=["result_version", "status", "outcome", "progress", "finished_at"])
+    audit_record(
+        actor=None,
+        action="model_version.register",
+        project=project,
+        target=version,
+        details={"run": run.pk, "number": number, "activated": promote, "metrics": _audit_metrics(metrics)},
+    )
+    return version
+
+
+def _audit_metrics(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("validation_dice", "test_dice", "labelled_cases")}
+
+
+@transaction.atomic
+def model_version_promote(*, version: ModelVersion, actor) -> ModelVersion:
+    """Make a candidate or retired version active by hand (bypasses gating; audited)."""
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.state == VersionState.ACTIVE:
+        raise ConflictError("already_active", f"v{version.number} is already the active version")
+    previous = (
+        ModelVersion.objects.select_for_update()
+        .filter(project_id=version.project_id, state=VersionState.ACTIVE)
+        .first()
+    )
+    _activate(version=version, previous=previous)
+    audit_record(
+        actor=actor,
+        action="model_version.promote",
+        project=version.project,
+        target=version,
+        details={"number": version.number, "previous": previous.number if previous else None},
+    )
+    return version
+
+
+@transaction.atomic
+def model_version_rollback(*, project: Project, actor) -> ModelVersion:
+    """Re-activate the previous active version: the retired, once-active one promoted most recently before
+    the current active one (repeated rollbacks walk further back). Raises ConflictError if there is none."""
+    current = (
+        ModelVersion.objects.select_for_update().filter(project=project, state=VersionState.ACTIVE).first()
+    )
+    candidates = ModelVersion.objects.filter(
+        project=project, state=VersionState.RETIRED, promoted_at__isnull=False
+    )
+    if current is not None and current.promoted_at is not None:
+        candidates = candidates.filter(promoted_at__lt=current.promoted_at)
+    target = candidates.order_by("-promoted_at", "-number").first()
+    if target is None:
+        raise ConflictError("no_previous_version", "there is no earlier active version to roll back to")
+    _activate(version=target, previous=current, first_time=False)
+    audit_record(
+        actor=actor,
+        action="model_version.rollback",
+        project=project,
+        target=target,
+        details={"number": target.number, "from": current.number if current else None},
+    )
+    return target

@@ -1,0 +1,218 @@
+"""Scoring the pool with the active model and writing the reader queue order from it.
+
+`scoring_run` is the expensive half (MC-dropout forward passes over every open pool case, in chunks); the
+strategy (ml.strategies, through modAL) then ranks all of them, and the order goes to the queue only through
+`annotations.services.queue.queue_priorities_set`. Proposals and explanations are enqueued afterwards, the
+head of the queue first. `queue_cold_start` orders the pool without a model (diversity of intensities).
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import Case, Project
+from annotations.services.queue import QueueEntry, queue_priorities_set
+from workers.ml.device import limit_cpu_threads
+from workers.ml.scoring import PoolScores, score_pool
+from workers.ml.strategies import intensity_features, select
+from workers.models import CaseScore, ModelVersion, VersionState
+from workers.services.datasets import SliceLoader, load_images, open_pool_cases
+from workers.services.registry import active_version, model_load
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64  # cases loaded and scored per batch set
+HEAD_SIZE = 20  # proposals/explanations for the first cases of the queue are enqueued first
+RANKED_HEAD_LIMIT = 500  # quadratic strategies (diverse, coldstart) rank this many; the rest follow
+COMPONENTS = ("entropy", "bald", "margin", "least_confidence", "variance", "foreground_fraction")
+QUADRATIC = frozenset({"diverse", "coldstart"})
+
+
+@dataclass(frozen=True)
+class Ranking:
+    case_ids: list[int]  # queue order, first = read first
+    strategy: str  # the strategy actually used
+
+
+def _concat(parts: Sequence[PoolScores]) -> PoolScores:
+    """One PoolScores over all chunks (uncertainty maps dropped: strategies never read them)."""
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts], axis=0)
+
+    names = ("entropy", "bald", "variance", "least_confidence", "margin", "mean_probs")
+    return PoolScores(
+        **{n: cat(n) for n in names},
+        foreground_fraction=cat("foreground_fraction"),
+        embeddings=cat("embeddings"),
+        uncertainty_maps=[],
+    )
+
+
+def score_cases(model, cases: Sequence[Case], *, mc_samples: int, chunk_size: int = CHUNK_SIZE) -> PoolScores:
+    """MC-dropout scores of `cases` (image joined), `chunk_size` cases in memory at a time."""
+    loader = SliceLoader()
+    parts = []
+    for start in range(0, len(cases), chunk_size):
+        images = load_images(cases[start : start + chunk_size], loader)
+        parts.append(score_pool(model, images, mc_samples=mc_samples))
+    return _concat(parts)
+
+
+def rank_pool(
+    strategy: str, *, scores: PoolScores | None, n: int, rng: np.random.Generator, features=None
+) -> tuple[np.ndarray, str]:
+    """A full ranking (indices 0..n-1, first = pick first) and the strategy name used. "committee" needs
+    several models' scores; with one active model it falls back to BALD (MC-dropout disagreement).
+    Quadratic strategies rank the first RANKED_HEAD_LIMIT; the rest follow by entropy (or at random)."""
+    used = "bald" if strategy == "committee" else strategy
+    k = min(n, RANKED_HEAD_LIMIT) if used in QUADRATIC else n
+    head = select(used, scores=scores, n=k, rng=rng, features=features, pool_size=n)
+    rest = np.setdiff1d(np.arange(n), head)
+    if len(rest):
+        key = -np.asarray(scores.entropy)[rest] if scores is not None else rng.random(len(rest))
+        rest = rest[np.argsort(key, kind="stable")]
+    return np.concatenate([head, rest]).astype(np.int64), used
+
+
+def strategy_scores(strategy: str, scores: PoolScores) -> np.ndarray | None:
+    """The per-case quantity the strategy ranks by, as modAL computes it (higher = picked earlier); None for
+    strategies without one (random, fg_random, diverse, coldstart)."""
+    if strategy in ("least_confidence", "margin", "bald"):
+        return np.asarray(getattr(scores, strategy), dtype=np.float64)
+    if strategy == "entropy":  # modAL's entropy_sampling: entropy of the aggregated class probabilities
+        p = np.clip(np.asarray(scores.mean_probs, dtype=np.float64), 1e-12, 1.0)
+        return -(p * np.log(p)).sum(axis=1)
+    return None
+
+
+def _priority(rank0: int, n: int) -> float:
+    """Higher = read sooner; strictly decreasing with rank, in (0, 1]."""
+    return (n - rank0) / n
+
+
+def _entries(case_ids: list[int], order: np.ndarray, score_of, reason_base: dict) -> list[QueueEntry]:
+    n = len(order)
+    out = []
+    for rank0, idx in enumerate(order):
+        score = score_of(int(idx), rank0)
+        reason = {**reason_base, "score": score, "rank": rank0 + 1}
+        out.append(QueueEntry(case_id=case_ids[int(idx)], priority=_priority(rank0, n), reason=reason))
+    return out
+
+
+def scoring_run(*, project_id: int, version_id: int) -> int:
+    """Re-score the open pool with `version` (if it is still the active one), write CaseScore rows and the
+    queue order, then enqueue proposals and explanations (queue head first). Returns the cases scored.
+    Idempotent: a rerun for the same version replaces that version's scores."""
+    version = (
+        ModelVersion.objects.select_related("project").filter(pk=version_id, project_id=project_id).first()
+    )
+    if version is None or version.state != VersionState.ACTIVE:
+        return 0
+    project = version.project
+    limit_cpu_threads()
+    cases = list(open_pool_cases(project=project))
+    if not cases:
+        queue_priorities_set(project=project, entries=[])
+        return 0
+    model = model_load(version)
+    mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
+    scores = score_cases(model, cases, mc_samples=mc)
+    rng = np.random.default_rng(version.pk)
+    order, used = rank_pool(project.query_strategy, scores=scores, n=len(cases), rng=rng)
+    ids = [c.pk for c in cases]
+    ordered_ids = _store_scores(version=version, case_ids=ids, scores=scores, order=order, strategy=used)
+    if ordered_ids:
+        methods = list(version.config.get("explain_methods", ["gradcam", "saliency"]))
+        transaction.on_commit(lambda: _enqueue_followups(version.pk, ordered_ids, methods))
+    return len(ordered_ids)
+
+
+@transaction.atomic
+def _store_scores(
+    *, version: ModelVersion, case_ids: list[int], scores: PoolScores, order: np.ndarray, strategy: str
+) -> list[int]:
+    # Lock the version so a promote/rollback racing with us is seen: only the active version sets the queue.
+    version = ModelVersion.objects.select_for_update().select_related("project").get(pk=version.pk)
+    if version.state != VersionState.ACTIVE:
+        return []
+    n = len(order)
+    values = strategy_scores(strategy, scores)
+
+    def score_of(idx: int, rank0: int) -> float:
+        return float(values[idx]) if values is not None else _priority(rank0, n)
+
+    now = timezone.now().isoformat()
+    base = {
+        "strategy": strategy,
+        "model_version": version.number,
+        "model_version_id": version.pk,
+        "scored_at": now,
+    }
+    entries = _entries(case_ids, order, score_of, base)
+    CaseScore.objects.filter(model_version=version).delete()
+    CaseScore.objects.bulk_create(
+        [
+            CaseScore(
+                case_id=e.case_id,
+                model_version=version,
+                strategy=strategy,
+                score=e.reason["score"],
+                rank=e.reason["rank"],
+                components={
+                    c: float(getattr(scores, c)[int(order[e.reason["rank"] - 1])]) for c in COMPONENTS
+                },
+            )
+            for e in entries
+        ],
+        batch_size=500,
+    )
+    queue_priorities_set(project=version.project, entries=entries)
+    return [e.case_id for e in entries]
+
+
+def _batches(ids: list[int]) -> list[list[int]]:
+    head, rest = ids[:HEAD_SIZE], ids[HEAD_SIZE:]
+    return [head] + [rest[i : i + CHUNK_SIZE] for i in range(0, len(rest), CHUNK_SIZE)]
+
+
+def _enqueue_followups(version_id: int, ordered_ids: list[int], methods: list[str]) -> None:
+    from workers.tasks.explain import explanation_compute
+    from workers.tasks.scoring import proposal_compute
+
+    for batch in _batches(ordered_ids):
+        proposal_compute.delay(version_id=version_id, case_ids=batch)
+    if methods:
+        for batch in _batches(ordered_ids):
+            explanation_compute.delay(version_id=version_id, case_ids=batch, methods=methods)
+
+
+def queue_cold_start(*, project: Project) -> int:
+    """With no active version, order the open pool by coldstart diversity of intensity features
+    (ml.strategies.intensity_features + k-center greedy) and write it to the queue. Returns the cases
+    ordered (0 when a version is active: scoring owns the queue then)."""
+    if active_version(project=project) is not None:
+        return 0
+    cases = list(open_pool_cases(project=project))
+    if not cases:
+        return 0
+    features = intensity_features(load_images(cases))
+    rng = np.random.default_rng(project.pk)
+    order, _ = rank_pool("coldstart", scores=None, n=len(cases), rng=rng, features=features)
+    base = {
+        "strategy": "coldstart",
+        "model_version": None,
+        "model_version_id": None,
+        "scored_at": timezone.now().isoformat(),
+    }
+    entries = _entries([c.pk for c in cases], order, lambda _i, r: _priority(r, len(order)), base)
+    with transaction.atomic():
+        if active_version(project=project) is not None:  # a model arrived meanwhile: it wins
+            return 0
+        queue_priorities_set(project=project, entries=entries)
+    return len(entries)
