@@ -20,6 +20,7 @@ api_v1 = [
     path("projects/<int:project_id>/images", images.ImageListApi.as_view(), name="image-list"),
     path("projects/<int:project_id>/cases", cases.CaseListApi.as_view(), name="case-list"),
     path("projects/<int:project_id>/audit", audit.AuditListApi.as_view(), name="audit-list"),
+    path("projects/<int:project_id>/queue", queue.QueueHeadApi.as_view(), name="queue-head"),
     path("projects/<int:project_id>/queue/claim", queue.ClaimApi.as_view(), name="queue-claim"),
     path("cases/<int:case_id>", cases.CaseDetailApi.as_view(), name="case-detail"),
     path("cases/<int:case_id>/lease/heartbeat", queue.HeartbeatApi.as_view(), name="lease-heartbeat"),

@@ -33,6 +33,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "query_strategy",
             "auto_retrain_every",
             "gating_tolerance",
+            "training_config",
             "created_at",
             "roles",
         ]
@@ -87,6 +88,7 @@ class ProjectDetailApi(APIView):
         query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, required=False)
         auto_retrain_every = serializers.IntegerField(min_value=0, required=False)
         gating_tolerance = serializers.FloatField(min_value=0, max_value=1, required=False)
+        training_config = serializers.DictField(required=False, help_text="training overrides (see docs)")
 
     @extend_schema(responses=ProjectOutputSerializer, operation_id="projects_retrieve")
     def get(self, request, project_id: int):

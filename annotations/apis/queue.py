@@ -2,12 +2,13 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.models import Annotation, Assignment
+from annotations.models import Annotation, Assignment, Case, Role
 from annotations.permissions import Action, require
-from annotations.selectors.images import case_get_for_user
+from annotations.selectors.images import case_get_for_user, queue_head
 from annotations.selectors.projects import project_get_for_user
 from annotations.services import queue
 from annotations.services.annotations import annotation_submit
@@ -31,6 +32,27 @@ class ClaimApi(APIView):
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(AssignmentOutputSerializer(assignment).data)
+
+
+class QueueHeadOutputSerializer(serializers.ModelSerializer):
+    image_name = serializers.CharField(source="image.display_name")
+
+    class Meta:
+        model = Case
+        fields = ["id", "image", "image_name", "slice_index", "priority", "queue_reason", "reads_taken"]
+
+
+class QueueHeadApi(APIView):
+    """What readers will open next, with why (strategy, score, rank, model version). Not for annotators:
+    the order itself would bias blind reading."""
+
+    @extend_schema(responses=QueueHeadOutputSerializer(many=True), operation_id="queue_head")
+    def get(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        if not roles - {Role.ANNOTATOR}:
+            raise PermissionDenied("the queue order is for ML engineers, data managers and admins")
+        limit = min(max(int(request.query_params.get("limit", 20) or 20), 1), 200)
+        return Response(QueueHeadOutputSerializer(queue_head(project=project, limit=limit), many=True).data)
 
 
 class _CaseLeaseApi(APIView):

@@ -75,6 +75,11 @@ class Project(models.Model):
     gating_tolerance = models.FloatField(
         default=0.01, help_text="a new model may lose at most this validation Dice"
     )
+    training_config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="overrides of the training defaults, used by every run (incl. auto)",
+    )
     # De-identification secrets: never shown in the API, never logged.
     deid_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     date_shift_days = models.IntegerField(default=_new_date_shift, editable=False)

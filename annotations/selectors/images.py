@@ -32,3 +32,12 @@ def case_get_for_user(*, user, case_id: int) -> tuple[Case, set[str]]:
     if not roles:
         raise NotFound("case not found")
     return case, roles
+
+
+def queue_head(*, project: Project, limit: int = 20) -> QuerySet[Case]:
+    """The next cases readers will be offered (pool, open slots, not flagged), in queue order."""
+    return (
+        project.cases.filter(split="pool", flagged_at=None, reads_taken__lt=project.readers_per_case)
+        .select_related("image")
+        .order_by("-priority", "id")[:limit]
+    )

@@ -19,6 +19,7 @@ FIELD_ACTIONS: dict[str, Action] = {
     "query_strategy": Action.SET_TRAINING,
     "auto_retrain_every": Action.SET_TRAINING,
     "gating_tolerance": Action.SET_TRAINING,
+    "training_config": Action.SET_TRAINING,
 }
 
 
@@ -61,6 +62,10 @@ def project_update(*, project: Project, actor, roles: set[str], changes: dict[st
             raise ValidationError({field: "this setting cannot be changed"})
         if not allows(roles, action):
             raise PermissionError(f"your role does not allow changing {field}")
+    if "training_config" in changes:
+        from workers.services.training import training_config_validate
+
+        changes["training_config"] = training_config_validate(changes["training_config"])
     for field, value in changes.items():
         setattr(project, field, value)
     project.full_clean()

@@ -190,7 +190,7 @@ def training_run_start(
     """Create a QUEUED run and enqueue its execution after commit. Raises ConflictError("run_open") when
     the project already has a queued or running run (also enforced by a partial unique constraint), and
     ValidationError for bad overrides. Warm-starts from the active version when its network matches."""
-    overrides = training_config_validate(config_overrides or {})
+    overrides = training_config_validate({**project.training_config, **(config_overrides or {})})
     if TrainingRun.objects.filter(project=project, status__in=OPEN_RUN).exists():
         raise ConflictError("run_open", "this project already has a queued or running training run")
     seed = overrides.get("seed", secrets.randbelow(2**31))
