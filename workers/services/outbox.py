@@ -25,6 +25,8 @@ def outbox_send(*, message_id: int) -> bool:
     message = OutboxMessage.objects.filter(pk=message_id, sent_at=None).first()
     if message is None:
         return False
+    import workers.tasks  # noqa: F401  (registers our tasks in this process: web servers skip autodiscovery)
+
     try:
         task = app.tasks.get(message.task)
         if task is not None:
