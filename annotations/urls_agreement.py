@@ -1,0 +1,3 @@
+"""Inter-observer agreement APIs, mounted under /api/v1/."""
+
+urlpatterns: list = []
