@@ -1,3 +1,3 @@
-"""Inter-observer agreement APIs, mounted under /api/v1/."""
+"""Inter-observer agreement: APIs (paths start with api/v1/) and the dashboard page; mounted at the root."""
 
 urlpatterns: list = []

@@ -54,6 +54,6 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("api/v1/", include(api_v1)),
     path("api/v1/", include("workers.urls")),
-    path("api/v1/", include("annotations.urls_agreement")),
+    path("", include("annotations.urls_agreement")),
     path("", include("annotations.urls_pages")),
 ]

@@ -171,6 +171,8 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.training.*": {"queue": "train"},
     "workers.tasks.scoring.*": {"queue": "score"},
     "workers.tasks.explain.*": {"queue": "explain"},
+    "workers.tasks.export.*": {"queue": "export"},
+    "workers.tasks.agreement.*": {"queue": "default"},
 }
 CELERY_IMPORTS = ("workers.tasks.queue",)  # besides what workers.tasks (autodiscovered) imports
 # Periodic work (run `celery -A hitl beat`; the embedded run command starts the worker with -B).
