@@ -34,7 +34,7 @@ class QueueEntry:
 
 
 def lease_seconds() -> int:
-    return int(getattr(settings, "HITL_LEASE_SECONDS", 1800))
+    return int(settings.HITL_LEASE_SECONDS)
 
 
 @transaction.atomic
