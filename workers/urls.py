@@ -1,8 +1,8 @@
-"""API routes of the machine side (training runs, model versions), mounted under /api/v1/."""
+"""API routes of the machine side (training runs, model versions, exports), mounted under /api/v1/."""
 
 from django.urls import path
 
-from workers.apis import training
+from workers.apis import exports, training
 
 urlpatterns: list = [
     path(
@@ -36,4 +36,7 @@ urlpatterns: list = [
         training.LearningCurveApi.as_view(),
         name="learning-curve",
     ),
+    path("projects/<int:project_id>/exports", exports.ExportListApi.as_view(), name="export-list"),
+    path("exports/<int:job_id>", exports.ExportDetailApi.as_view(), name="export-detail"),
+    path("exports/<int:job_id>/download", exports.ExportDownloadApi.as_view(), name="export-download"),
 ]

@@ -43,6 +43,12 @@ def _translate_domain(exc):
         out.hitl_code = "stale_base"
         out.hitl_details = {"current_revision": exc.current.revision if exc.current else None}
         return out
+    from workers.services.registry import ConflictError
+
+    if isinstance(exc, ConflictError):
+        out = Conflict(str(exc))
+        out.hitl_code = exc.code
+        return out
     if isinstance(exc, QueueError):
         out = (
             exceptions.ValidationError({"detail": str(exc)})

@@ -174,12 +174,12 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.export.*": {"queue": "export"},
     "workers.tasks.agreement.*": {"queue": "default"},
 }
-CELERY_IMPORTS = ("workers.tasks.queue",)  # besides what workers.tasks (autodiscovered) imports
 # Periodic work (run `celery -A hitl beat`; the embedded run command starts the worker with -B).
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "workers.tasks.queue.leases_expire", "schedule": 30.0},
     "sweep-outbox": {"task": "workers.tasks.queue.outbox_sweep", "schedule": 15.0},
     "reap-dead-training-runs": {"task": "workers.tasks.training.training_runs_reap", "schedule": 60.0},
+    "expire-exports": {"task": "workers.tasks.export.exports_expire", "schedule": 3600.0},
 }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -187,6 +187,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 HITL_WORKER_HEARTBEAT_SECONDS = env.int("HITL_WORKER_HEARTBEAT_SECONDS", default=10)
 HITL_TORCH_THREADS = env.int("HITL_TORCH_THREADS", default=1)
 HITL_LEASE_SECONDS = env.int("HITL_LEASE_SECONDS", default=1800)  # a reader's hold on a case
+HITL_EXPORT_TTL_DAYS = env.int("HITL_EXPORT_TTL_DAYS", default=7)  # export zips are deleted after this
 
 LOGGING = {
     "version": 1,

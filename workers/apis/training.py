@@ -17,7 +17,7 @@ from workers.selectors.modeling import (
     training_run_get_for_user,
     training_run_list,
 )
-from workers.services.registry import ConflictError, model_version_promote, model_version_rollback
+from workers.services.registry import model_version_promote, model_version_rollback
 from workers.services.training import training_run_cancel, training_run_start
 
 
@@ -25,12 +25,6 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
     default_detail = "the request conflicts with the current state"
-
-
-def _conflict(err: ConflictError) -> Conflict:
-    exc = Conflict(str(err))
-    exc.hitl_code = err.code
-    return exc
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
@@ -124,12 +118,9 @@ class TrainingRunListApi(APIView):
         require(roles, Action.TRAIN)
         ser = self.InputSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        try:
-            run = training_run_start(
-                project=project, requested_by=request.user, config_overrides=ser.validated_data["config"]
-            )
-        except ConflictError as err:
-            raise _conflict(err) from err
+        run = training_run_start(
+            project=project, requested_by=request.user, config_overrides=ser.validated_data["config"]
+        )
         return Response(TrainingRunDetailOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -148,10 +139,7 @@ class TrainingRunCancelApi(APIView):
     def post(self, request, run_id: int):
         run, roles = training_run_get_for_user(user=request.user, run_id=run_id)
         require(roles, Action.TRAIN)
-        try:
-            run = training_run_cancel(run=run, actor=request.user)
-        except ConflictError as err:
-            raise _conflict(err) from err
+        run = training_run_cancel(run=run, actor=request.user)
         return Response(TrainingRunDetailOutputSerializer(run).data)
 
 
@@ -175,10 +163,7 @@ class ModelVersionPromoteApi(APIView):
     def post(self, request, version_id: int):
         version, roles = model_version_get_for_user(user=request.user, version_id=version_id)
         require(roles, Action.TRAIN)
-        try:
-            version = model_version_promote(version=version, actor=request.user)
-        except ConflictError as err:
-            raise _conflict(err) from err
+        version = model_version_promote(version=version, actor=request.user)
         return Response(ModelVersionOutputSerializer(version).data)
 
 
@@ -189,10 +174,7 @@ class ModelVersionRollbackApi(APIView):
     def post(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.TRAIN)
-        try:
-            version = model_version_rollback(project=project, actor=request.user)
-        except ConflictError as err:
-            raise _conflict(err) from err
+        version = model_version_rollback(project=project, actor=request.user)
         return Response(ModelVersionOutputSerializer(version).data)
 
 

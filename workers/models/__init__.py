@@ -1,3 +1,4 @@
+from .export import ExportFormat, ExportJob, ExportLabels, ExportStatus
 from .heartbeat import WorkerHeartbeat
 from .modeling import (
     OPEN_RUN,
@@ -16,6 +17,10 @@ __all__ = [
     "OPEN_RUN",
     "CaseScore",
     "Explanation",
+    "ExportFormat",
+    "ExportJob",
+    "ExportLabels",
+    "ExportStatus",
     "ModelVersion",
     "OutboxMessage",
     "Prediction",
