@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.apis.pagination import paginated_response
-from annotations.models import Modality, Project, QueryStrategy
+from annotations.models import LabelPolicy, Modality, Project, QueryStrategy
 from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user, project_list_for_user
 from annotations.services.projects import project_create, project_update
@@ -30,6 +30,12 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "modality",
             "label_classes",
             "readers_per_case",
+            "multi_read_share",
+            "multi_read_readers",
+            "routing_share",
+            "routing_readers",
+            "reading_seed",
+            "label_policy",
             "query_strategy",
             "auto_retrain_every",
             "gating_tolerance",
@@ -85,6 +91,16 @@ class ProjectDetailApi(APIView):
         modality = serializers.ChoiceField(choices=Modality.choices, required=False)
         label_classes = LabelClassSerializer(many=True, allow_empty=False, required=False)
         readers_per_case = serializers.IntegerField(min_value=1, max_value=10, required=False)
+        multi_read_share = serializers.FloatField(
+            min_value=0, max_value=1, required=False, help_text="share of cases read by multi_read_readers"
+        )
+        multi_read_readers = serializers.IntegerField(min_value=1, max_value=10, required=False)
+        routing_share = serializers.FloatField(
+            min_value=0, max_value=1, required=False, help_text="most uncertain share routed to more readers"
+        )
+        routing_readers = serializers.IntegerField(min_value=1, max_value=10, required=False)
+        reading_seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+        label_policy = serializers.ChoiceField(choices=LabelPolicy.choices, required=False)
         query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, required=False)
         auto_retrain_every = serializers.IntegerField(min_value=0, required=False)
         gating_tolerance = serializers.FloatField(min_value=0, max_value=1, required=False)

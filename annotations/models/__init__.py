@@ -1,7 +1,8 @@
+from .agreement import Agreement, ReaderAgreement
 from .annotation import Annotation, AnnotationKind
 from .audit import AuditEvent
 from .image import Case, CaseSplit, DicomInstance, Image, ImageStatus, SourceKind
-from .project import Membership, Modality, Project, QueryStrategy, Role
+from .project import LabelPolicy, Membership, Modality, Project, QueryStrategy, Role
 from .queue import HOLDING, READ_ONCE, Assignment, AssignmentStatus
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "READ_ONCE",
     "Assignment",
     "AssignmentStatus",
+    "Agreement",
     "Annotation",
     "AnnotationKind",
     "AuditEvent",
@@ -17,10 +19,12 @@ __all__ = [
     "DicomInstance",
     "Image",
     "ImageStatus",
+    "LabelPolicy",
     "Membership",
     "Modality",
     "Project",
     "QueryStrategy",
+    "ReaderAgreement",
     "Role",
     "SourceKind",
 ]

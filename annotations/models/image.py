@@ -109,6 +109,11 @@ class Case(models.Model):
         default=0, help_text="slots held by active or submitted reads"
     )
     slots_mask = models.PositiveIntegerField(default=0, help_text="bit i set = reading slot i is held")
+    readers_required = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="readers the reading policy gave this case (0 = undecided); the queue uses the larger of "
+        "this and the project's readers_per_case",
+    )
     flagged_at = models.DateTimeField(null=True, blank=True, help_text="flagged cases leave the queue")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -117,6 +122,7 @@ class Case(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["image", "slice_index"], name="case_unique_slice"),
             models.CheckConstraint(condition=Q(split__in=CaseSplit.values), name="case_split_valid"),
+            models.CheckConstraint(condition=Q(readers_required__lte=10), name="case_readers_required_0_10"),
         ]
         indexes = [
             models.Index(fields=["project", "split"]),

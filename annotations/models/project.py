@@ -25,6 +25,14 @@ class QueryStrategy(models.TextChoices):
     DIVERSE = "diverse", "Uncertainty x diversity"
 
 
+class LabelPolicy(models.TextChoices):
+    """Which mask a multi-reader case trains on (single-reader cases always train on their latest)."""
+
+    CONSENSUS = "consensus", "STAPLE consensus"
+    MAJORITY = "majority", "Majority vote"
+    LATEST = "latest", "Latest revision"
+
+
 class Role(models.TextChoices):
     ANNOTATOR = "annotator", "Annotator"
     ML_ENGINEER = "ml_engineer", "ML engineer"
@@ -66,6 +74,17 @@ class Project(models.Model):
     modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.OT)
     label_classes = models.JSONField(validators=[validate_label_classes])
     readers_per_case = models.PositiveSmallIntegerField(default=1)
+    # Reading policy (annotations.services.reading_policy): a case's readers are the largest of
+    # readers_per_case, multi_read_readers (for a seeded random multi_read_share of the cases) and
+    # routing_readers (for the most uncertain routing_share of the queued cases after each scoring).
+    multi_read_share = models.FloatField(default=0.0, help_text="share of cases read by multi_read_readers")
+    multi_read_readers = models.PositiveSmallIntegerField(default=3)
+    routing_share = models.FloatField(
+        default=0.0, help_text="the most uncertain share of queued cases gets routing_readers"
+    )
+    routing_readers = models.PositiveSmallIntegerField(default=2)
+    reading_seed = models.IntegerField(default=0, help_text="seed of the random multi-read share")
+    label_policy = models.CharField(max_length=16, choices=LabelPolicy.choices, default=LabelPolicy.CONSENSUS)
     query_strategy = models.CharField(
         max_length=32, choices=QueryStrategy.choices, default=QueryStrategy.ENTROPY
     )
@@ -94,6 +113,23 @@ class Project(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(gating_tolerance__gte=0) & Q(gating_tolerance__lte=1), name="project_gating_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(multi_read_share__gte=0)
+                & Q(multi_read_share__lte=1)
+                & Q(routing_share__gte=0)
+                & Q(routing_share__lte=1),
+                name="project_reading_shares_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(multi_read_readers__gte=1)
+                & Q(multi_read_readers__lte=10)
+                & Q(routing_readers__gte=1)
+                & Q(routing_readers__lte=10),
+                name="project_policy_readers_1_10",
+            ),
+            models.CheckConstraint(
+                condition=Q(label_policy__in=LabelPolicy.values), name="project_label_policy_valid"
             ),
         ]
 

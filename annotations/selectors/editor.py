@@ -19,9 +19,15 @@ def require_case_access(*, user, roles: set[str], case: Case) -> None:
 
 
 def annotation_visible(*, user, roles: set[str], annotation: Annotation) -> bool:
-    if roles - {Role.ANNOTATOR}:
+    """Other roles see every revision; an annotator sees their own, and the revision the editor gives them
+    to build on (e.g. an imported reference on a one-reader case they were given by the queue)."""
+    if roles - {Role.ANNOTATOR} or annotation.author_id == user.pk:
         return True
-    return annotation.author_id == user.pk
+    case = annotation.case
+    if not Assignment.objects.filter(case=case, reader=user).exists():
+        return False
+    head = visible_head(case=case, reader=user)
+    return head is not None and head.pk == annotation.pk
 
 
 def editor_payload(*, case: Case, user, roles: set[str]) -> dict[str, Any]:

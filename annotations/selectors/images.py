@@ -3,6 +3,7 @@ from rest_framework.exceptions import NotFound
 
 from annotations.models import Annotation, Case, Image, Project
 from annotations.permissions import user_roles
+from annotations.services.reading_policy import readers_wanted
 
 
 def image_list(*, project: Project) -> QuerySet[Image]:
@@ -37,7 +38,7 @@ def case_get_for_user(*, user, case_id: int) -> tuple[Case, set[str]]:
 def queue_head(*, project: Project, limit: int = 20) -> QuerySet[Case]:
     """The next cases readers will be offered (pool, open slots, not flagged), in queue order."""
     return (
-        project.cases.filter(split="pool", flagged_at=None, reads_taken__lt=project.readers_per_case)
+        project.cases.filter(split="pool", flagged_at=None, reads_taken__lt=readers_wanted(project))
         .select_related("image")
         .order_by("-priority", "id")[:limit]
     )

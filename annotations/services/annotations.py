@@ -11,6 +11,7 @@ from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Cas
 from annotations.services.audit import audit_record
 from annotations.services.masks import MaskError, check_labels, correction_effort
 from annotations.services.queue import _end, active_assignment
+from annotations.services.reading_policy import case_readers
 from annotations.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
 from workers.models import ModelVersion, Prediction
 from workers.services.outbox import outbox_enqueue
@@ -27,7 +28,7 @@ class StaleBase(Exception):
 def visible_head(*, case: Case, reader) -> Annotation | None:
     """The revision a reader builds on: the case's current one when the case has one reader; with several
     readers each reads blind, so it is the reader's own latest revision."""
-    if case.project.readers_per_case == 1:
+    if case_readers(project=case.project, case=case) == 1:
         return case.current_annotation
     return case.annotations.filter(author=reader, kind=AnnotationKind.READER).order_by("-revision").first()
 
@@ -126,3 +127,7 @@ def _after_submit(*, case: Case, reader, assignment, annotation: Annotation, hea
         details={"case_id": case.pk, "revision": revision, "base_revision": head.revision if head else None},
     )
     outbox_enqueue(task="workers.tasks.training.training_auto_check", kwargs={"project_id": case.project_id})
+    if case_readers(project=case.project, case=case) > 1 and (
+        case.annotations.filter(kind=AnnotationKind.READER).values("author_id").distinct().count() >= 2
+    ):
+        outbox_enqueue(task="workers.tasks.agreement.agreement_update", kwargs={"case_id": case.pk})

@@ -2,8 +2,10 @@
 
 Claiming locks the chosen case row (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the
 IMMEDIATE transaction is the single-writer lock), takes the lowest free reading slot from the case's slot
-bitmask, and writes the assignment. Database constraints back every rule: one holder per (case, slot), a
-reader reads a case once, one active lease per reader and project."""
+bitmask, and writes the assignment. A case has as many slots as the reading policy gives it readers
+(`max(project.readers_per_case, case.readers_required)`, see services.reading_policy). Database constraints
+back every rule: one holder per (case, slot), a reader reads a case once, one active lease per reader and
+project."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +18,7 @@ from django.utils import timezone
 
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
+from annotations.services.reading_policy import case_readers, readers_wanted, share_decide
 
 
 class QueueError(Exception):
@@ -40,11 +43,17 @@ def lease_seconds() -> int:
 @transaction.atomic
 def queue_priorities_set(*, project: Project, entries: list[QueueEntry], reset_others: bool = True) -> int:
     """Replace the queue order of the project's pool with `entries` (cases of other projects are ignored).
-    With `reset_others`, pool cases not in `entries` drop to the back."""
+    With `reset_others`, pool cases not in `entries` drop to the back. Cases entering the queue get their
+    readers from the multi-read share here (reading policy)."""
     by_id = {e.case_id: e for e in entries}
     cases = list(
-        Case.objects.filter(project=project, split=CaseSplit.POOL).only("id", "priority", "queue_reason")
+        Case.objects.filter(project=project, split=CaseSplit.POOL).only(
+            "id", "priority", "queue_reason", "readers_required", "reads_taken"
+        )
     )
+    shared = share_decide(project=project, cases=cases)
+    if shared:
+        Case.objects.bulk_update(shared, ["readers_required"], batch_size=500)
     changed = []
     for case in cases:
         entry = by_id.get(case.pk)
@@ -72,11 +81,11 @@ def _next_case(project: Project, reader) -> Case | None:
     )
     return (
         Case.objects.filter(project=project, split=CaseSplit.POOL, flagged_at=None)
-        .filter(reads_taken__lt=project.readers_per_case)
+        .filter(reads_taken__lt=readers_wanted(project))
         .exclude(pk__in=already_read)
         .order_by("-priority", "id")
         .select_for_update(skip_locked=True, of=("self",))
-        .only("id", "slots_mask", "reads_taken", "queue_reason", "priority")
+        .only("id", "slots_mask", "reads_taken", "queue_reason", "priority", "readers_required")
         .first()
     )
 
@@ -95,7 +104,7 @@ def case_claim_next(*, project: Project, reader) -> Assignment | None:
     case = _next_case(project, reader)
     if case is None:
         return None
-    slot = _lowest_free_slot(case.slots_mask, project.readers_per_case)
+    slot = _lowest_free_slot(case.slots_mask, case_readers(project=project, case=case))
     try:
         # No savepoint (it would cost two more round trips): on a conflict the whole claim rolls back.
         assignment = Assignment.objects.create(

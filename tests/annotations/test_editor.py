@@ -1,9 +1,12 @@
 """The editor payload: pixels, proposal, uncertainty, explanations with stale flags, why the case was chosen."""
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
+from django.utils import timezone
 
-from annotations.models import Role
+from annotations.models import Assignment, Role
 from annotations.services.queue import case_claim_next
 from annotations.storage import bytes_save, mask_to_png
 from tests.annotations.test_queue import H, W, _mask, _submit, pool  # noqa: F401  (fixtures)
@@ -81,3 +84,27 @@ def test_blind_reading(project, claimed, member, client_for):
     ml = client_for(member(Role.ML_ENGINEER))
     assert ml.get(f"/api/v1/cases/{case_id}/editor").status_code == 200
     assert ml.get(own["head_mask_url"]).status_code == 200
+
+
+@pytest.mark.django_db
+def test_reader_may_fetch_the_revision_they_build_on(project, pool, member, client_for):  # noqa: F811
+    """One reader per case: the head can be someone else's revision (here a colleague's earlier read of a
+    case handed out again); the editor points at it and the reader must be able to load it."""
+    first, second = member(Role.ANNOTATOR), member(Role.ANNOTATOR)
+    case_id = case_claim_next(project=project, reader=first).case_id
+    assert _submit(client_for(first), case_id, _mask()).status_code == 201
+    now = timezone.now()
+    Assignment.objects.create(
+        project=project,
+        case_id=case_id,
+        reader=second,
+        slot=1,
+        status="active",
+        claimed_at=now,
+        expires_at=now + timedelta(minutes=5),
+    )
+    payload = client_for(second).get(f"/api/v1/cases/{case_id}/editor").json()
+    assert payload["head_revision"] == 1
+    assert client_for(second).get(payload["head_mask_url"]).status_code == 200
+    outsider = member(Role.ANNOTATOR)
+    assert client_for(outsider).get(payload["head_mask_url"]).status_code == 404

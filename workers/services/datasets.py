@@ -1,7 +1,14 @@
 """From the database to numpy: the labelled sets a training run uses and the images a model scores.
 
-Label policy "latest": a case's label is its current annotation (Case.current_annotation), whatever its kind.
-The exact revisions used are returned so a run can record them (reproducibility).
+Label policy (Project.label_policy, recorded in TrainingRun.label_policy): a case read by one reader, or
+whose current annotation is an imported reference, trains on its current annotation. A case with two or more
+readers (each reader's latest revision counts) trains on
+- "consensus": its newest STAPLE consensus revision (written by the agreement task; until that exists, the
+  current annotation),
+- "majority": the per-pixel majority vote of the readers' latest revisions (computed here),
+- "latest": its current annotation (the last submission).
+The exact revisions used are returned so a run can record them (reproducibility); for a majority vote these
+are all the readers' revisions it was voted from.
 """
 
 from collections.abc import Iterable, Sequence
@@ -10,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db.models import QuerySet
 
-from annotations.models import Case, CaseSplit, Image, Project
+from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Image, LabelPolicy, Project
+from annotations.services.reading_policy import readers_wanted
 from annotations.storage import array_load, bytes_load, mask_from_png
+from workers.ml.agreement import majority_vote
 from workers.ml.transforms import prepare_image
 
 TRAIN_SPLITS = (CaseSplit.POOL, CaseSplit.TRAIN)
@@ -19,7 +28,8 @@ TRAIN_SPLITS = (CaseSplit.POOL, CaseSplit.TRAIN)
 
 @dataclass
 class LabelledSet:
-    """Parallel lists: prepared float32 (C, H, W) images, (H, W) uint8 masks, their case and revision ids."""
+    """Parallel lists of prepared float32 (C, H, W) images, (H, W) uint8 masks and case ids; `revision_ids`
+    lists every revision the masks came from (one per case, several for a majority vote)."""
 
     case_ids: list[int] = field(default_factory=list)
     revision_ids: list[int] = field(default_factory=list)
@@ -35,6 +45,7 @@ class TrainingSets:
     train: LabelledSet
     validation: LabelledSet
     test: LabelledSet
+    label_policy: str = LabelPolicy.LATEST
 
 
 def num_classes_for(project: Project) -> int:
@@ -64,7 +75,7 @@ def open_pool_cases(*, project: Project) -> QuerySet[Case]:
             project=project,
             split=CaseSplit.POOL,
             flagged_at__isnull=True,
-            reads_taken__lt=project.readers_per_case,
+            reads_taken__lt=readers_wanted(project),
         )
         .select_related("image")
         .order_by("id")
@@ -93,28 +104,79 @@ def load_images(cases: Iterable[Case], loader: SliceLoader | None = None) -> lis
     return [loader.prepared(c) for c in cases]
 
 
-def load_mask(case: Case, num_classes: int) -> np.ndarray:
-    """The case's current mask; label values the network does not know (>= num_classes) become 0."""
-    mask = mask_from_png(bytes_load(case.current_annotation.mask_path))
+def _known_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Label values the network does not know (>= num_classes) become 0."""
     return np.where(mask < num_classes, mask, 0).astype(np.uint8)
 
 
-def labelled_set_build(*, project: Project, splits: Sequence[str], num_classes: int) -> LabelledSet:
-    out = LabelledSet()
-    loader = SliceLoader()
-    for case in labelled_cases(project=project, splits=splits):
-        out.case_ids.append(case.pk)
-        out.revision_ids.append(case.current_annotation_id)
-        out.images.append(loader.prepared(case))
-        out.masks.append(load_mask(case, num_classes))
+def load_mask(case: Case, num_classes: int) -> np.ndarray:
+    """The case's current mask, with unknown labels set to 0."""
+    return _known_labels(mask_from_png(bytes_load(case.current_annotation.mask_path)), num_classes)
+
+
+def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotation], Annotation | None]]:
+    """Per case: each reader's latest revision (by author id) and the newest consensus revision. One query."""
+    out: dict[int, tuple[list[Annotation], Annotation | None]] = {}
+    rows = Annotation.objects.filter(
+        case_id__in=case_ids, kind__in=[AnnotationKind.READER, AnnotationKind.CONSENSUS]
+    ).order_by("case_id", "-revision")
+    latest: dict[int, dict[int, Annotation]] = {}
+    consensus: dict[int, Annotation] = {}
+    for ann in rows.only("id", "case_id", "revision", "kind", "author_id", "mask_path"):
+        if ann.kind == AnnotationKind.CONSENSUS:
+            consensus.setdefault(ann.case_id, ann)
+        else:
+            latest.setdefault(ann.case_id, {}).setdefault(ann.author_id, ann)
+    for case_id in case_ids:
+        readers = sorted(latest.get(case_id, {}).values(), key=lambda a: a.author_id)
+        out[case_id] = (readers, consensus.get(case_id))
     return out
 
 
-def training_sets_build(*, project: Project) -> TrainingSets:
-    """train = pool/train cases with a label, validation and test = their splits' labelled cases."""
+def case_label(
+    case: Case, policy: str, readers: list[Annotation], consensus: Annotation | None, num_classes: int
+) -> tuple[np.ndarray, list[int]]:
+    """The training mask of one case under `policy` and the revision ids it came from."""
+    current = case.current_annotation
+    if policy == LabelPolicy.LATEST or current.kind == AnnotationKind.REFERENCE or len(readers) < 2:
+        return load_mask(case, num_classes), [current.pk]
+    if policy == LabelPolicy.MAJORITY:
+        masks = [mask_from_png(bytes_load(a.mask_path)) for a in readers]
+        return _known_labels(majority_vote(masks), num_classes), [a.pk for a in readers]
+    if consensus is not None:
+        return _known_labels(mask_from_png(bytes_load(consensus.mask_path)), num_classes), [consensus.pk]
+    return load_mask(case, num_classes), [current.pk]
+
+
+def labelled_set_build(
+    *, project: Project, splits: Sequence[str], num_classes: int, label_policy: str = LabelPolicy.LATEST
+) -> LabelledSet:
+    out = LabelledSet()
+    loader = SliceLoader()
+    cases = list(labelled_cases(project=project, splits=splits))
+    revisions = _multi_reader_revisions([c.pk for c in cases]) if label_policy != LabelPolicy.LATEST else {}
+    for case in cases:
+        readers, consensus = revisions.get(case.pk, ([], None))
+        mask, used = case_label(case, label_policy, readers, consensus, num_classes)
+        out.case_ids.append(case.pk)
+        out.revision_ids.extend(used)
+        out.images.append(loader.prepared(case))
+        out.masks.append(mask)
+    return out
+
+
+def training_sets_build(*, project: Project, label_policy: str | None = None) -> TrainingSets:
+    """train = pool/train cases with a label, validation and test = their splits' labelled cases, each
+    case's label chosen by `label_policy` (default: the project's)."""
     k = num_classes_for(project)
+    policy = label_policy or project.label_policy
+
+    def build(splits: Sequence[str]) -> LabelledSet:
+        return labelled_set_build(project=project, splits=splits, num_classes=k, label_policy=policy)
+
     return TrainingSets(
-        train=labelled_set_build(project=project, splits=TRAIN_SPLITS, num_classes=k),
-        validation=labelled_set_build(project=project, splits=[CaseSplit.VALIDATION], num_classes=k),
-        test=labelled_set_build(project=project, splits=[CaseSplit.TEST], num_classes=k),
+        train=build(TRAIN_SPLITS),
+        validation=build([CaseSplit.VALIDATION]),
+        test=build([CaseSplit.TEST]),
+        label_policy=policy,
     )

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from annotations.models import Case, Project
 from annotations.services.queue import QueueEntry, queue_priorities_set
+from annotations.services.reading_policy import reading_policy_route
 from workers.ml.device import limit_cpu_threads
 from workers.ml.scoring import PoolScores, score_pool
 from workers.ml.strategies import intensity_features, select
@@ -173,6 +174,12 @@ def _store_scores(
         batch_size=500,
     )
     queue_priorities_set(project=version.project, entries=entries)
+    # Uncertainty routing: the strategy's own score where it has one, else the mean predictive entropy.
+    reading_policy_route(
+        project=version.project,
+        case_ids=case_ids,
+        uncertainty=values if values is not None else np.asarray(scores.entropy, dtype=np.float64),
+    )
     return [e.case_id for e in entries]
 
 

@@ -210,7 +210,7 @@ def training_run_start(
                 base_version=base,
                 config=config,
                 seed=seed,
-                label_policy="latest",
+                label_policy=project.label_policy,
             )
     except IntegrityError as exc:  # a concurrent start won the race
         raise ConflictError("run_open", "this project already has a queued or running training run") from exc
@@ -357,7 +357,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
 def _execute_claimed(run: TrainingRun) -> None:
     limit_cpu_threads()
     attempt = run.attempts
-    sets = training_sets_build(project=run.project)
+    sets = training_sets_build(project=run.project, label_policy=run.label_policy)
     revision_ids = sets.train.revision_ids + sets.validation.revision_ids + sets.test.revision_ids
     TrainingRun.objects.filter(pk=run.pk).update(revision_ids=revision_ids)
     if not len(sets.train):

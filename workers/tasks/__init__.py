@@ -1,14 +1,22 @@
 """Celery tasks: thin; take ids, call a service. Registered by autodiscovery (workers.tasks)."""
 
+from .agreement import agreement_update
 from .explain import explanation_compute
+from .export import export_job_run, exports_expire
 from .imaging import image_analyse
+from .queue import leases_expire, outbox_sweep
 from .scoring import proposal_compute, queue_cold_start_task, scoring_run
 from .system import ping
 from .training import training_auto_check, training_run_execute, training_runs_reap
 
 __all__ = [
+    "agreement_update",
     "explanation_compute",
+    "export_job_run",
+    "exports_expire",
     "image_analyse",
+    "leases_expire",
+    "outbox_sweep",
     "ping",
     "proposal_compute",
     "queue_cold_start_task",

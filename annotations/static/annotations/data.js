@@ -1,0 +1,119 @@
+// The data manager's page: upload with progress, readers per case, members and roles, the image list.
+
+import { api, bootData, csrfToken, getAll, patch, post } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+const boot = bootData();
+const pid = boot.project.id;
+
+function notice(text, kind = "error") {
+  const box = $("notice");
+  box.hidden = !text; box.className = `notice ${kind}`; box.textContent = text || "";
+}
+
+function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.append(td); return td; }
+
+async function refreshImages() {
+  const images = await getAll(`/api/v1/projects/${pid}/images`);
+  const body = $("images");
+  body.replaceChildren();
+  for (const im of images) {
+    const tr = document.createElement("tr");
+    cell(tr, im.display_name); cell(tr, im.source_kind); cell(tr, im.modality); cell(tr, im.shape.join(" × "));
+    cell(tr, im.status); cell(tr, im.num_cases ?? "—"); cell(tr, new Date(im.created_at).toLocaleString());
+    body.append(tr);
+  }
+  if (!images.length) { const tr = document.createElement("tr"); cell(tr, "No images yet.").colSpan = 7; body.append(tr); }
+}
+
+async function refreshMembers() {
+  const members = await getAll(`/api/v1/projects/${pid}/members`);
+  const body = $("members");
+  body.replaceChildren();
+  for (const m of members) {
+    const tr = document.createElement("tr");
+    cell(tr, m.username); cell(tr, m.role.replace("_", " "));
+    const act = cell(tr, "");
+    if (boot.can.manage_members) {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "secondary"; b.textContent = "Remove";
+      b.setAttribute("aria-label", `Remove ${m.username} as ${m.role}`);
+      b.onclick = async () => {
+        try { await api("DELETE", `/api/v1/projects/${pid}/members/${m.id}`); notice(null); } catch (e) { notice(e.message); }
+        refreshMembers();
+      };
+      act.append(b);
+    }
+    body.append(tr);
+  }
+}
+
+/** XMLHttpRequest, not fetch: only XHR reports upload progress. */
+function upload(form) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/v1/projects/${pid}/images`);
+    xhr.setRequestHeader("X-CSRFToken", csrfToken());
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) $("upload-progress").value = Math.round((100 * e.loaded) / e.total);
+    };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new Error((body && body.error && body.error.message) || `HTTP ${xhr.status}`));
+    };
+    xhr.onerror = () => reject(new Error("network error"));
+    const data = new FormData();
+    data.append("file", form.elements.file.files[0]);
+    if (form.elements.mask.files[0]) data.append("mask", form.elements.mask.files[0]);
+    data.append("split", form.elements.split.value);
+    xhr.send(data);
+  });
+}
+
+$("upload").onsubmit = async (ev) => {
+  ev.preventDefault();
+  $("upload-progress").value = 0;
+  $("upload-status").textContent = "uploading…";
+  try {
+    const out = await upload(ev.target);
+    $("upload-progress").value = 100;
+    const names = out.images.map((i) => i.display_name).join(", ");
+    const dups = out.duplicates.length ? ` · ${out.duplicates.length} duplicate(s) not stored` : "";
+    $("upload-status").textContent = `imported: ${names || "nothing new"}${dups}`;
+    notice(null);
+    ev.target.reset();
+    refreshImages();
+  } catch (e) {
+    $("upload-status").textContent = "upload failed";
+    notice(`Upload failed: ${e.message}`);
+  }
+};
+
+const readers = $("readers");
+readers.elements.readers_per_case.value = boot.settings.readers_per_case;
+readers.onsubmit = async (ev) => {
+  ev.preventDefault();
+  $("readers-saved").hidden = true;
+  try {
+    await patch(`/api/v1/projects/${pid}`, { readers_per_case: Number(readers.elements.readers_per_case.value) });
+    $("readers-saved").hidden = false;
+    notice(null);
+  } catch (e) { notice(e.message); }
+};
+
+const add = $("add-member");
+if (add) {
+  add.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      await post(`/api/v1/projects/${pid}/members`, { username: $("new-username").value, role: $("new-role").value });
+      notice(null); add.reset();
+    } catch (e) { notice(e.message); }
+    refreshMembers();
+  };
+}
+
+Promise.all([refreshImages(), refreshMembers()]).catch((e) => notice(e.message));

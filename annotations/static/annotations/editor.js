@@ -1,0 +1,397 @@
+// The annotator's editor page: wires the viewer, tools, history, layers, shortcuts and the case session.
+
+import { bootData } from "./api.js";
+import { History } from "./history.js";
+import { buildLayers } from "./layers.js";
+import { describeError, formatSeconds, median, Session } from "./session.js";
+import { Shortcuts } from "./shortcuts.js";
+import { dab, fillPolygon, stroke } from "./tools.js";
+import { MODALITY_PRESETS, Viewer } from "./viewer.js";
+import { setupPointer } from "./pointer.js";
+
+const $ = (id) => document.getElementById(id);
+const boot = bootData();
+
+class Editor {
+  constructor() {
+    this.root = $("editor");
+    this.viewer = new Viewer($("view"), () => this.afterRender());
+    this.session = new Session(boot.project.id, { onLease: (a, err) => this.showLease(a, err) });
+    this.tool = "brush";
+    this.brushSize = 8;
+    this.labels = boot.project.label_classes;
+    this.label = this.labels[0]?.value ?? 1;
+    this.stats = { times: [...boot.stats.times], done: boot.stats.cases_done };
+    this.polygon = [];
+    this.hover = null;
+    this.layers = null;
+    this.renderStats();
+    this.buildLabelPicker();
+    this.bindControls();
+    this.bindShortcuts();
+    setupPointer(this);
+    this.viewer.decorate = (ctx) => this.decorate(ctx);
+    window.addEventListener("beforeunload", (ev) => {
+      if (this.history?.dirty) { ev.preventDefault(); ev.returnValue = ""; }
+    });
+    setInterval(() => { $("stat-timer").textContent = this.session.caseId ? formatSeconds(this.session.elapsed) : "—"; }, 1000);
+  }
+
+  // ---- case lifecycle -------------------------------------------------------------------------------
+  async next() {
+    this.setState("loading");
+    this.notice(null);
+    try {
+      const assignment = await this.session.claim();
+      if (!assignment) { this.setState("empty"); $("case-title").textContent = "queue empty"; return; }
+      await this.open(assignment.case);
+    } catch (err) {
+      this.setState("error");
+      this.notice(`Could not open the next case: ${describeError(err)}`, "error");
+    }
+  }
+
+  async open(caseId) {
+    const s = await this.session.load(caseId);
+    const p = s.payload;
+    this.history = new History(s.mask, s.width, s.height, () => this.historyChanged());
+    this.viewer.setImage(s.pixels, s.mask, this.labels);
+    this.buildPresets(p.case);
+    this.layers = await buildLayers($("layers"), this.viewer, p);
+    this.polygon = [];
+    $("case-title").textContent = `· ${p.case.image_name} · slice ${p.case.slice_index}`;
+    this.renderWhy(p);
+    this.renderCaseInfo(p);
+    this.historyChanged();
+    this.setState("ready");
+    $("view").focus();
+  }
+
+  async submit() {
+    if (this.state !== "ready") return;
+    this.setState("saving");
+    try {
+      const revision = await this.session.submit(this.history.mask);
+      this.stats.done += 1;
+      this.stats.times.push(revision.time_spent_s);
+      this.renderStats();
+      this.history = null;
+      this.lastRevision = revision;
+      this.root.dataset.lastRevision = String(revision.id);
+      await this.next();
+    } catch (err) {
+      this.setState("ready");
+      if (err.code === "stale_base") this.showConflict(err.details.current_revision);
+      else this.notice(`Not saved: ${describeError(err)}. Your mask is still here.`, "error");
+    }
+  }
+
+  /** 409 stale_base: keep the reader's mask on screen; let them build on the new head or load it. */
+  showConflict(current) {
+    const box = this.notice(
+      `Not saved: revision ${current} of this case was saved while you were editing. Your mask is still here.`,
+      "error",
+    );
+    const mine = document.createElement("button");
+    mine.type = "button"; mine.id = "btn-conflict-keep"; mine.className = "primary";
+    mine.textContent = `Submit my mask as the next revision after ${current}`;
+    mine.onclick = () => { this.session.baseRevision = current; this.notice(null); this.submit(); };
+    const load = document.createElement("button");
+    load.type = "button"; load.id = "btn-conflict-load"; load.className = "secondary";
+    load.textContent = `Load revision ${current} (mine stays one undo away)`;
+    load.onclick = async () => {
+      const head = await this.session.loadHead();
+      this.session.baseRevision = head.revision;
+      if (head.mask) this.history.replaceAll(head.mask, `load revision ${head.revision}`);
+      this.viewer.updateMask(0, 0, this.session.width - 1, this.session.height - 1);
+      this.notice(`Loaded revision ${head.revision}. Press Ctrl+Z to get your own mask back.`, "info");
+    };
+    box.append(" ", mine, " ", load);
+  }
+
+  async skipOrFlag(kind) {
+    if (this.state !== "ready") return;
+    const reason = await this.askReason(kind);
+    if (reason == null) return;
+    this.setState("saving");
+    try {
+      await (kind === "skip" ? this.session.skip(reason) : this.session.flag(reason));
+      this.history = null;
+      await this.next();
+    } catch (err) {
+      this.setState("ready");
+      this.notice(`${kind === "skip" ? "Skip" : "Flag"} failed: ${describeError(err)}`, "error");
+    }
+  }
+
+  askReason(kind) {
+    const dlg = $("dlg-reason");
+    $("dlg-reason-title").textContent = kind === "skip" ? "Skip this case" : "Flag this case (leaves the queue)";
+    $("reason-ok").textContent = kind === "skip" ? "Skip" : "Flag";
+    $("reason-choice").value = ""; $("reason-text").value = ""; $("reason-error").hidden = true;
+    return new Promise((resolve) => {
+      const onClose = () => {
+        dlg.removeEventListener("close", onClose);
+        if (dlg.returnValue !== "ok") return resolve(null);
+        const choice = $("reason-choice").value;
+        const text = $("reason-text").value.trim();
+        const reason = [choice !== "other" ? choice : "", text].filter(Boolean).join(": ");
+        if (!reason) { $("reason-error").hidden = false; dlg.showModal(); dlg.addEventListener("close", onClose); return; }
+        resolve(reason);
+      };
+      dlg.returnValue = "";
+      dlg.addEventListener("close", onClose);
+      dlg.showModal();
+    });
+  }
+
+  // ---- editing --------------------------------------------------------------------------------------
+  paintValue() { return this.tool === "eraser" ? 0 : this.label; }
+
+  beginStroke(x, y) {
+    if (this.history.open) this.history.commit(this.tool);  // a lost pointerup must not merge strokes
+    this.history.begin();
+    dab(this.history.mask, this.viewer.width, this.viewer.height, x, y, this.brushSize, this.paintValue(),
+      (...r) => this.touched(...r));
+    this.last = [x, y];
+  }
+
+  continueStroke(x, y) {
+    const [ax, ay] = this.last;
+    stroke(this.history.mask, this.viewer.width, this.viewer.height, ax, ay, x, y, this.brushSize,
+      this.paintValue(), (...r) => this.touched(...r));
+    this.last = [x, y];
+  }
+
+  endStroke() { this.history.commit(this.tool); }
+
+  touched(x0, y0, x1, y1) {
+    this.history.touch(x0, y0, x1, y1);
+    this.viewer.updateMask(x0, y0, x1, y1);
+  }
+
+  closePolygon() {
+    if (this.polygon.length >= 3) {
+      this.history.begin();
+      fillPolygon(this.history.mask, this.viewer.width, this.viewer.height, this.polygon, this.label,
+        (...r) => this.touched(...r));
+      this.history.commit("polygon");
+    }
+    this.polygon = [];
+    this.viewer.requestRender();
+  }
+
+  undo() { const r = this.history?.undo(); if (r) this.viewer.updateMask(r.x0, r.y0, r.x1, r.y1); }
+  redo() { const r = this.history?.redo(); if (r) this.viewer.updateMask(r.x0, r.y0, r.x1, r.y1); }
+
+  resetToProposal() {
+    if (!this.history || !this.session.proposalMask) return;
+    if (this.history.replaceAll(this.session.proposalMask, "reset to proposal")) {
+      this.viewer.updateMask(0, 0, this.viewer.width - 1, this.viewer.height - 1);
+    }
+  }
+
+  historyChanged() {
+    const h = this.history;
+    $("btn-undo").disabled = !h?.canUndo;
+    $("btn-redo").disabled = !h?.canRedo;
+    $("btn-reset").disabled = !h || !this.session.proposalMask;
+    $("dirty").hidden = !h?.dirty;
+    $("history-info").textContent = h ? `${h.undoStack.length} undo · ${h.redoStack.length} redo steps` : "";
+  }
+
+  setTool(tool) {
+    if (this.tool === "polygon" && tool !== "polygon") this.polygon = [];
+    this.tool = tool;
+    for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+    this.root.dataset.tool = tool;
+    this.viewer.requestRender();
+  }
+
+  setBrushSize(size) {
+    this.brushSize = Math.max(1, Math.min(64, Math.round(size)));
+    $("brush-size").value = String(this.brushSize);
+    $("brush-size-out").textContent = String(this.brushSize);
+    this.viewer.requestRender();
+  }
+
+  setLabel(value) {
+    if (!this.labels.some((c) => c.value === value)) return;
+    this.label = value;
+    for (const b of document.querySelectorAll(".label-btn")) b.setAttribute("aria-pressed", String(Number(b.dataset.value) === value));
+    if (this.tool === "eraser") this.setTool("brush");
+  }
+
+  setWindow(center, width) {
+    this.viewer.setWindow(center, width);
+    $("wl").textContent = this.viewer.rgb ? "RGB" : `W ${+width.toPrecision(4)} / L ${+center.toPrecision(4)}`;
+  }
+
+  // ---- UI -------------------------------------------------------------------------------------------
+  setState(state) { this.state = state; this.root.dataset.state = state;
+    const ready = state === "ready";
+    for (const id of ["btn-submit", "btn-skip", "btn-flag"]) $(id).disabled = !ready;
+    $("empty").hidden = state !== "empty";
+  }
+
+  notice(text, kind = "info") {
+    const box = $("notice");
+    box.hidden = !text;
+    box.className = `notice ${kind}`;
+    box.textContent = text || "";
+    return box;
+  }
+
+  showLease(a, err) {
+    const badge = $("lease");
+    if (a) {
+      const t = new Date(a.expires_at);
+      badge.textContent = `held until ${t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+      badge.className = "badge ok";
+    } else {
+      badge.textContent = "lease lost";
+      badge.className = "badge stale";
+      this.notice(`Lease renewal failed: ${describeError(err)}. Your mask is still here; submit to find out.`, "error");
+    }
+  }
+
+  buildLabelPicker() {
+    const box = $("labels");
+    this.labels.forEach((c, i) => {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "label-btn"; b.dataset.value = String(c.value);
+      b.setAttribute("aria-pressed", String(c.value === this.label));
+      b.setAttribute("aria-keyshortcuts", String(i + 1));
+      b.innerHTML = `<span class="swatch" style="background:${c.color}"></span><span></span> <kbd>${i + 1}</kbd>`;
+      b.children[1].textContent = c.name;
+      b.onclick = () => this.setLabel(c.value);
+      box.append(b);
+    });
+  }
+
+  buildPresets(c) {
+    const sel = $("preset");
+    sel.replaceChildren();
+    const presets = [];
+    if (!this.viewer.rgb) {
+      presets.push(...(c.window_presets || []));
+      for (const p of MODALITY_PRESETS[c.modality] || []) if (!presets.some((q) => q.name === p.name)) presets.push(p);
+      presets.push({ name: "Auto (1-99 %)", ...this.viewer.autoWindow() });
+    }
+    presets.forEach((p, i) => sel.append(new Option(`${p.name} (W ${Math.round(p.width)} / L ${Math.round(p.center)})`, String(i))));
+    sel.disabled = this.viewer.rgb;
+    this.presets = presets;
+    const first = c.modality === "CT" || c.window_presets?.length ? presets[0] : presets[presets.length - 1];
+    if (first) { sel.value = String(presets.indexOf(first)); this.setWindow(first.center, first.width); }
+    else this.setWindow(127.5, 255);
+  }
+
+  renderWhy(p) {
+    const why = p.why || {};
+    const score = p.score || {};
+    const rows = [
+      ["strategy", why.strategy || score.strategy || "—"],
+      ["score", why.score ?? score.score],
+      ["rank", why.rank ?? score.rank],
+      ["model", why.model_version ? `v${why.model_version}` : p.model_version ? `v${p.model_version.number}` : "none yet"],
+    ];
+    this.renderKv($("why"), rows.map(([k, v]) => [k, typeof v === "number" ? +v.toPrecision(4) : v ?? "—"]));
+  }
+
+  renderCaseInfo(p) {
+    const c = p.case;
+    this.renderKv($("case-info"), [
+      ["modality", c.modality], ["size", `${c.shape[1]} × ${c.shape[0]}${c.channels === 3 ? " RGB" : ""}`],
+      ["type", c.dtype], ["spacing", c.spacing ? c.spacing.slice(0, 2).map((v) => +Number(v).toFixed(3)).join(" × ") + " mm" : "—"],
+      ["revision", p.head_revision ?? "none yet"],
+    ]);
+  }
+
+  renderKv(dl, rows) {
+    dl.replaceChildren();
+    for (const [k, v] of rows) {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = String(v);
+      dl.append(dt, dd);
+    }
+  }
+
+  renderStats() {
+    $("stat-done").textContent = String(this.stats.done);
+    $("stat-median").textContent = formatSeconds(median(this.stats.times));
+  }
+
+  afterRender() {
+    $("zoom").textContent = `zoom ${Math.round(this.viewer.scale / (this.viewer.dpr || 1) * 100)} %`;
+  }
+
+  decorate(ctx) {
+    const v = this.viewer;
+    ctx.lineWidth = 1.5 * v.dpr;
+    if (this.polygon.length) {
+      ctx.strokeStyle = "#ffd400";
+      ctx.beginPath();
+      this.polygon.forEach(([x, y], i) => (i ? ctx.lineTo : ctx.moveTo).call(ctx, x * v.scale + v.tx, y * v.scale + v.ty));
+      if (this.hover) ctx.lineTo(this.hover[0] * v.scale + v.tx, this.hover[1] * v.scale + v.ty);
+      ctx.stroke();
+    }
+    if (this.hover && (this.tool === "brush" || this.tool === "eraser")) {
+      ctx.strokeStyle = this.tool === "eraser" ? "#fff" : "#ffd400";
+      ctx.beginPath();
+      ctx.arc(this.hover[0] * v.scale + v.tx, this.hover[1] * v.scale + v.ty, (this.brushSize / 2) * v.scale, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+  }
+
+  bindControls() {
+    $("btn-submit").onclick = () => this.submit();
+    $("btn-skip").onclick = () => this.skipOrFlag("skip");
+    $("btn-flag").onclick = () => this.skipOrFlag("flag");
+    $("btn-retry").onclick = () => this.next();
+    $("btn-undo").onclick = () => this.undo();
+    $("btn-redo").onclick = () => this.redo();
+    $("btn-reset").onclick = () => this.resetToProposal();
+    $("btn-fit").onclick = () => this.viewer.fit();
+    $("btn-zoom-in").onclick = () => this.viewer.zoomAt(1.25, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2);
+    $("btn-zoom-out").onclick = () => this.viewer.zoomAt(0.8, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2);
+    $("btn-help").onclick = () => this.toggleHelp();
+    $("brush-size").oninput = (e) => this.setBrushSize(Number(e.target.value));
+    $("preset").onchange = (e) => { const p = this.presets[Number(e.target.value)]; if (p) this.setWindow(p.center, p.width); };
+    for (const b of document.querySelectorAll(".tool")) b.onclick = () => this.setTool(b.dataset.tool);
+  }
+
+  toggleHelp() {
+    const dlg = $("dlg-help");
+    if (dlg.open) dlg.close(); else { this.shortcuts.renderHelp(document.querySelector("#help-table tbody")); dlg.showModal(); }
+  }
+
+  bindShortcuts() {
+    const s = (this.shortcuts = new Shortcuts());
+    s.add("b", "Brush", () => this.setTool("brush"))
+      .add("e", "Eraser", () => this.setTool("eraser"))
+      .add("p", "Polygon fill (click points; Enter or click the first point to fill)", () => this.setTool("polygon"))
+      .add("h", "Pan (or hold the middle mouse button)", () => this.setTool("pan"))
+      .add("w", "Window/level drag (or drag with the right mouse button)", () => this.setTool("window"))
+      .add("[", "Smaller brush", () => this.setBrushSize(this.brushSize - (this.brushSize > 10 ? 4 : 1)))
+      .add("]", "Larger brush", () => this.setBrushSize(this.brushSize + (this.brushSize >= 10 ? 4 : 1)))
+      .add(this.labels.slice(0, 9).map((_, i) => String(i + 1)), "Choose label class 1-9", (ev) => this.setLabel(this.labels[Number(ev.key) - 1]?.value))
+      .add(["Ctrl+z"], "Undo", () => this.undo())
+      .add(["Ctrl+y", "Ctrl+Shift+z"], "Redo", () => this.redo())
+      .add("m", "Show/hide the mask", () => this.layers?.toggle("mask"))
+      .add("u", "Show/hide the uncertainty map", () => this.layers?.toggle("uncertainty"))
+      .add("g", "Show/hide Grad-CAM", () => this.layers?.toggle("gradcam"))
+      .add("s", "Show/hide saliency", () => this.layers?.toggle("saliency"))
+      .add("f", "Fit the image to the window", () => this.viewer.fit())
+      .add(["+", "="], "Zoom in", () => this.viewer.zoomAt(1.25, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2))
+      .add("-", "Zoom out", () => this.viewer.zoomAt(0.8, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2))
+      .add("r", "Reset the mask to the model's proposal (undoable)", () => this.resetToProposal())
+      .add("Enter", "Close the polygon and fill it", () => this.tool === "polygon" && this.closePolygon())
+      .add("Escape", "Cancel the polygon / close dialogs", () => { this.polygon = []; this.viewer.requestRender(); })
+      .add("Ctrl+Enter", "Submit and open the next case", () => this.submit())
+      .add("?", "This help", () => this.toggleHelp());
+  }
+}
+
+const editor = new Editor();
+window.hitlEditor = editor;  // for debugging and the browser tests
+editor.next();

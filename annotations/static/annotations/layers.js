@@ -1,0 +1,116 @@
+// The layer panel: the editable mask, the uncertainty map and every explanation the server has, each with
+// a toggle and an opacity slider; explanations show their method, model version, cost and a stale badge.
+
+import { getPngValues } from "./api.js";
+
+export const METHOD_NAMES = {
+  gradcam: "Grad-CAM",
+  saliency: "Saliency",
+  integrated_gradients: "Integrated gradients",
+  occlusion: "Occlusion",
+};
+
+const clamp = (v) => Math.max(0, Math.min(255, Math.round(v)));
+
+/** Heat colormap (black-red-yellow-white), transparent where the map is low. */
+export function heat(v) {
+  const t = v / 255;
+  return [clamp(765 * t), clamp(765 * t - 255), clamp(765 * t - 510), clamp(40 + 215 * t) * (t > 0.02)];
+}
+
+/** Uncertainty: magenta, opacity grows with uncertainty. */
+export function unsure(v) {
+  return [230, 60, 230, clamp(v)];
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k in e && typeof v !== "string") e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+function row(list, { id, name, checked, opacity, badges, onToggle, onOpacity }) {
+  const cb = el("input", { type: "checkbox", id: `layer-${id}`, checked });
+  const slider = el("input", {
+    type: "range", min: "0", max: "100", value: String(Math.round(opacity * 100)),
+    id: `opacity-${id}`, "aria-label": `${name} opacity`,
+  });
+  cb.addEventListener("change", () => onToggle(cb.checked));
+  slider.addEventListener("input", () => onOpacity(Number(slider.value) / 100));
+  const li = el("li", { class: "layer", "data-layer": id },
+    el("div", { class: "layer-head" }, cb, el("label", { for: `layer-${id}` }, name), ...badges), slider);
+  list.append(li);
+  return { checkbox: cb, slider };
+}
+
+const badge = (text, cls = "") => el("span", { class: `badge ${cls}` }, text);
+
+/**
+ * Build the panel for one case. viewer: Viewer; payload: the editor payload. Resolves once the maps
+ * are loaded. Returns {toggle(id)} for the keyboard shortcuts.
+ */
+export async function buildLayers(list, viewer, payload) {
+  list.replaceChildren();
+  const { width, height } = viewer;
+  const controls = {};
+  const proposal = payload.proposal;
+  const maskBadges = [];
+  if (proposal) {
+    maskBadges.push(badge(`proposal v${proposal.model_version}`));
+    if (proposal.stale) maskBadges.push(badge("stale", "stale"));
+  } else if (payload.head_revision == null) {
+    maskBadges.push(badge("no proposal yet", "muted"));
+  }
+  if (payload.head_revision != null) maskBadges.push(badge(`revision ${payload.head_revision}`));
+  controls.mask = row(list, {
+    id: "mask", name: "Mask (editable)", checked: viewer.maskVisible, opacity: viewer.maskOpacity,
+    badges: maskBadges,
+    onToggle: (on) => { viewer.maskVisible = on; viewer.requestRender(); },
+    onOpacity: (a) => { viewer.maskOpacity = a; viewer.requestRender(); },
+  });
+  const loads = [];
+  const addMap = (id, name, url, colormap, badges) => {
+    const overlay = { visible: false, opacity: 0.6 };
+    controls[id] = row(list, {
+      id, name, checked: false, opacity: overlay.opacity, badges,
+      onToggle: (on) => { overlay.visible = on; if (overlay.real) overlay.real.visible = on; viewer.requestRender(); },
+      onOpacity: (a) => { overlay.opacity = a; if (overlay.real) overlay.real.opacity = a; viewer.requestRender(); },
+    });
+    loads.push(getPngValues(url, width, height).then((values) => {
+      overlay.real = viewer.addOverlay(id, values, colormap, overlay);
+    }).catch(() => {
+      controls[id].checkbox.disabled = true;
+      controls[id].checkbox.parentElement.append(badge("failed to load", "stale"));
+    }));
+  };
+  if (payload.uncertainty_url) {
+    const b = [badge(`v${proposal.model_version}`)];
+    if (proposal.stale) b.push(badge("stale", "stale"));
+    addMap("uncertainty", "Uncertainty", payload.uncertainty_url, unsure, b);
+  }
+  for (const e of payload.explanations) {
+    const b = [badge(`v${e.model_version}`)];
+    if (e.stale) b.push(badge("stale", "stale"));
+    if (e.cost_forward_units != null) {
+      b.push(el("span", { class: "muted small", title: "cost in forward passes" }, `${Number(e.cost_forward_units).toFixed(1)}× forward`));
+    }
+    addMap(`${e.method}-v${e.model_version}`, METHOD_NAMES[e.method] || e.method, e.map_url, heat, b);
+  }
+  if (!payload.explanations.length) list.append(el("li", { class: "muted small" }, "No explanations for this case yet."));
+  await Promise.all(loads);
+  return {
+    controls,
+    /** Toggle a layer by id prefix ("mask", "uncertainty", "gradcam", ...): the first match. */
+    toggle(prefix) {
+      const key = Object.keys(controls).find((k) => k === prefix || k.startsWith(`${prefix}-`));
+      if (!key || controls[key].checkbox.disabled) return false;
+      controls[key].checkbox.click();
+      return true;
+    },
+  };
+}

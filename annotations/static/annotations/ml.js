@@ -1,0 +1,149 @@
+// The ML engineer's page: training runs with live progress, model versions (promote / roll back), the
+// learning curve, active-learning settings and the queue head.
+
+import { bootData, get, getAll, patch, post } from "./api.js";
+import { learningCurveSvg } from "./plot.js";
+
+const $ = (id) => document.getElementById(id);
+const boot = bootData();
+const pid = boot.project.id;
+const OPEN = new Set(["queued", "running"]);
+let run = null;
+let poller = null;
+let watching = false;
+
+function notice(text, kind = "error") {
+  const box = $("notice");
+  box.hidden = !text; box.className = `notice ${kind}`; box.textContent = text || "";
+}
+
+const fmt = (v, digits = 3) => (v == null ? "—" : Number(v).toFixed(digits));
+
+function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.append(td); return td; }
+
+function showRun(r) {
+  run = r;
+  const bar = $("run-progress");
+  if (!r) return;
+  const done = r.status === "succeeded";
+  bar.value = done ? 1 : Math.min(1, (r.progress || 0) / 100);
+  bar.dataset.status = r.status;
+  const eta = r.eta_seconds != null ? ` · about ${Math.round(r.eta_seconds)} s left` : "";
+  const result = r.result_version_number ? ` · produced v${r.result_version_number}` : "";
+  $("run-status").textContent = `Run ${r.id}: ${r.status}${OPEN.has(r.status) ? ` · ${Math.round(r.progress || 0)} %` : ""}${eta}${result}`
+    + (r.outcome ? ` · ${r.outcome}` : "");
+  $("run-status").className = r.status === "failed" ? "error" : "muted";
+  $("btn-cancel").disabled = !boot.can.train || !OPEN.has(r.status) || r.cancel_requested;
+  $("btn-start").disabled = !boot.can.train || OPEN.has(r.status);
+  const log = $("epoch-log");
+  log.replaceChildren();
+  for (const e of r.epochs || []) {
+    const tr = document.createElement("tr");
+    cell(tr, e.epoch); cell(tr, fmt(e.train_loss, 4)); cell(tr, fmt(e.val_dice)); cell(tr, fmt(e.seconds, 2));
+    log.append(tr);
+  }
+}
+
+async function refreshRun() {
+  const runs = await get(`/api/v1/projects/${pid}/training-runs?page_size=1`);
+  const latest = (runs.results || runs)[0];
+  if (!latest) return;
+  showRun(await get(`/api/v1/training-runs/${latest.id}`));
+  if (OPEN.has(run.status)) {
+    watching = true;
+    if (!poller) poller = setTimeout(() => { poller = null; refreshRun().catch((e) => notice(e.message)); }, 1000);
+  } else if (watching) {  // the run we watched just finished: its version, curve and queue are new
+    watching = false;
+    await Promise.all([refreshVersions(), refreshCurve(), refreshQueue()]);
+  }
+}
+
+async function refreshVersions() {
+  const versions = await getAll(`/api/v1/projects/${pid}/model-versions`);
+  const body = $("versions");
+  body.replaceChildren();
+  for (const v of versions) {
+    const tr = document.createElement("tr");
+    tr.dataset.version = v.number;
+    cell(tr, `v${v.number}`);
+    const st = cell(tr, v.state);
+    if (v.state === "active") st.innerHTML = '<span class="badge ok">active</span>';
+    cell(tr, v.metrics.labelled_cases ?? "—");
+    cell(tr, fmt(v.metrics.validation_dice)); cell(tr, fmt(v.metrics.test_dice));
+    cell(tr, v.parent_number ? `v${v.parent_number}` : "—");
+    cell(tr, new Date(v.created_at).toLocaleString());
+    const act = cell(tr, "");
+    if (boot.can.train && v.state !== "active") {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "secondary"; b.textContent = `Promote v${v.number}`;
+      b.onclick = () => act_(() => post(`/api/v1/model-versions/${v.id}/promote`), `v${v.number} is now active.`);
+      act.append(b);
+    }
+    body.append(tr);
+  }
+  if (!versions.length) { const tr = document.createElement("tr"); cell(tr, "No model versions yet: start a training run.").colSpan = 8; body.append(tr); }
+}
+
+async function refreshCurve() {
+  const { points } = await get(`/api/v1/projects/${pid}/learning-curve`);
+  $("curve").innerHTML = learningCurveSvg(points);
+}
+
+async function refreshQueue() {
+  const body = $("queue");
+  body.replaceChildren();
+  let head;
+  try { head = await get(`/api/v1/projects/${pid}/queue?limit=10`); } catch (e) {
+    const tr = document.createElement("tr"); cell(tr, e.message).colSpan = 6; body.append(tr); return;
+  }
+  head.forEach((c, i) => {
+    const tr = document.createElement("tr");
+    const r = c.queue_reason || {};
+    cell(tr, r.rank ?? i + 1); cell(tr, `${c.image_name} · slice ${c.slice_index}`);
+    cell(tr, r.strategy || "—"); cell(tr, fmt(r.score, 4)); cell(tr, r.model_version ? `v${r.model_version}` : "—");
+    cell(tr, c.reads_taken);
+    body.append(tr);
+  });
+  if (!head.length) { const tr = document.createElement("tr"); cell(tr, "The queue is empty.").colSpan = 6; body.append(tr); }
+}
+
+async function act_(fn, okText) {
+  notice(null);
+  try {
+    await fn();
+    notice(okText, "info");
+  } catch (e) {
+    notice(`${e.message}${e.code ? ` (${e.code})` : ""}`);
+  }
+  await Promise.all([refreshRun(), refreshVersions(), refreshCurve(), refreshQueue()]);
+}
+
+$("btn-start").onclick = () => {
+  const epochs = $("epochs").value;
+  const config = epochs ? { ...(boot.settings.training_config || {}), epochs: Number(epochs) } : {};
+  $("btn-start").disabled = true;
+  $("run-progress").value = 0;
+  act_(() => post(`/api/v1/projects/${pid}/training-runs`, { config }), "Training run started.");
+};
+$("btn-cancel").onclick = () => run && act_(() => post(`/api/v1/training-runs/${run.id}/cancel`), "Cancel requested.");
+$("btn-rollback").onclick = () => act_(() => post(`/api/v1/projects/${pid}/model-versions/rollback`), "Rolled back.");
+
+const form = $("settings");
+for (const name of ["query_strategy", "auto_retrain_every", "gating_tolerance"]) form.elements[name].value = boot.settings[name];
+if (!boot.can.set_training) for (const el of form.elements) el.disabled = true;
+form.onsubmit = async (ev) => {
+  ev.preventDefault();
+  $("settings-saved").hidden = true;
+  try {
+    await patch(`/api/v1/projects/${pid}`, {
+      query_strategy: form.elements.query_strategy.value,
+      auto_retrain_every: Number(form.elements.auto_retrain_every.value),
+      gating_tolerance: Number(form.elements.gating_tolerance.value),
+    });
+    $("settings-saved").hidden = false;
+    notice(null);
+    refreshQueue();
+  } catch (e) { notice(e.message); }
+};
+
+Promise.all([refreshRun(), refreshVersions(), refreshCurve(), refreshQueue()]).catch((e) => notice(e.message));

@@ -1,0 +1,59 @@
+"""Shared set-up for the browser tests: a project with an active (tiny, untrained) model version whose
+proposals, uncertainty maps, explanations and queue order are real outputs of the services."""
+
+import numpy as np
+
+from annotations.models import Role
+from tests.workers.test_training_helpers import make_version, seed_project
+from workers.models import VersionState
+from workers.services.proposals import explanations_compute, proposals_compute
+from workers.services.scoring import scoring_run
+
+
+def reading_world(project, member, *, n_pool: int = 3) -> dict:
+    owner = member(Role.ML_ENGINEER)
+    pool = seed_project(project, owner, n_train=0, n_val=0, n_test=0, n_pool=n_pool)["pool"]
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    ids = [c.pk for c in pool]
+    proposals_compute(version_id=version.pk, case_ids=ids)
+    explanations_compute(version_id=version.pk, case_ids=ids)
+    scoring_run(project_id=project.pk, version_id=version.pk)
+    return {"pool": pool, "version": version, "owner": owner}
+
+
+def editor_state(page) -> dict:
+    """The open case's id, size and the mask as the editor holds it (a numpy array)."""
+    data = page.evaluate(
+        """() => { const e = window.hitlEditor; return {case: e.session.caseId, w: e.viewer.width,
+        h: e.viewer.height, mask: Array.from(e.history.mask), proposal: e.session.proposalMask ?
+        Array.from(e.session.proposalMask) : null, undo: e.history.undoStack.length,
+        redo: e.history.redoStack.length}; }"""
+    )
+    shape = (data["h"], data["w"])
+    data["mask"] = np.array(data["mask"], dtype=np.uint8).reshape(shape)
+    if data["proposal"] is not None:
+        data["proposal"] = np.array(data["proposal"], dtype=np.uint8).reshape(shape)
+    return data
+
+
+def client_xy(page, x: float, y: float) -> tuple[float, float]:
+    """Image coordinates -> page coordinates of the editor canvas."""
+    cx, cy = page.evaluate("([x, y]) => window.hitlEditor.viewer.toClient(x, y)", [x, y])
+    return cx, cy
+
+
+def drag(page, points: list[tuple[float, float]], steps: int = 4) -> None:
+    """Press at the first image point, move through the others, release."""
+    x, y = client_xy(page, *points[0])
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for p in points[1:]:
+        x, y = client_xy(page, *p)
+        page.mouse.move(x, y, steps=steps)
+    page.mouse.up()
+
+
+def wait_ready(page, *, other_than: int | None = None) -> None:
+    page.wait_for_selector("#editor[data-state=ready]")
+    if other_than is not None:
+        page.wait_for_function("(id) => window.hitlEditor.session.caseId !== id", arg=other_than)

@@ -1,0 +1,74 @@
+"""The ML engineer's and the data manager's pages in a real browser."""
+
+import pytest
+
+from annotations.models import Role
+from tests.helpers import png_bytes
+from tests.workers.test_training_helpers import TINY, seed_project
+from workers.models import ModelVersion, RunStatus, TrainingRun
+
+pytestmark = pytest.mark.e2e
+
+
+def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
+    page, login, project, member, artifacts
+):
+    engineer = member(Role.ML_ENGINEER, username="mleng")
+    seed_project(project, engineer)
+    project.training_config = TINY
+    project.save(update_fields=["training_config"])
+
+    login(page, "mleng")
+    page.goto(f"/projects/{project.pk}/ml/")
+    page.wait_for_selector("#versions >> text=No model versions yet")
+    page.click("#btn-start")  # Celery is eager in tests: the run executes inside the request
+    page.wait_for_function(
+        "() => document.querySelector('#run-progress').dataset.status === 'succeeded'", timeout=120_000
+    )
+    assert page.locator("#run-progress").evaluate("el => el.value") == 1
+    page.wait_for_selector("#versions tr[data-version='1']")
+    row = page.locator("#versions tr[data-version='1']").inner_text()
+    version = ModelVersion.objects.get(project=project, number=1)
+    assert f"{version.metrics['validation_dice']:.3f}" in row and version.state in row
+    assert TrainingRun.objects.get(project=project).status == RunStatus.SUCCEEDED
+    assert page.locator("#epoch-log tr").count() == len(TrainingRun.objects.get(project=project).epochs) >= 1
+    assert "produced v1" in page.locator("#run-status").inner_text()
+    page.wait_for_selector("#curve svg circle")
+    page.wait_for_selector("#queue tr td:has-text('v1')")  # the pool was rescored by v1
+
+    page.select_option("#query_strategy", "margin")
+    page.fill("#auto_retrain_every", "5")
+    page.click("#settings button[type=submit]")
+    page.wait_for_selector("#settings-saved:visible")
+    project.refresh_from_db()
+    assert (project.query_strategy, project.auto_retrain_every) == ("margin", 5)
+    page.screenshot(path=str(artifacts / "ml-engineer.png"), full_page=True)
+
+
+def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
+    page, login, project, member, tmp_path
+):
+    import numpy as np
+
+    member(Role.DATA_MANAGER, username="dm")
+    member(Role.ANNOTATOR, username="reader9")
+    path = tmp_path / "knee.png"
+    path.write_bytes(png_bytes(np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)))
+
+    login(page, "dm")
+    page.goto(f"/projects/{project.pk}/")
+    page.click("text=Data, readers and members")
+    page.wait_for_selector("#members >> text=reader9")
+    page.set_input_files("#file", str(path))
+    page.click("#upload button[type=submit]")
+    page.wait_for_selector("#upload-status >> text=imported: knee.png")
+    assert page.locator("#upload-progress").evaluate("el => el.value") == 100
+    page.wait_for_selector("#images >> text=knee.png")
+    assert project.images.get().shape[1:3] == [48, 40]
+
+    page.fill("#readers_per_case", "2")
+    page.click("#readers button[type=submit]")
+    page.wait_for_selector("#readers-saved:visible")
+    project.refresh_from_db()
+    assert project.readers_per_case == 2
+    assert page.locator("#btn-start").count() == 0  # not the ML page
