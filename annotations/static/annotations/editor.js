@@ -319,6 +319,11 @@ class Editor {
   renderStats() {
     $("stat-done").textContent = String(this.stats.done);
     $("stat-median").textContent = formatSeconds(median(this.stats.times));
+    const agreement = boot.stats.agreement;
+    if (agreement) {
+      const ci = agreement.ci ? ` (95% CI ${agreement.ci[0].toFixed(2)}–${agreement.ci[1].toFixed(2)})` : "";
+      $("stat-agreement").textContent = `Dice ${agreement.mean_dice.toFixed(2)} vs consensus${ci}, ${agreement.cases} cases`;
+    }
   }
 
   afterRender() {
