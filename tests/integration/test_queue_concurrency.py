@@ -33,7 +33,7 @@ from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 READERS, CASES, READS = 50, 100, 2
-READING_S = (0.1, 0.5)  # seconds a reader spends on a case between claim and submit in this test
+READING_S = (2.0, 4.0)  # seconds a reader spends on a case (clinically 30-120 s): still 10x a real pace
 MASK = base64.b64encode(png_bytes(np.pad(np.ones((4, 4), np.uint8), 6))).decode()
 
 
@@ -103,9 +103,10 @@ def _post(url: str, token: str, body: dict | None = None) -> tuple[int, dict, fl
 
 
 def _reader_loop(base: str, project_id: int, token: str) -> list[tuple]:
-    """Claim, read the case for a moment (0.1-0.5 s; real readers take tens of seconds), submit, repeat."""
+    """Claim, read the case for READING_S seconds, submit, repeat."""
     events = []
     pause = random.Random(token).uniform  # noqa: S311  (timing jitter, not security)
+    time.sleep(pause(0, READING_S[1]))  # readers arrive over a few seconds, not in the same millisecond
     while True:
         status, body, seconds = _post(f"{base}/api/v1/projects/{project_id}/queue/claim", token)
         events.append(("claim", status, seconds, body.get("case")))
