@@ -14,6 +14,7 @@ from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Dico
 from annotations.services.audit import audit_record
 from annotations.storage import array_to_bytes, bytes_save, delete_quietly, mask_to_png
 from workers.ml.imaging import DeidContext, IngestError, Limits, ParsedImage, parse_mask, parse_upload
+from workers.services.outbox import outbox_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ def _store(*, project: Project, user, parsed: list[ParsedImage], masks: list, sp
             )
             ids = [i.pk for i in result.images]
             transaction.on_commit(lambda: _enqueue_analysis(ids))
+            if ids and split == CaseSplit.POOL:  # no-op once a model is active: scoring owns the queue then
+                outbox_enqueue(
+                    task="workers.tasks.scoring.queue_cold_start_task", kwargs={"project_id": project.pk}
+                )
     except BaseException:
         delete_quietly(written)
         raise
