@@ -119,7 +119,7 @@ def _store_one(*, project, user, item: ParsedImage, mask, split: str, written: l
         project=project,
         display_name=item.display_name[:255],
         source_kind=item.source_kind,
-        modality=item.modality,
+        modality=item.modality if item.modality != "OT" else project.modality,  # NIfTI/PNG carry none
         pixels_path=pixels_path,
         shape=list(item.pixels.shape),
         dtype=str(item.pixels.dtype),

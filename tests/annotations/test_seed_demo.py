@@ -15,7 +15,8 @@ def test_seed_demo_builds_real_mri_project_idempotently():
     cases = Case.objects.filter(project=project)
     assert cases.filter(split="pool").count() == 34
     labelled = cases.exclude(current_annotation=None)
-    assert set(labelled.values_list("split", flat=True)) == {"validation", "test"}
+    assert set(labelled.values_list("split", flat=True)) == {"train", "validation", "test"}
+    assert cases.filter(split="train").count() == 9
     assert all(c.current_annotation.kind == AnnotationKind.REFERENCE for c in labelled)
     # real anatomy: both tissue classes present in the reference masks of a mid-brain slice
     counts = labelled.order_by("slice_index").last().current_annotation.label_counts
@@ -23,5 +24,9 @@ def test_seed_demo_builds_real_mri_project_idempotently():
     roles = set(project.memberships.values_list("role", flat=True))
     assert roles == {"admin", "annotator", "ml_engineer", "data_manager"}
     assert "demo_annotator" in out.getvalue()
+    from workers.models import TrainingRun
+
+    run = TrainingRun.objects.get(project=project)  # the first model is queued for the worker
+    assert run.trigger == "seed" and run.status == "queued"
     call_command("seed_demo", stdout=io.StringIO())
     assert Project.objects.filter(name=DEMO_PROJECT).count() == 1 and Case.objects.count() == cases.count()

@@ -31,6 +31,7 @@ LABELS = [
 # Axial slice positions (voxel z) through the cerebrum, interleaved so splits never share a slice.
 SPLITS = {
     CaseSplit.POOL: list(range(40, 140, 3)),
+    CaseSplit.TRAIN: list(range(42, 140, 12)),  # the labelled seed set for the first model
     CaseSplit.VALIDATION: list(range(41, 140, 12)),
     CaseSplit.TEST: list(range(47, 140, 12)),
 }
@@ -59,6 +60,7 @@ class Command(BaseCommand):
         if project is None:
             project = self._project(users)
             self._import(project, users["demo_data"])
+            self._first_model(project, users["demo_ml"])
         self.stdout.write(self.style.SUCCESS(f"demo project #{project.pk}: {project.cases.count()} cases"))
         self.stdout.write("demo users (local use only):")
         for username, password, role, _ in DEMO_USERS:
@@ -90,6 +92,15 @@ class Command(BaseCommand):
         for username, _pw, role, _staff in DEMO_USERS:
             Membership.objects.get_or_create(project=project, user=users[username], role=role)
         return project
+
+    def _first_model(self, project: Project, ml_engineer) -> None:
+        """Queue the first training run on the seed set; the worker trains it once it starts, then scores
+        the pool and computes proposals and explanations for the head of the queue."""
+        from workers.services.training import training_run_start
+
+        with transaction.atomic():
+            run = training_run_start(project=project, requested_by=ml_engineer, trigger="seed")
+        self.stdout.write(f"  queued training run #{run.pk} for the first model (the worker trains it)")
 
     def _import(self, project: Project, data_manager) -> None:
         vol = mni152_tissue()
