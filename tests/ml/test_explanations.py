@@ -100,7 +100,7 @@ def test_invalid_arguments_are_rejected() -> None:
     model = _tiny_unet()
     image = np.zeros((1, 32, 32), dtype=np.float32)
     with pytest.raises(ValueError, match="unknown explanation method"):
-        explain(model, image, "lime", target_class=1)
+        explain(model, image, "not_a_method", target_class=1)
     with pytest.raises(ValueError, match="target_class"):
         explain(model, image, "saliency", target_class=2)
     with pytest.raises(TypeError):

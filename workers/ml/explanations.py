@@ -10,6 +10,12 @@ Methods, cheapest first (cost measured per call in forward-pass units, see `Expl
   at 96x96 with the defaults)
 - "smoothgrad": saliency averaged over noisy copies (`samples` forward + backward)
 - "integrated_gradients": path integral of gradients (`steps + 1` forward + backward)
+- "lime": ridge surrogate over SLIC superpixels (`samples + 1` forwards; `explain_lime`)
+- "kernel_shap": Shapley values of superpixels (`samples + 2` forwards), "gradient_shap": expected
+  gradients (`samples` forward + backward); both report `completeness_error` (`explain_shap`)
+- "gradcam_shap", "gradcam_occlusion": Grad-CAM fused with KernelSHAP / occlusion (`explain_hybrid`)
+- "attention": attention-gate coefficients, only for `arch="attention_unet"` models (1 forward; listed
+  in MODEL_SPECIFIC_METHODS, not METHODS, since other models raise ValueError; `explain_attention`)
 
 "score" is the sum or mean (`reduction`) of the target class's logits over a region fixed from the
 clean image: the predicted region of the target class (default), the whole image (`region="image"`, also
@@ -31,6 +37,7 @@ import torch
 from torch import nn
 
 from workers.ml import explain_methods as _m
+from workers.ml.explain_attention import attention
 from workers.ml.explain_core import (
     Context,
     RegionScore,
@@ -42,10 +49,14 @@ from workers.ml.explain_core import (
     synchronize,
     time_forward,
 )
+from workers.ml.explain_hybrid import gradcam_occlusion, gradcam_shap
+from workers.ml.explain_lime import lime
 from workers.ml.explain_maps import map_from_png, map_to_png, normalise_map, overlay_png
+from workers.ml.explain_shap import gradient_shap, kernel_shap
 
 __all__ = [
     "METHODS",
+    "MODEL_SPECIFIC_METHODS",
     "Explanation",
     "explain",
     "map_from_png",
@@ -61,7 +72,14 @@ METHODS: tuple[str, ...] = (
     "integrated_gradients",
     "occlusion",
     "uncertainty",
+    "lime",
+    "kernel_shap",
+    "gradient_shap",
+    "gradcam_shap",
+    "gradcam_occlusion",
 )
+# Methods that need a particular architecture (see the module docstring).
+MODEL_SPECIFIC_METHODS: tuple[str, ...] = ("attention",)
 
 _IMPLEMENTATIONS: dict[str, Callable[..., _m.MethodResult]] = {
     "gradcam": _m.gradcam,
@@ -70,6 +88,12 @@ _IMPLEMENTATIONS: dict[str, Callable[..., _m.MethodResult]] = {
     "integrated_gradients": _m.integrated_gradients,
     "occlusion": _m.occlusion,
     "uncertainty": _m.uncertainty,
+    "lime": lime,
+    "kernel_shap": kernel_shap,
+    "gradient_shap": gradient_shap,
+    "gradcam_shap": gradcam_shap,
+    "gradcam_occlusion": gradcam_occlusion,
+    "attention": attention,
 }
 
 # Maps with an absolute scale that per-image rescaling would destroy.
@@ -125,7 +149,9 @@ def explain(
     `upper_percentile` is where the normalisation clips (not applied to "uncertainty").
     """
     if method not in _IMPLEMENTATIONS:
-        raise ValueError(f"unknown explanation method {method!r}; choose from {METHODS}")
+        raise ValueError(
+            f"unknown explanation method {method!r}; choose from {METHODS + MODEL_SPECIFIC_METHODS}"
+        )
     device = model_device(model)
     with frozen_model(model):
         x, height, width = _as_input(image, device, model_divisor(model))

@@ -91,9 +91,6 @@ class Command(BaseCommand):
         )
         for username, _pw, role, _staff in DEMO_USERS:
             Membership.objects.get_or_create(project=project, user=users[username], role=role)
-        # Longer than the CPU default: the first model trains while people look around (about 3-4 min).
-        project.training_config = {"epochs": 30, "max_steps_per_epoch": 25, "early_stopping_patience": 8}
-        project.save(update_fields=["training_config"])
         return project
 
     def _first_model(self, project: Project, ml_engineer) -> None:
