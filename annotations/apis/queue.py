@@ -46,13 +46,22 @@ class QueueHeadApi(APIView):
     """What readers will open next, with why (strategy, score, rank, model version). Not for annotators:
     the order itself would bias blind reading."""
 
-    @extend_schema(responses=QueueHeadOutputSerializer(many=True), operation_id="queue_head")
+    class FilterSerializer(serializers.Serializer):
+        limit = serializers.IntegerField(min_value=1, max_value=200, default=20)
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses=QueueHeadOutputSerializer(many=True),
+        operation_id="queue_head",
+    )
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         if not roles - {Role.ANNOTATOR}:
             raise PermissionDenied("the queue order is for ML engineers, data managers and admins")
-        limit = min(max(int(request.query_params.get("limit", 20) or 20), 1), 200)
-        return Response(QueueHeadOutputSerializer(queue_head(project=project, limit=limit), many=True).data)
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        head = queue_head(project=project, limit=params.validated_data["limit"])
+        return Response(QueueHeadOutputSerializer(head, many=True).data)
 
 
 class _CaseLeaseApi(APIView):

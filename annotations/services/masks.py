@@ -2,8 +2,10 @@
 
 import base64
 import binascii
+import io
 
 import numpy as np
+from PIL import Image as PILImage
 
 from annotations.storage import mask_from_png
 
@@ -22,28 +24,45 @@ def mask_decode(payload: dict, *, shape: tuple[int, int], max_bytes: int = 20 * 
         data = payload.get("data", "")
         if not isinstance(data, str) or len(data) > max_bytes * 4 // 3 + 4:
             raise MaskError("invalid_mask", "mask data missing or too large")
-        try:
-            mask = mask_from_png(base64.b64decode(data, validate=True))
-        except (binascii.Error, ValueError, OSError) as exc:
-            raise MaskError("invalid_mask", "the mask is not a valid single-channel PNG") from exc
+        mask = _png_decode(data, shape)
     elif fmt == "rle":
-        mask = _rle_decode(payload)
+        mask = _rle_decode(payload, shape)
     else:
         raise MaskError("invalid_mask", 'mask format must be "png_base64" or "rle"')
     if mask.shape != tuple(shape):
-        raise MaskError(
-            "mask_shape_mismatch", f"mask shape {list(mask.shape)} does not match the image {list(shape)}"
-        )
+        raise _shape_mismatch(mask.shape, shape)
     return mask
 
 
-def _rle_decode(payload: dict) -> np.ndarray:
+def _shape_mismatch(got: tuple[int, ...], shape: tuple[int, int]) -> MaskError:
+    return MaskError("mask_shape_mismatch", f"mask shape {list(got)} does not match the image {list(shape)}")
+
+
+def _png_decode(data: str, shape: tuple[int, int]) -> np.ndarray:
+    """The size comes from the PNG header and is checked before any pixel is decoded (no PNG bombs)."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+        with PILImage.open(io.BytesIO(raw)) as im:  # reads the header only
+            width, height = im.size
+    except (binascii.Error, ValueError, OSError) as exc:
+        raise MaskError("invalid_mask", "the mask is not a valid single-channel PNG") from exc
+    if (height, width) != tuple(shape):
+        raise _shape_mismatch((height, width), shape)
+    try:
+        return mask_from_png(raw)
+    except (ValueError, OSError) as exc:
+        raise MaskError("invalid_mask", "the mask is not a valid single-channel PNG") from exc
+
+
+def _rle_decode(payload: dict, shape: tuple[int, int]) -> np.ndarray:
     try:
         h, w = (int(v) for v in payload["size"])
         values = np.asarray(payload["values"], dtype=np.int64)
         lengths = np.asarray(payload["lengths"], dtype=np.int64)
     except (KeyError, TypeError, ValueError) as exc:
         raise MaskError("invalid_mask", "RLE needs size [H, W], values and lengths") from exc
+    if (h, w) != tuple(shape):  # before expanding the runs: a forged size could ask for gigabytes
+        raise _shape_mismatch((h, w), shape)
     if values.shape != lengths.shape or values.ndim != 1 or (lengths < 0).any() or h <= 0 or w <= 0:
         raise MaskError(
             "invalid_mask", "RLE values and lengths must be equal-length lists of non-negative runs"

@@ -223,3 +223,22 @@ def test_claim_query_count_is_pinned(project, pool, member):
     statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert assignment is not None
     assert len(statements) <= 4, statements
+
+
+def test_forged_mask_sizes_are_refused_before_decoding():
+    from annotations.services.masks import MaskError, mask_decode
+
+    huge_rle = {"format": "rle", "size": [100000, 100000], "values": [0], "lengths": [10**10]}
+    with pytest.raises(MaskError) as err:
+        mask_decode(huge_rle, shape=(H, W))
+    assert err.value.code == "mask_shape_mismatch"
+    big_png = {
+        "format": "png_base64",
+        "data": base64.b64encode(png_bytes(np.zeros((H, W + 1), np.uint8))).decode(),
+    }
+    with pytest.raises(MaskError) as err:
+        mask_decode(big_png, shape=(H, W))
+    assert err.value.code == "mask_shape_mismatch"
+    with pytest.raises(MaskError) as err:
+        mask_decode({"format": "png_base64", "data": "!!"}, shape=(H, W))
+    assert err.value.code == "invalid_mask"
