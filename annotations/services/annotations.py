@@ -10,7 +10,7 @@ from django.utils import timezone
 from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Case
 from annotations.services.audit import audit_record
 from annotations.services.masks import MaskError, check_labels, correction_effort
-from annotations.services.queue import _end, active_assignment
+from annotations.services.queue import active_assignment, assignment_end
 from annotations.services.reading_policy import case_readers
 from annotations.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
 from workers.models import ModelVersion, Prediction
@@ -118,7 +118,7 @@ def _after_submit(*, case: Case, reader, assignment, annotation: Annotation, hea
     """Move the current pointer, close the lease, audit, and queue follow-up work (same transaction)."""
     revision = annotation.revision
     Case.objects.filter(pk=case.pk).update(current_annotation=annotation)
-    _end(assignment, AssignmentStatus.SUBMITTED, now=timezone.now(), keeps_slot=True)
+    assignment_end(assignment, AssignmentStatus.SUBMITTED, now=timezone.now(), keeps_slot=True)
     audit_record(
         actor=reader,
         action="annotation.submit",

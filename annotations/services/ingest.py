@@ -92,7 +92,8 @@ def _store(*, project: Project, user, parsed: list[ParsedImage], masks: list, sp
                 details={"image_ids": [i.pk for i in result.images], "duplicates": len(result.duplicates)},
             )
             ids = [i.pk for i in result.images]
-            transaction.on_commit(lambda: _enqueue_analysis(ids))
+            for image_id in ids:  # the same outbox as all follow-up work: sent after commit, swept if refused
+                outbox_enqueue(task="workers.tasks.imaging.image_analyse", kwargs={"image_id": image_id})
             if ids and split == CaseSplit.POOL:  # no-op once a model is active: scoring owns the queue then
                 outbox_enqueue(
                     task="workers.tasks.scoring.queue_cold_start_task", kwargs={"project_id": project.pk}
@@ -101,13 +102,6 @@ def _store(*, project: Project, user, parsed: list[ParsedImage], masks: list, sp
         delete_quietly(written)
         raise
     return result
-
-
-def _enqueue_analysis(image_ids: list[int]) -> None:
-    from workers.tasks.imaging import image_analyse
-
-    for image_id in image_ids:
-        image_analyse.delay(image_id=image_id)
 
 
 def _store_one(*, project, user, item: ParsedImage, mask, split: str, written: list[str]) -> Image:

@@ -100,7 +100,7 @@ def case_claim_next(*, project: Project, reader) -> Assignment | None:
     if held is not None:
         if held.expires_at > now:
             return held
-        _end(held, AssignmentStatus.EXPIRED, now=now)
+        assignment_end(held, AssignmentStatus.EXPIRED, now=now)
     case = _next_case(project, reader)
     if case is None:
         return None
@@ -125,7 +125,9 @@ def case_claim_next(*, project: Project, reader) -> Assignment | None:
     return assignment
 
 
-def _end(assignment: Assignment, status: str, *, now, reason: str = "", keeps_slot: bool = False) -> None:
+def assignment_end(
+    assignment: Assignment, status: str, *, now, reason: str = "", keeps_slot: bool = False
+) -> None:
     """Close an active assignment; unless it keeps its slot (submitted), the slot returns to the queue."""
     updated = Assignment.objects.filter(pk=assignment.pk, status=AssignmentStatus.ACTIVE).update(
         status=status, finished_at=now, reason=reason[:500]
@@ -163,7 +165,7 @@ def assignment_skip(*, case: Case, reader, reason: str) -> Assignment:
     if not reason.strip():
         raise QueueError("reason_required", "say why you skip this case")
     assignment = active_assignment(case=case, reader=reader, lock=True)
-    _end(assignment, AssignmentStatus.SKIPPED, now=timezone.now(), reason=reason)
+    assignment_end(assignment, AssignmentStatus.SKIPPED, now=timezone.now(), reason=reason)
     return assignment
 
 
@@ -174,7 +176,7 @@ def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
         raise QueueError("reason_required", "say what is wrong with this case")
     assignment = active_assignment(case=case, reader=reader, lock=True)
     now = timezone.now()
-    _end(assignment, AssignmentStatus.FLAGGED, now=now, reason=reason)
+    assignment_end(assignment, AssignmentStatus.FLAGGED, now=now, reason=reason)
     Case.objects.filter(pk=case.pk).update(flagged_at=now)
     return assignment
 
@@ -182,7 +184,7 @@ def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
 @transaction.atomic
 def assignment_release(*, case: Case, reader) -> Assignment:
     assignment = active_assignment(case=case, reader=reader, lock=True)
-    _end(assignment, AssignmentStatus.RELEASED, now=timezone.now())
+    assignment_end(assignment, AssignmentStatus.RELEASED, now=timezone.now())
     return assignment
 
 
@@ -198,6 +200,6 @@ def leases_expire(*, now=None) -> int:
                 Assignment.objects.select_for_update().filter(pk=pk, status=AssignmentStatus.ACTIVE).first()
             )
             if assignment is not None and assignment.expires_at <= now:
-                _end(assignment, AssignmentStatus.EXPIRED, now=now)
+                assignment_end(assignment, AssignmentStatus.EXPIRED, now=now)
                 count += 1
     return count
