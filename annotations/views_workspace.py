@@ -16,6 +16,7 @@ from rest_framework.exceptions import NotFound
 from annotations.models import Annotation, AnnotationKind, QueryStrategy, Role
 from annotations.permissions import Action, allows
 from annotations.selectors.projects import project_get_for_user
+from workers.ml.explain_policy import ARCH_LABELS, method_catalogue
 
 # Pages that other issues add (exports, agreement); linked when their URL names exist.
 OPTIONAL_LINKS = [
@@ -113,7 +114,8 @@ def ml_page(request, project_id: int):
         project,
         roles,
         strategies=QueryStrategy.choices,
-        boot={"settings": _settings(project)},
+        architectures=list(ARCH_LABELS.items()),
+        boot={"settings": _settings(project), "explain_methods": method_catalogue()},
     )
 
 

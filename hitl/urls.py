@@ -31,6 +31,11 @@ api_v1 = [
     path("cases/<int:case_id>/editor", editor.EditorPayloadApi.as_view(), name="case-editor"),
     path("cases/<int:case_id>/pixels", editor.PixelsApi.as_view(), name="case-pixels"),
     path("cases/<int:case_id>/proposal.png", editor.ProposalPngApi.as_view(), name="case-proposal"),
+    path(
+        "cases/<int:case_id>/explanations",
+        editor.ExplanationRequestApi.as_view(),
+        name="case-explanation-request",
+    ),
     path("cases/<int:case_id>/uncertainty.png", editor.UncertaintyPngApi.as_view(), name="case-uncertainty"),
     path(
         "annotations/<int:annotation_id>/mask.png", editor.AnnotationMaskApi.as_view(), name="annotation-mask"

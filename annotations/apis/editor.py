@@ -3,6 +3,7 @@
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,8 +13,10 @@ from annotations.permissions import Action, require, user_roles
 from annotations.selectors.editor import annotation_visible, editor_payload, require_case_access
 from annotations.selectors.images import case_get_for_user
 from annotations.storage import array_load, bytes_load
+from workers.ml.explain_policy import is_interactive
 from workers.models import Explanation
-from workers.selectors.modeling import case_ml_payload
+from workers.selectors.modeling import case_ml_payload, explanation_brief
+from workers.services.explain_on_demand import OUTCOMES, explanation_request
 
 
 def _case_for(request, case_id: int):
@@ -95,3 +98,39 @@ class ExplanationMapApi(APIView):
             raise NotFound("explanation not found")
         _case_for(request, explanation.case_id)
         return _png(bytes_load(explanation.map_path))
+
+
+class ExplanationRequestApi(APIView):
+    """Ask for an explanation of the case by the active model. Interactive methods are computed in the
+    request (201), expensive ones are queued (202) and appear in the editor payload when done; a map that
+    already exists is returned as is (200)."""
+
+    class InputSerializer(serializers.Serializer):
+        method = serializers.CharField(max_length=32)
+
+    class OutputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=OUTCOMES)
+        method = serializers.CharField()
+        interactive = serializers.BooleanField()
+        explanation = serializers.DictField(allow_null=True)
+
+    STATUS = {"ready": 200, "computed": 201, "queued": 202}
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer, 201: OutputSerializer, 202: OutputSerializer},
+        operation_id="cases_explanation_request",
+    )
+    def post(self, request, case_id: int):
+        case, _ = _case_for(request, case_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        method = data.validated_data["method"]
+        outcome, row = explanation_request(case=case, method=method, user=request.user)
+        body = {
+            "status": outcome,
+            "method": method,
+            "interactive": is_interactive(method),
+            "explanation": explanation_brief(row, row.model_version_id) if row is not None else None,
+        }
+        return Response(self.OutputSerializer(body).data, status=self.STATUS[outcome])

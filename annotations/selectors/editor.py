@@ -62,6 +62,8 @@ def editor_payload(*, case: Case, user, roles: set[str]) -> dict[str, Any]:
         "explanations": [
             {**_public(e), "map_url": f"/api/v1/explanations/{e['id']}/map.png"} for e in ml["explanations"]
         ],
+        "explain_catalogue": ml["explain_catalogue"],
+        "explain_url": f"{base}/explanations",
         "why": (lease.queue_reason if lease and lease.queue_reason else case.queue_reason) or None,
         "score": ml["score"],
     }

@@ -136,6 +136,7 @@ SPECTACULAR_SETTINGS = {
         "AssignmentStatusEnum": "annotations.models.queue.AssignmentStatus",
         "RunStatusEnum": "workers.models.modeling.RunStatus",
         "VersionStateEnum": "workers.models.modeling.VersionState",
+        "ExplanationRequestStatusEnum": "workers.services.explain_on_demand.OUTCOMES",
     },
 }
 

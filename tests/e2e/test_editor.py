@@ -263,3 +263,34 @@ def test_brush_on_512x512_keeps_within_a_frame(page, login, project, member):
     print("512x512 brush timing (ms):", timing)
     assert timing["steps"] == 1 and timing["painted"] > 24 * 400
     assert timing["handle_p95"] < 16 and timing["frame_p95"] < 16, timing
+
+
+def test_reader_asks_for_an_interactive_and_a_queued_explanation(page, login, project, world, reader):
+    from workers.models import Explanation
+
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    case_id = editor_state(page)["case"]
+    options = page.locator("#explain-method option").all_inner_texts()
+    assert "uncertainty · on demand" in options and any(o.startswith("lime · ~201× forward") for o in options)
+    assert not any(o.startswith("gradcam ·") for o in options)  # the pipeline made it already
+
+    page.select_option("#explain-method", "uncertainty")
+    page.click("#btn-explain")
+    page.wait_for_selector("#explain-status:has-text('uncertainty computed now')")
+    page.wait_for_selector("li[data-layer='uncertainty-v1'] input:checked")
+    assert page.evaluate("window.hitlEditor.viewer.overlays.find(o => o.id === 'uncertainty-v1').visible")
+    assert page.locator("#explain-method option[value=uncertainty]").count() == 0
+
+    page.select_option("#explain-method", "lime")
+    page.click("#btn-explain")
+    page.wait_for_selector("#explain-status:has-text('lime is queued')")
+    page.wait_for_selector(
+        "li[data-layer='lime-v1']", timeout=30_000
+    )  # the worker made it; the poll found it
+    page.wait_for_selector("#explain-status:has-text('lime is ready')")
+    made = Explanation.objects.filter(case_id=case_id, model_version=world["version"]).values_list(
+        "method", flat=True
+    )
+    assert {"uncertainty", "lime"} <= set(made)

@@ -38,10 +38,20 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
 
     page.select_option("#query_strategy", "margin")
     page.fill("#auto_retrain_every", "5")
+    attention = page.locator("input[name=explain_method][value=attention]")
+    assert attention.is_disabled()  # a U-Net has no attention gates
+    page.select_option("#arch", "attention_unet")
+    attention.check()
+    page.check("input[name=explain_method][value=lime]")
     page.click("#settings button[type=submit]")
     page.wait_for_selector("#settings-saved:visible")
     project.refresh_from_db()
     assert (project.query_strategy, project.auto_retrain_every) == ("margin", 5)
+    assert project.training_config == {
+        **TINY,
+        "arch": "attention_unet",
+        "explain_methods": ["attention", "gradcam", "saliency", "lime"],  # cheapest first, as listed
+    }
     page.screenshot(path=str(artifacts / "ml-engineer.png"), full_page=True)
 
 

@@ -87,7 +87,14 @@ def pool_masks(n_pool: int, *, seed=0, offset: int) -> np.ndarray:
 
 
 def make_version(
-    project, *, number: int, state: str = "candidate", val_dice: float = 0.5, seed: int = 0, **kw
+    project,
+    *,
+    number: int,
+    state: str = "candidate",
+    val_dice: float = 0.5,
+    seed: int = 0,
+    arch: str = "unet",
+    **kw,
 ):
     """A registered version with an untrained tiny network's weights (no training needed)."""
     import torch
@@ -98,7 +105,7 @@ def make_version(
     from workers.models import ModelVersion
 
     torch.manual_seed(seed)
-    net = NetworkConfig(num_classes=3, channels=(4, 8, 16))
+    net = NetworkConfig(num_classes=3, channels=(4, 8, 16), arch=arch)
     data = checkpoint_to_bytes(build_network(net), net)
     path = bytes_save(f"projects/{project.pk}/models/test-v{number}.ckpt", data)
     return ModelVersion.objects.create(

@@ -168,6 +168,33 @@ def test_config_overrides_are_validated():
             training_config_validate(bad)
 
 
+def test_network_architecture_is_a_project_setting_and_decides_the_explanations():
+    assert training_config_validate({"arch": "attention_unet", "explain_methods": ["attention", "gradcam"]})
+    for bad in (
+        {"arch": "vit"},
+        {"explain_methods": ["attention"]},
+        {"arch": "unet", "explain_methods": ["attention"]},
+    ):
+        with pytest.raises(ValidationError):
+            training_config_validate(bad)
+
+
+def test_an_attention_unet_run_trains_a_fresh_attention_network(project, ml, seeded, no_enqueue):
+    from workers.ml.checkpoint import checkpoint_from_bytes
+    from workers.services.registry import weights_bytes
+
+    first = _run(project, ml)
+    assert first.result_version.state == "active"  # a warm start would have been possible for a unet
+    run = _run(project, ml, arch="attention_unet", explain_methods=["attention"])
+    version = run.result_version
+    assert run.status == RunStatus.SUCCEEDED and version.config["network"]["arch"] == "attention_unet"
+    assert (
+        run.base_version is None and first.result_version.config["network"]["arch"] == "unet"
+    )  # no warm start across architectures
+    model, cfg, _ = checkpoint_from_bytes(weights_bytes(version))
+    assert cfg.arch == "attention_unet" and type(model).__name__ == "AttentionUnet"
+
+
 def test_reaper_fails_stale_running_runs_only(project, ml, seeded, no_enqueue):
     from datetime import timedelta
 

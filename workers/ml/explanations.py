@@ -52,34 +52,33 @@ from workers.ml.explain_core import (
 from workers.ml.explain_hybrid import gradcam_occlusion, gradcam_shap
 from workers.ml.explain_lime import lime
 from workers.ml.explain_maps import map_from_png, map_to_png, normalise_map, overlay_png
+from workers.ml.explain_policy import (
+    ARCH_METHODS,
+    INTERACTIVE_MAX_COST,
+    METHODS,
+    MODEL_SPECIFIC_METHODS,
+    NOMINAL_COST,
+    is_interactive,
+    methods_for_arch,
+)
 from workers.ml.explain_shap import gradient_shap, kernel_shap
 
 __all__ = [
+    "ARCH_METHODS",
+    "INTERACTIVE_MAX_COST",
     "METHODS",
     "MODEL_SPECIFIC_METHODS",
+    "NOMINAL_COST",
     "Explanation",
     "explain",
+    "is_interactive",
     "map_from_png",
+    "methods_for_arch",
     "map_to_png",
     "normalise_map",
     "overlay_png",
 ]
 
-METHODS: tuple[str, ...] = (
-    "gradcam",
-    "saliency",
-    "smoothgrad",
-    "integrated_gradients",
-    "occlusion",
-    "uncertainty",
-    "lime",
-    "kernel_shap",
-    "gradient_shap",
-    "gradcam_shap",
-    "gradcam_occlusion",
-)
-# Methods that need a particular architecture (see the module docstring).
-MODEL_SPECIFIC_METHODS: tuple[str, ...] = ("attention",)
 
 _IMPLEMENTATIONS: dict[str, Callable[..., _m.MethodResult]] = {
     "gradcam": _m.gradcam,

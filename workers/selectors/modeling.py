@@ -7,6 +7,7 @@ from rest_framework.exceptions import NotFound
 
 from annotations.models import Case, Project
 from annotations.permissions import user_roles
+from workers.ml.explain_policy import NOMINAL_COST, is_interactive, methods_for_arch
 from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, VersionState
 
 
@@ -72,26 +73,51 @@ def _version_brief(v: ModelVersion | None) -> dict[str, Any] | None:
     }
 
 
+def explanation_brief(e: Explanation, active_id: int | None) -> dict[str, Any]:
+    """One stored map as the editor lists it (`e.model_version` should be select_related)."""
+    return {
+        "id": e.pk,
+        "method": e.method,
+        "map_path": e.map_path,
+        "model_version_id": e.model_version_id,
+        "model_version": e.model_version.number,
+        "stale": e.model_version_id != active_id,
+        "interactive": is_interactive(e.method),
+        "params": e.params,
+        "seconds": e.seconds,
+        "cost_forward_units": e.cost_forward_units,
+        "created_at": e.created_at,
+    }
+
+
 def _explanations(case: Case, active_id: int | None) -> list[dict[str, Any]]:
     rows = (
         Explanation.objects.filter(case=case)
         .select_related("model_version")
         .order_by("-model_version__number", "method")
     )
+    return [explanation_brief(e, active_id) for e in rows]
+
+
+def explain_catalogue(
+    active: ModelVersion | None, explanations: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every method that can explain the active model, cheapest first: its nominal cost in forward passes,
+    whether it runs on demand (interactive) or in the background queue, and whether the active version's
+    map of this case exists."""
+    if active is None:
+        return []
+    done = {x["method"] for x in explanations if x["model_version_id"] == active.pk}
+    arch = str(active.config.get("network", {}).get("arch", "unet"))
+    methods = sorted(methods_for_arch(arch), key=lambda m: (NOMINAL_COST.get(m, float("inf")), m))
     return [
         {
-            "id": e.pk,
-            "method": e.method,
-            "map_path": e.map_path,
-            "model_version_id": e.model_version_id,
-            "model_version": e.model_version.number,
-            "stale": e.model_version_id != active_id,
-            "params": e.params,
-            "seconds": e.seconds,
-            "cost_forward_units": e.cost_forward_units,
-            "created_at": e.created_at,
+            "method": m,
+            "nominal_cost": NOMINAL_COST.get(m),
+            "interactive": is_interactive(m),
+            "available": m in done,
         }
-        for e in rows
+        for m in methods
     ]
 
 
@@ -121,6 +147,7 @@ def case_ml_payload(case: Case) -> dict[str, Any]:
         if active_id is not None
         else None
     )
+    explanations = _explanations(case, active_id)
     return {
         "model_version": _version_brief(active),
         "proposal": (
@@ -145,5 +172,6 @@ def case_ml_payload(case: Case) -> dict[str, Any]:
             if score is not None
             else None
         ),
-        "explanations": _explanations(case, active_id),
+        "explanations": explanations,
+        "explain_catalogue": explain_catalogue(active, explanations),
     }

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from annotations.models import Case
 from annotations.storage import bytes_save, mask_to_png
 from workers.ml.device import limit_cpu_threads
-from workers.ml.explanations import METHODS, explain, map_to_png
+from workers.ml.explanations import explain, map_to_png, methods_for_arch
 from workers.ml.inference import predict_labels
 from workers.ml.scoring import score_pool
 from workers.models import Explanation, ModelVersion, Prediction, VersionState
@@ -35,6 +35,10 @@ def _cases(version: ModelVersion, case_ids: Sequence[int]) -> list[Case]:
         .select_related("image")
         .order_by("id")
     )
+
+
+def version_arch(version: ModelVersion) -> str:
+    return str(version.config.get("network", {}).get("arch", "unet"))
 
 
 def _prefix(version: ModelVersion) -> str:
@@ -95,12 +99,12 @@ def explanations_compute(
     """Explanation heatmaps (default: the cheap gradcam + saliency) for the cases and methods that lack one
     for this version, explaining the class the model predicts most of. Returns the number written."""
     methods = list(methods or DEFAULT_EXPLAIN_METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown explanation methods: {unknown}")
     version = _active(version_id)
     if version is None:
         return 0
+    unknown = [m for m in methods if m not in methods_for_arch(version_arch(version))]
+    if unknown:
+        raise ValueError(f"explanation methods {unknown} cannot explain a {version_arch(version)} model")
     done = set(
         Explanation.objects.filter(model_version=version, case_id__in=case_ids).values_list(
             "case_id", "method"

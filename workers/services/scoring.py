@@ -18,6 +18,7 @@ from annotations.models import Case, Project
 from annotations.services.queue import QueueEntry, queue_priorities_set
 from annotations.services.reading_policy import reading_policy_route
 from workers.ml.device import limit_cpu_threads
+from workers.ml.explain_policy import is_interactive
 from workers.ml.scoring import PoolScores, score_pool
 from workers.ml.strategies import intensity_features, select
 from workers.models import CaseScore, ModelVersion, VersionState
@@ -189,14 +190,21 @@ def _batches(ids: list[int]) -> list[list[int]]:
 
 
 def _enqueue_followups(version_id: int, ordered_ids: list[int], methods: list[str]) -> None:
+    """Proposals for every case, head of the queue first. Explanations by the cost policy: interactive
+    methods (workers.ml.explanations.is_interactive) for every case, head first; expensive ones only for the
+    head (what readers open next); any other case gets them on request (explanation_request)."""
     from workers.tasks.explain import explanation_compute
     from workers.tasks.scoring import proposal_compute
 
-    for batch in _batches(ordered_ids):
+    batches = _batches(ordered_ids)
+    for batch in batches:
         proposal_compute.delay(version_id=version_id, case_ids=batch)
-    if methods:
-        for batch in _batches(ordered_ids):
-            explanation_compute.delay(version_id=version_id, case_ids=batch, methods=methods)
+    cheap = [m for m in methods if is_interactive(m)]
+    expensive = [m for m in methods if not is_interactive(m)]
+    for i, batch in enumerate(batches):
+        todo = cheap + expensive if i == 0 else cheap
+        if todo:
+            explanation_compute.delay(version_id=version_id, case_ids=batch, methods=todo)
 
 
 def queue_cold_start(*, project: Project) -> int:

@@ -28,9 +28,9 @@ from annotations.services.audit import audit_record
 from annotations.storage import bytes_save
 from workers.ml.checkpoint import checkpoint_to_bytes
 from workers.ml.device import limit_cpu_threads
-from workers.ml.explanations import METHODS as EXPLAIN_METHODS
+from workers.ml.explain_policy import methods_for_arch
 from workers.ml.inference import predict_labels
-from workers.ml.networks import NetworkConfig
+from workers.ml.networks import ARCHITECTURES, NetworkConfig
 from workers.ml.training import EpochReport, TrainConfig, dice_per_class, mean_foreground_dice, train
 from workers.models import OPEN_RUN, RunStatus, TrainingRun
 from workers.services.datasets import (
@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "early_stopping_patience": 5,
     "max_steps_per_epoch": 20,
     "augment": True,
+    "arch": "unet",
     "channels": [16, 32, 64, 128],
     "num_res_units": 1,
     "dropout": 0.1,
@@ -107,10 +108,15 @@ def _channels(name: str, v: Any) -> list[int]:
 
 
 def _methods(name: str, v: Any) -> list[str]:
-    if not isinstance(v, list) or not all(m in EXPLAIN_METHODS for m in v) or len(set(v)) != len(v):
-        raise ValidationError(
-            {"config": [f"{name} must be a list of distinct methods from {EXPLAIN_METHODS}"]}
-        )
+    known = methods_for_arch("attention_unet")  # every method; the arch check is in training_config_validate
+    if not isinstance(v, list) or not all(m in known for m in v) or len(set(v)) != len(v):
+        raise ValidationError({"config": [f"{name} must be a list of distinct methods from {known}"]})
+    return v
+
+
+def _arch(name: str, v: Any) -> str:
+    if v not in ARCHITECTURES:
+        raise ValidationError({"config": [f"{name} must be one of {', '.join(ARCHITECTURES)}"]})
     return v
 
 
@@ -123,6 +129,7 @@ OVERRIDES = {
     "max_steps_per_epoch": _int(1, 100_000),
     "augment": _bool,
     "seed": _int(0, 2**31 - 1),
+    "arch": _arch,
     "channels": _channels,
     "num_res_units": _int(0, 4),
     "dropout": _float(0.0, 0.9),
@@ -145,6 +152,11 @@ def training_config_validate(overrides: dict[str, Any]) -> dict[str, Any]:
     divisor = 2 ** (len(merged["channels"]) - 1)
     if merged["patch_size"] % divisor:
         raise ValidationError({"config": [f"patch_size must be a multiple of {divisor} for these channels"]})
+    unusable = [m for m in merged["explain_methods"] if m not in methods_for_arch(merged["arch"])]
+    if unusable:
+        raise ValidationError(
+            {"config": [f"explain_methods {unusable} need another network (arch); {merged['arch']} cannot"]}
+        )
     return clean
 
 
@@ -157,6 +169,7 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
         channels=tuple(c["channels"]),
         num_res_units=c["num_res_units"],
         dropout=c["dropout"],
+        arch=c["arch"],
     )
     train_cfg = TrainConfig(
         epochs=c["epochs"],

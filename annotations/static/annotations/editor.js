@@ -2,6 +2,7 @@
 
 import { bootData } from "./api.js";
 import { History } from "./history.js";
+import { buildExplainRequest } from "./explain_request.js";
 import { buildLayers } from "./layers.js";
 import { describeError, formatSeconds, median, Session } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
@@ -58,6 +59,8 @@ class Editor {
     this.viewer.setImage(s.pixels, s.mask, this.labels);
     this.buildPresets(p.case);
     this.layers = await buildLayers($("layers"), this.viewer, p);
+    this.stopExplain?.();
+    this.stopExplain = buildExplainRequest($("explain-request"), p, (e) => this.layers.addExplanation(e));
     this.polygon = [];
     $("case-title").textContent = `· ${p.case.image_name} · slice ${p.case.slice_index}`;
     this.renderWhy(p);

@@ -6,8 +6,16 @@ import { getPngValues } from "./api.js";
 export const METHOD_NAMES = {
   gradcam: "Grad-CAM",
   saliency: "Saliency",
+  smoothgrad: "SmoothGrad",
   integrated_gradients: "Integrated gradients",
   occlusion: "Occlusion",
+  uncertainty: "Uncertainty (entropy)",
+  lime: "LIME",
+  kernel_shap: "KernelSHAP",
+  gradient_shap: "GradientSHAP",
+  gradcam_shap: "Grad-CAM × SHAP",
+  gradcam_occlusion: "Grad-CAM × occlusion",
+  attention: "Attention gates",
 };
 
 const clamp = (v) => Math.max(0, Math.min(255, Math.round(v)));
@@ -93,18 +101,28 @@ export async function buildLayers(list, viewer, payload) {
     if (proposal.stale) b.push(badge("stale", "stale"));
     addMap("uncertainty", "Uncertainty", payload.uncertainty_url, unsure, b);
   }
-  for (const e of payload.explanations) {
+  const addExplanation = (e) => {
     const b = [badge(`v${e.model_version}`)];
     if (e.stale) b.push(badge("stale", "stale"));
     if (e.cost_forward_units != null) {
-      b.push(el("span", { class: "muted small", title: "cost in forward passes" }, `${Number(e.cost_forward_units).toFixed(1)}× forward`));
+      b.push(el("span", { class: "muted small", title: "measured cost in forward passes" }, `${Number(e.cost_forward_units).toFixed(1)}× forward`));
     }
     addMap(`${e.method}-v${e.model_version}`, METHOD_NAMES[e.method] || e.method, e.map_url, heat, b);
-  }
-  if (!payload.explanations.length) list.append(el("li", { class: "muted small" }, "No explanations for this case yet."));
+  };
+  payload.explanations.forEach(addExplanation);
+  const empty = payload.explanations.length ? null : el("li", { class: "muted small" }, "No explanations for this case yet.");
+  if (empty) list.append(empty);
   await Promise.all(loads);
   return {
     controls,
+    /** Add a map that arrived later (an on-demand explanation) and show it. */
+    async addExplanation(e) {
+      empty?.remove();
+      addExplanation(e);
+      await Promise.all(loads);
+      const key = `${e.method}-v${e.model_version}`;
+      if (!controls[key].checkbox.checked && !controls[key].checkbox.disabled) controls[key].checkbox.click();
+    },
     /** Toggle a layer by id prefix ("mask", "uncertainty", "gradcam", ...): the first match. */
     toggle(prefix) {
       const key = Object.keys(controls).find((k) => k === prefix || k.startsWith(`${prefix}-`));

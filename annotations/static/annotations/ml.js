@@ -129,17 +129,56 @@ $("btn-cancel").onclick = () => run && act_(() => post(`/api/v1/training-runs/${
 $("btn-rollback").onclick = () => act_(() => post(`/api/v1/projects/${pid}/model-versions/rollback`), "Rolled back.");
 
 const form = $("settings");
+const DEFAULT_METHODS = ["gradcam", "saliency"];
+
+// One checkbox per explanation method, cheapest first; methods the chosen network cannot use are disabled.
+function renderMethodChecks() {
+  const config = boot.settings.training_config || {};
+  const chosen = new Set(config.explain_methods || DEFAULT_METHODS);
+  const box = $("explain-methods");
+  for (const m of boot.explain_methods) {
+    const label = document.createElement("label");
+    label.className = "check";
+    const input = document.createElement("input");
+    input.type = "checkbox"; input.name = "explain_method"; input.value = m.method; input.checked = chosen.has(m.method);
+    input.dataset.archs = m.archs.join(" ");
+    const cost = m.interactive ? "on demand" : `~${Math.round(m.nominal_cost)}x forward, background`;
+    label.append(input, ` ${m.method} `);
+    const badge = document.createElement("span");
+    badge.className = `badge ${m.interactive ? "ok" : ""}`; badge.textContent = cost;
+    label.append(badge);
+    box.append(label);
+  }
+}
+
+function syncMethodsToArch() {
+  const arch = form.elements.arch.value;
+  for (const input of form.querySelectorAll("input[name=explain_method]")) {
+    const usable = input.dataset.archs.split(" ").includes(arch);
+    input.disabled = !usable || !boot.can.set_training;
+    if (!usable) input.checked = false;
+  }
+}
+
+renderMethodChecks();
 for (const name of ["query_strategy", "auto_retrain_every", "gating_tolerance"]) form.elements[name].value = boot.settings[name];
+form.elements.arch.value = (boot.settings.training_config || {}).arch || "unet";
+form.elements.arch.onchange = syncMethodsToArch;
+syncMethodsToArch();
 if (!boot.can.set_training) for (const el of form.elements) el.disabled = true;
 form.onsubmit = async (ev) => {
   ev.preventDefault();
   $("settings-saved").hidden = true;
+  const methods = [...form.querySelectorAll("input[name=explain_method]:checked")].map((i) => i.value);
+  const training_config = { ...(boot.settings.training_config || {}), arch: form.elements.arch.value, explain_methods: methods };
   try {
-    await patch(`/api/v1/projects/${pid}`, {
+    const saved = await patch(`/api/v1/projects/${pid}`, {
       query_strategy: form.elements.query_strategy.value,
       auto_retrain_every: Number(form.elements.auto_retrain_every.value),
       gating_tolerance: Number(form.elements.gating_tolerance.value),
+      training_config,
     });
+    boot.settings.training_config = saved.training_config ?? training_config;
     $("settings-saved").hidden = false;
     notice(null);
     refreshQueue();
