@@ -4,8 +4,6 @@ Thin server-rendered shells: the pages fetch their data from the JSON API with t
 browser sees exactly what the API allows. The views only check that the user may open the page and pass
 the little the page needs at start (project, roles, the reader's own running stats)."""
 
-import statistics
-
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -13,9 +11,10 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from rest_framework.exceptions import NotFound
 
-from annotations.models import Annotation, AnnotationKind, QueryStrategy, Role
+from annotations.models import QueryStrategy, Role
 from annotations.permissions import Action, allows
 from annotations.selectors.projects import project_get_for_user
+from annotations.selectors.workspace import reader_stats
 from workers.ml.explain_policy import ARCH_LABELS, method_catalogue
 
 # Pages that other issues add (exports, agreement); linked when their URL names exist.
@@ -35,32 +34,6 @@ def _project(request, project_id: int, action: Action):
     if not allows(roles, action):
         raise PermissionDenied(f"your role in this project does not allow: {action.value.replace('_', ' ')}")
     return project, roles
-
-
-def reader_stats(*, project, reader) -> dict:
-    """The reader's own running numbers in this project: cases done and median time per case (seconds)."""
-    times = list(
-        Annotation.objects.filter(case__project=project, author=reader, kind=AnnotationKind.READER)
-        .order_by()
-        .values_list("time_spent_s", flat=True)
-    )
-    return {
-        "cases_done": len(times),
-        "median_time_s": round(statistics.median(times), 1) if times else None,
-        "times": [round(t, 1) for t in times[-200:]],
-        "agreement": _own_agreement(project=project, reader=reader),
-    }
-
-
-def _own_agreement(*, project, reader) -> dict | None:
-    """Mean Dice vs the STAPLE consensus on the reader's multi-read cases, with its bootstrap 95% CI."""
-    from annotations.selectors.agreement import reader_stats as agreement_reader_stats
-
-    rows = agreement_reader_stats(project=project, reader_ids={reader.pk})
-    if not rows or rows[0].mean_dice is None:
-        return None
-    row = rows[0]
-    return {"mean_dice": row.mean_dice, "ci": list(row.dice_ci) if row.dice_ci else None, "cases": row.dice_cases}
 
 
 def _links(project_id: int) -> list[dict]:

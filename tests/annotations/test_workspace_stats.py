@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from annotations.models import Role
+from annotations.selectors.workspace import reader_stats
 from annotations.services.agreement import agreement_update
 from annotations.services.queue import case_claim_next
-from annotations.views_workspace import reader_stats
 from tests.annotations.test_queue import _mask, _submit, pool  # noqa: F401  (fixtures)
 
 
