@@ -69,7 +69,7 @@ def project_update(*, project: Project, actor, roles: set[str], changes: dict[st
         if not allows(roles, action):
             raise PermissionError(f"your role does not allow changing {field}")
     if "training_config" in changes:
-        from workers.services.training import training_config_validate
+        from workers.services.training_config import training_config_validate
 
         changes["training_config"] = training_config_validate(changes["training_config"])
     for field, value in changes.items():

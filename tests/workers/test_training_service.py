@@ -20,12 +20,12 @@ from workers.services import training as training_service
 from workers.services.registry import ConflictError, model_version_register
 from workers.services.training import (
     training_autotrigger,
-    training_config_validate,
     training_run_cancel,
     training_run_execute,
     training_run_start,
     training_runs_reap,
 )
+from workers.services.training_config import training_config_validate
 
 
 @pytest.fixture
