@@ -64,6 +64,7 @@ def test_junk_never_gives_a_server_error(project, pool, role):  # noqa: F811
             "annotation_id",
             "explanation_id",
             "export_id",
+            "report_id",
         ],
         999999,
     )

@@ -1,8 +1,8 @@
-"""API routes of the machine side (training runs, model versions, exports), mounted under /api/v1/."""
+"""API routes of the machine side (training runs, model versions, explanation reports, exports), mounted under /api/v1/."""
 
 from django.urls import path
 
-from workers.apis import exports, training
+from workers.apis import explain_report, exports, training
 
 urlpatterns: list = [
     path(
@@ -35,6 +35,21 @@ urlpatterns: list = [
         "projects/<int:project_id>/learning-curve",
         training.LearningCurveApi.as_view(),
         name="learning-curve",
+    ),
+    path(
+        "projects/<int:project_id>/explanation-reports",
+        explain_report.ExplanationReportListApi.as_view(),
+        name="explanation-report-list",
+    ),
+    path(
+        "explanation-reports/<int:report_id>",
+        explain_report.ExplanationReportDetailApi.as_view(),
+        name="explanation-report-detail",
+    ),
+    path(
+        "explanation-reports/<int:report_id>/plot.png",
+        explain_report.ExplanationReportPlotApi.as_view(),
+        name="explanation-report-plot",
     ),
     path("projects/<int:project_id>/exports", exports.ExportListApi.as_view(), name="export-list"),
     path("exports/<int:job_id>", exports.ExportDetailApi.as_view(), name="export-detail"),

@@ -137,6 +137,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "workers.models.modeling.RunStatus",
         "VersionStateEnum": "workers.models.modeling.VersionState",
         "ExplanationRequestStatusEnum": "workers.services.explain_on_demand.OUTCOMES",
+        "ExplanationReportStatusEnum": "workers.models.explain_report.ReportStatus",
     },
 }
 

@@ -35,6 +35,9 @@ MATRIX = [
     ("get", "/api/v1/cases/{c}", None, _status_for(ALL, 200)),
     ("get", "/api/v1/cases/{c}/thumbnail.png", None, _status_for(ALL, 200)),
     ("get", "/api/v1/projects/{p}/audit", None, _status_for({"admin"}, 200)),
+    ("get", "/api/v1/projects/{p}/explanation-reports", None, _status_for(ALL, 200)),
+    # no active model in this world: the roles that may start one get past the permission check to a 409
+    ("post", "/api/v1/projects/{p}/explanation-reports", {}, _status_for({"ml_engineer", "admin"}, 409)),
 ]
 
 

@@ -82,3 +82,33 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
     project.refresh_from_db()
     assert project.readers_per_case == 2
     assert page.locator("#btn-start").count() == 0  # not the ML page
+
+
+def test_ml_engineer_runs_the_explanation_quality_report_and_reads_the_table(
+    page, login, project, member, artifacts
+):
+    from tests.workers.test_training_helpers import make_version
+    from workers.models import ExplanationReport, VersionState
+
+    engineer = member(Role.ML_ENGINEER, username="mleng")
+    seed_project(project, engineer, n_train=0, n_val=1, n_test=2, n_pool=0)
+    make_version(project, number=1, state=VersionState.ACTIVE)
+
+    login(page, "mleng")
+    page.goto(f"/projects/{project.pk}/ml/")
+    page.wait_for_selector("#report-status:has-text('No report yet')")
+    page.click("#btn-report")  # Celery is eager in tests: the report runs inside the request
+    page.wait_for_function(
+        "() => document.querySelector('#report-progress').dataset.status === 'succeeded'", timeout=300_000
+    )
+    report = ExplanationReport.objects.get(project=project)
+    assert report.status == "succeeded" and len(report.case_ids) == 3
+    rows = page.locator("#report-rows tr")
+    assert rows.count() == len(report.result["methods"]) + len(report.result["skipped"])
+    gradcam = page.locator("#report-rows tr[data-method=gradcam]").inner_text()
+    assert f"{report.result['methods']['gradcam']['insertion_auc']:.3f}" in gradcam
+    assert "attention" not in report.result["methods"]  # a plain U-Net has no attention gates to show
+    assert {"lime", "kernel_shap", "gradcam_shap"} <= set(report.result["methods"])  # the whole catalogue
+    page.wait_for_function("() => document.querySelector('#report-plot').naturalWidth > 0")
+    assert "majority baseline" in page.locator("#report-surrogate").inner_text()
+    page.screenshot(path=str(artifacts / "ml-explanation-report.png"), full_page=True)

@@ -1,3 +1,4 @@
+from .explain_report import OPEN_REPORT, ExplanationReport, ReportStatus
 from .export import ExportFormat, ExportJob, ExportLabels, ExportStatus
 from .heartbeat import WorkerHeartbeat
 from .modeling import (
@@ -14,9 +15,11 @@ from .modeling import (
 from .probe import TaskProbe
 
 __all__ = [
+    "OPEN_REPORT",
     "OPEN_RUN",
     "CaseScore",
     "Explanation",
+    "ExplanationReport",
     "ExportFormat",
     "ExportJob",
     "ExportLabels",
@@ -24,6 +27,7 @@ __all__ = [
     "ModelVersion",
     "OutboxMessage",
     "Prediction",
+    "ReportStatus",
     "RunStatus",
     "TaskProbe",
     "TrainingRun",

@@ -1,7 +1,7 @@
 """Celery tasks: thin; take ids, call a service. Registered by autodiscovery (workers.tasks)."""
 
 from .agreement import agreement_update
-from .explain import explanation_compute
+from .explain import explanation_compute, explanation_report_task
 from .export import export_job_run, exports_expire
 from .imaging import image_analyse
 from .queue import leases_expire, outbox_sweep
@@ -12,6 +12,7 @@ from .training import training_auto_check, training_run_execute, training_runs_r
 __all__ = [
     "agreement_update",
     "explanation_compute",
+    "explanation_report_task",
     "export_job_run",
     "exports_expire",
     "image_analyse",

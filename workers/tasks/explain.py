@@ -15,3 +15,22 @@ def explanation_compute(self, version_id: int, case_ids: list[int], methods: lis
     from workers.services.proposals import explanations_compute
 
     return explanations_compute(version_id=version_id, case_ids=case_ids, methods=methods)  # skips done ones
+
+
+# The whole catalogue on 8 cases of a large image runs for many minutes on a CPU; the soft limit lets the
+# service record the report FAILED ("time limit") before the hard one kills the worker process.
+REPORT_SOFT_LIMIT_S = 2 * 3600
+REPORT_HARD_LIMIT_S = REPORT_SOFT_LIMIT_S + 300
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=REPORT_SOFT_LIMIT_S,
+    time_limit=REPORT_HARD_LIMIT_S,
+)
+def explanation_report_task(self, report_id: int) -> None:
+    from workers.services.explain_report import explanation_report_run
+
+    explanation_report_run(report_id=report_id)  # idempotent: does nothing unless the report is QUEUED

@@ -1,0 +1,271 @@
+"""Explanation quality reports as a service feature: start -> (outbox, eager task) -> run on the project's
+own active model and reference cases -> result JSON and plot PNG; the guards (no model, one open report,
+no reference cases, bad methods), idempotent redelivery, failures recorded, and the API's permissions."""
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from annotations.models import AuditEvent, CaseSplit, Role
+from annotations.storage import bytes_load
+from hitl.celery import app
+from tests.factories import UserFactory
+from tests.workers.test_training_helpers import add_case, make_version, seed_project
+from workers.ml import explain_report as ml_report
+from workers.models import ExplanationReport, OutboxMessage, ReportStatus, VersionState
+from workers.selectors.explain_report import explanation_report_list
+from workers.services.explain_report import explanation_report_run, explanation_report_start
+from workers.services.registry import ConflictError
+
+FAST = ["saliency", "uncertainty"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def ml(member):
+    return member(Role.ML_ENGINEER)
+
+
+@pytest.fixture
+def cases(project, ml):
+    """One labelled test case, two labelled validation cases, one unlabelled pool case."""
+    return seed_project(project, ml, n_train=0, n_val=2, n_test=1, n_pool=1)
+
+
+@pytest.fixture
+def active(project):
+    return make_version(project, number=1, state=VersionState.ACTIVE)
+
+
+def _start(project, user, **kw):
+    return explanation_report_start(project=project, requested_by=user, **{"methods": FAST, **kw})
+
+
+def test_start_runs_after_commit_and_stores_result_and_plot(
+    project, ml, cases, active, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report = _start(project, ml, methods=["gradcam", "saliency", "attention"], max_cases=2)
+    report.refresh_from_db()
+    assert report.status == ReportStatus.SUCCEEDED, report.error
+    # test split first, then validation tops up; the second validation case is beyond max_cases
+    assert report.case_ids == [cases["test"][0].pk, cases["validation"][0].pk]
+    assert report.model_version == active and report.progress == 100 and report.requested_by == ml
+    assert report.started_at <= report.finished_at
+    result = report.result
+    assert set(result["methods"]) == {"gradcam", "saliency"} and result["cases"] == 2
+    assert "attention gates" in result["skipped"]["attention"]  # a UNet has none: skipped, not failed
+    for row in result["methods"].values():
+        assert 0 <= row["deletion_auc"] <= 1 and 0 <= row["insertion_auc"] <= 1
+        assert row["pointing_game"] in (0.0, 0.5, 1.0) and 0 <= row["energy_inside"] <= 1
+        assert row["ms"] > 0 and row["x_forward"] > 0
+    assert 0 <= result["surrogate"]["fidelity"] <= 1 and result["surrogate"]["rules"]
+    assert bytes_load(report.plot_path)[:8] == PNG_MAGIC
+    assert OutboxMessage.objects.get(task="workers.tasks.explain.explanation_report_task").sent_at
+    event = AuditEvent.objects.get(action="explanation_report.start")
+    assert event.actor == ml and event.target_id == str(report.pk) and event.details["cases"] == 2
+
+
+def test_the_task_lands_on_the_explain_queue():
+    assert (
+        app.amqp.router.route({}, "workers.tasks.explain.explanation_report_task")["queue"].name == "explain"
+    )
+
+
+def test_default_methods_are_the_catalogue_for_the_active_arch(project, ml, cases, active):
+    report = explanation_report_start(project=project, requested_by=ml)
+    assert report.methods == ml_report.default_methods("unet") and "attention" not in report.methods
+    assert report.status == ReportStatus.QUEUED  # no commit in this test: nothing ran
+
+
+def test_an_attention_unet_gets_the_attention_method_by_default(project, ml, cases):
+    make_version(project, number=1, state=VersionState.ACTIVE, arch="attention_unet")
+    report = explanation_report_start(project=project, requested_by=ml)
+    assert report.methods == ml_report.default_methods("attention_unet") and "attention" in report.methods
+
+
+def test_a_second_start_while_one_is_open_is_report_open(project, ml, cases, active):
+    _start(project, ml)
+    with pytest.raises(ConflictError) as err:
+        _start(project, ml)
+    assert err.value.code == "report_open"
+
+
+def test_a_report_stuck_running_past_the_time_limit_does_not_block_a_new_one(project, ml, cases, active):
+    stuck = _start(project, ml)
+    ExplanationReport.objects.filter(pk=stuck.pk).update(
+        status=ReportStatus.RUNNING, started_at=timezone.now() - timedelta(hours=4)
+    )
+    fresh = _start(project, ml)
+    stuck.refresh_from_db()
+    assert stuck.status == ReportStatus.FAILED and "worker lost" in stuck.error
+    assert fresh.status == ReportStatus.QUEUED
+
+
+def test_no_active_model_is_no_model(project, ml, cases):
+    make_version(project, number=1)  # a candidate only
+    with pytest.raises(ConflictError) as err:
+        _start(project, ml)
+    assert err.value.code == "no_model"
+
+
+def test_no_reference_case_with_foreground_is_a_validation_error(project, ml, active):
+    empty = np.zeros((32, 32), dtype=np.uint8)
+    add_case(project, user=ml, image=np.ones((32, 32), np.float32), mask=empty, split=CaseSplit.TEST)
+    add_case(project, user=ml, image=np.ones((32, 32), np.float32), mask=None, split=CaseSplit.VALIDATION)
+    with pytest.raises(ValidationError) as err:
+        _start(project, ml)
+    assert "cases" in err.value.message_dict
+    assert not ExplanationReport.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "methods, field",
+    [
+        (["psychic"], "methods"),
+        (["attention"], "methods"),
+        (["saliency", "saliency"], "methods"),
+        ([], "methods"),
+    ],
+)
+def test_bad_methods_are_refused(project, ml, cases, active, methods, field):
+    with pytest.raises(ValidationError) as err:
+        _start(project, ml, methods=methods)
+    assert field in err.value.message_dict
+
+
+def test_a_redelivered_run_does_nothing(project, ml, cases, active, monkeypatch):
+    report = _start(project, ml, max_cases=1)
+    done = explanation_report_run(report_id=report.pk)
+    assert done.status == ReportStatus.SUCCEEDED, done.error
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a redelivery recomputed the report")
+
+    monkeypatch.setattr("workers.services.explain_report.report_build", must_not_run)
+    again = explanation_report_run(report_id=report.pk)
+    assert (again.status, again.finished_at, again.plot_path, again.result) == (
+        done.status,
+        done.finished_at,
+        done.plot_path,
+        done.result,
+    )
+    # a report another worker is running is left alone too
+    ExplanationReport.objects.filter(pk=report.pk).update(status=ReportStatus.RUNNING, progress=40.0)
+    assert explanation_report_run(report_id=report.pk).progress == 40.0
+    assert explanation_report_run(report_id=999999) is None
+
+
+def test_a_failing_method_fails_the_report_with_the_reason(project, ml, cases, active, monkeypatch):
+    real = ml_report.explain
+
+    def explain(model, image, method, **kw):
+        if method == "uncertainty":
+            raise RuntimeError("uncertainty exploded")
+        return real(model, image, method, **kw)
+
+    monkeypatch.setattr(ml_report, "explain", explain)
+    report = explanation_report_run(report_id=_start(project, ml, max_cases=1).pk)
+    assert report.status == ReportStatus.FAILED and report.finished_at
+    assert report.error == "RuntimeError: uncertainty exploded"
+    assert report.progress == 50.0  # saliency finished before uncertainty failed
+    assert report.result == {} and report.plot_path == ""
+    assert _start(project, ml).status == ReportStatus.QUEUED  # a failed report does not block the next
+
+
+def test_a_report_on_a_version_no_longer_active_still_completes(project, ml, cases, active, client_for):
+    report = _start(project, ml, max_cases=1)
+    active.state = VersionState.RETIRED
+    active.save(update_fields=["state"])
+    make_version(project, number=2, state=VersionState.ACTIVE)
+    assert explanation_report_run(report_id=report.pk).status == ReportStatus.SUCCEEDED
+    body = client_for(ml).get(f"/api/v1/explanation-reports/{report.pk}").json()
+    assert (body["model_version"], body["model_version_number"]) == (active.pk, 1)
+    assert body["model_version_state"] == "retired"
+
+
+def test_list_query_count_is_flat(project, ml, cases, active, django_assert_max_num_queries):
+    for _ in range(3):
+        r = _start(project, ml, max_cases=1)
+        ExplanationReport.objects.filter(pk=r.pk).update(status=ReportStatus.FAILED)
+    with django_assert_max_num_queries(1):
+        rows = [
+            (r.model_version.number, r.requested_by.username)
+            for r in explanation_report_list(project=project)
+        ]
+    assert len(rows) == 3
+
+
+# --- API --------------------------------------------------------------------------------------------
+
+
+def test_api_start_poll_detail_and_plot(
+    project, ml, cases, active, client_for, django_capture_on_commit_callbacks
+):
+    client = client_for(ml)
+    url = f"/api/v1/projects/{project.pk}/explanation-reports"
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = client.post(url, {"methods": FAST, "max_cases": 1}, format="json")
+    assert resp.status_code == 201, resp.json()
+    assert resp.json()["status"] == "queued" and resp.json()["plot_url"] is None  # as it was at creation
+    rid = resp.json()["id"]
+    listing = client.get(url).json()
+    assert [r["id"] for r in listing["results"]] == [rid] and "result" not in listing["results"][0]
+    body = client.get(f"/api/v1/explanation-reports/{rid}").json()
+    assert body["status"] == "succeeded" and body["case_ids"] == [cases["test"][0].pk]
+    assert set(body["result"]["methods"]) == set(FAST) and body["cases"] == 1
+    plot = client.get(body["plot_url"])
+    assert plot.status_code == 200 and plot["Content-Type"] == "image/png"
+    assert plot.content[:8] == PNG_MAGIC
+
+
+def test_api_conflicts_and_bad_input(project, ml, cases, client_for):
+    client = client_for(ml)
+    url = f"/api/v1/projects/{project.pk}/explanation-reports"
+    resp = client.post(url, {}, format="json")
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "no_model"
+    make_version(project, number=1, state=VersionState.ACTIVE)
+    for body in ({"methods": ["psychic"]}, {"max_cases": 0}, {"max_cases": 33}, {"methods": ["attention"]}):
+        resp = client.post(url, body, format="json")
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid", body
+    assert client.post(url, {"methods": FAST}, format="json").status_code == 201
+    resp = client.post(url, {"methods": FAST}, format="json")
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "report_open"
+
+
+def test_plot_is_404_until_there_is_one(project, ml, cases, active, client_for):
+    report = _start(project, ml)
+    resp = client_for(ml).get(f"/api/v1/explanation-reports/{report.pk}/plot.png")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "role, read, start",
+    [
+        (Role.ANNOTATOR, 200, 403),
+        (Role.DATA_MANAGER, 200, 403),
+        (Role.ML_ENGINEER, 200, 201),
+        (Role.ADMIN, 200, 201),
+        (None, 404, 404),
+    ],
+)
+def test_permissions(project, other_project, ml, cases, active, member, client_for, role, read, start):
+    report = explanation_report_run(report_id=_start(project, ml, max_cases=1).pk)
+    if role is None:
+        user = UserFactory()
+        other_project.memberships.create(user=user, role=Role.ADMIN)  # admin elsewhere is no one here
+    else:
+        user = member(role)
+    client = client_for(user)
+    for url in (
+        f"/api/v1/projects/{project.pk}/explanation-reports",
+        f"/api/v1/explanation-reports/{report.pk}",
+        f"/api/v1/explanation-reports/{report.pk}/plot.png",
+    ):
+        assert client.get(url).status_code == read, url
+    resp = client.post(f"/api/v1/projects/{project.pk}/explanation-reports", {"methods": FAST}, format="json")
+    assert resp.status_code == start, resp.content[:200]
+    assert client.get("/api/v1/explanation-reports/999999").status_code == 404

@@ -1,0 +1,31 @@
+"""Reads of explanation quality reports."""
+
+from django.db.models import QuerySet
+from rest_framework.exceptions import NotFound
+
+from annotations.models import Project
+from annotations.permissions import user_roles
+from workers.models import ExplanationReport
+
+
+def explanation_report_list(*, project: Project) -> QuerySet[ExplanationReport]:
+    """Newest first, without the (large) result JSON: the list shows status and version only."""
+    return (
+        ExplanationReport.objects.filter(project=project)
+        .select_related("requested_by", "model_version")
+        .defer("result")
+        .order_by("-created_at", "-id")
+    )
+
+
+def explanation_report_get_for_user(*, user, report_id: int) -> tuple[ExplanationReport, set[str]]:
+    """The report and the caller's roles in its project; 404 for non-members, like a missing report."""
+    report = (
+        ExplanationReport.objects.select_related("project", "requested_by", "model_version")
+        .filter(pk=report_id)
+        .first()
+    )
+    roles = user_roles(user, report.project) if report is not None else set()
+    if not roles:
+        raise NotFound("explanation report not found")
+    return report, roles
