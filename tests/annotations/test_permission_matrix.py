@@ -38,6 +38,14 @@ MATRIX = [
     ("get", "/api/v1/projects/{p}/explanation-reports", None, _status_for(ALL, 200)),
     # no active model in this world: the roles that may start one get past the permission check to a 409
     ("post", "/api/v1/projects/{p}/explanation-reports", {}, _status_for({"ml_engineer", "admin"}, 409)),
+    # anyone who may open the case may ask for an explanation (409: no model yet); an annotator reads blind,
+    # so a case the queue did not give them does not exist for them
+    (
+        "post",
+        "/api/v1/cases/{c}/explanations",
+        {"method": "gradcam"},
+        {**_status_for(ALL - {"annotator"}, 409), "annotator": 404},
+    ),
 ]
 
 
