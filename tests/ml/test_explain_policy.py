@@ -70,4 +70,6 @@ def test_method_catalogue_lists_each_method_once_cheapest_first_with_its_network
     assert costs == sorted(costs) and len(catalogue) == len(NOMINAL_COST)
     by_name = {m["method"]: m for m in catalogue}
     assert by_name["attention"]["archs"] == ["attention_unet"]
-    assert by_name["gradcam"]["archs"] == ["unet", "attention_unet"] and by_name["lime"]["interactive"] is False
+    assert (
+        by_name["gradcam"]["archs"] == ["unet", "attention_unet"] and by_name["lime"]["interactive"] is False
+    )

@@ -280,3 +280,68 @@ def test_cuda_matches_cpu(trained_wm_model, method: str) -> None:
     assert gpu.params["device"].startswith("cuda")
     assert np.isfinite(gpu.map).all() and gpu.map.shape == cpu.map.shape
     assert np.abs(gpu.map - cpu.map).mean() < 0.02
+
+
+# --- Grad-CAM and saliency: the cheap implementations give the reference maps ------------------------------
+
+
+def _raw_context(model: nn.Module, image: np.ndarray, target_class: int = 1):
+    from workers.ml.explain_core import Context, RegionScore, graph_forward, region_weights, time_forward
+
+    x = torch.from_numpy(image)[None]
+    logits, seconds = time_forward(model, x)
+    weights, _ = region_weights(logits, target_class, None, "mean", *image.shape[1:])
+    leaf, graph_logits = graph_forward(model, x)
+    score = RegionScore(model, target_class, weights)
+    plain = Context(model, x, *image.shape[1:], target_class, logits, score, seconds)
+    fused = Context(model, x, *image.shape[1:], target_class, logits, score, seconds, leaf, graph_logits)
+    return plain, fused
+
+
+@pytest.mark.parametrize("arch", ["unet", "attention_unet"])
+def test_gradcam_equals_monai_gradcam(arch: str) -> None:
+    from monai.visualize import GradCAM
+
+    from workers.ml import explain_methods
+    from workers.ml.explain_core import frozen_model
+    from workers.ml.networks import cam_layer_name
+
+    torch.manual_seed(3)
+    model = build_network(NetworkConfig(channels=(4, 8, 16), num_classes=3, arch=arch)).eval()
+    image = np.random.default_rng(2).random((1, 48, 64), dtype=np.float32)
+    with frozen_model(model):
+        ctx, _ = _raw_context(model, image, target_class=2)
+        ours, used = explain_methods.gradcam(ctx)
+        assert not any(m._forward_hooks for m in model.modules())  # our hook is gone (MONAI's stay)
+        x = ctx.x.detach().requires_grad_(True)
+        cam = GradCAM(
+            nn_module=ctx.score, target_layers=f"net.{cam_layer_name(model)}", postprocessing=lambda a: a
+        )
+        reference = cam(x, class_idx=0)[0, 0].detach().numpy()
+    assert used == {"layer": cam_layer_name(model)}
+    assert ours.shape == reference.shape and np.abs(reference).max() > 0
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
+
+
+def test_saliency_from_the_clean_forward_equals_a_second_pass() -> None:
+    from workers.ml import explain_methods
+    from workers.ml.explain_core import frozen_model
+
+    model = _tiny_unet(seed=4)
+    image = np.random.default_rng(5).random((1, 40, 40), dtype=np.float32)
+    with frozen_model(model):
+        plain, fused = _raw_context(model, image)
+        two_pass, _ = explain_methods.saliency(plain)
+        one_pass, _ = explain_methods.saliency(fused)
+    assert two_pass.max() > 0
+    np.testing.assert_allclose(one_pass, two_pass, rtol=1e-5, atol=1e-7)
+
+
+def test_predicted_region_is_argmax_ties_included() -> None:
+    from workers.ml.explain_core import predicted_region
+
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.integers(0, 3, size=(4, 30, 20)).astype(np.float32))  # many ties
+    for t in range(4):
+        expected = logits.argmax(dim=0) == t
+        assert torch.equal(predicted_region(logits, t), expected), t

@@ -12,6 +12,7 @@ occlusion's "drop in score" are only meaningful for a fixed F.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,27 +67,6 @@ def frozen_model(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-@contextmanager
-def temporary_hooks(module: nn.Module) -> Iterator[None]:
-    """Remove the hooks third-party code (MONAI's ModelWithHooks) registers on `module` and never removes.
-
-    Without this, every explanation would leave two more hooks on the caller's model.
-    """
-    fwd, bwd = set(module._forward_hooks), set(module._backward_hooks)
-    full = getattr(module, "_is_full_backward_hook", None)
-    inplace = module.__dict__.get("inplace")
-    try:
-        yield
-    finally:
-        for key in set(module._forward_hooks) - fwd:
-            del module._forward_hooks[key]
-        for key in set(module._backward_hooks) - bwd:
-            del module._backward_hooks[key]
-        module._is_full_backward_hook = full
-        if inplace is not None:
-            module.__dict__["inplace"] = inplace
-
-
 def model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -126,11 +106,26 @@ class Context:
     logits: torch.Tensor  # (1, K, Hp, Wp) of the clean input, no grad
     score: RegionScore
     forward_seconds: float  # one warm forward pass of the model on x
+    # Set for the methods in GRAPH_METHODS: x as a leaf that requires grad, and the logits of the clean
+    # forward with its autograd graph, so a gradient method needs no second forward pass.
+    x_leaf: torch.Tensor | None = None
+    graph_logits: torch.Tensor | None = None
 
     def crop(self, m: torch.Tensor | np.ndarray) -> np.ndarray:
         """(..., Hp, Wp) -> float64 numpy (H, W) of the original image."""
         a = m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
         return np.asarray(a.reshape(a.shape[-2:])[: self.height, : self.width], dtype=np.float64)
+
+
+def predicted_region(logits: torch.Tensor, target_class: int) -> torch.Tensor:
+    """(K, H, W) logits -> (H, W) bool: where argmax over K is `target_class` (first maximum wins, as in
+    torch.argmax). Built from K - 1 comparisons: torch's argmax over the class axis is ~100x slower on CPU."""
+    t = logits[target_class]
+    sel = torch.ones(t.shape, dtype=torch.bool, device=logits.device)
+    for k in range(logits.shape[0]):
+        if k != target_class:
+            sel &= t > logits[k] if k < target_class else t >= logits[k]
+    return sel
 
 
 def region_weights(
@@ -158,7 +153,7 @@ def region_weights(
         sel[:height, :width] = torch.as_tensor(region.astype(bool), device=logits.device)
     elif region in (None, "predicted"):
         kind = "predicted"
-        sel = (logits[0].argmax(dim=0) == target_class) & inside
+        sel = predicted_region(logits[0], target_class) & inside
     elif region == "image":
         kind, sel = "image", inside
     else:
@@ -175,15 +170,43 @@ def region_weights(
     return w[None, None], used
 
 
+# Models (weakly held) -> the input shapes/devices they have already run on: the first forward of a shape
+# pays for allocator and kernel set-up, so only that one is repeated before timing.
+_WARMED: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
+_FORWARD_SECONDS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, float]] = weakref.WeakKeyDictionary()
+
+
+def _key(x: torch.Tensor) -> tuple:
+    return (tuple(x.shape), str(x.device), x.dtype)
+
+
 def time_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Logits of x and the seconds of one warm forward pass (the first call warms up caches/kernels)."""
+    """Logits of x and the seconds of one warm forward pass (a shape's first call is run twice: warm-up)."""
+    key = _key(x)
     with torch.no_grad():
-        model(x)
+        if key not in _WARMED.setdefault(model, set()):
+            model(x)
+            _WARMED[model].add(key)
         synchronize(x.device)
         t0 = time.perf_counter()
         logits = model(x)
         synchronize(x.device)
-    return logits, max(time.perf_counter() - t0, 1e-9)
+    seconds = max(time.perf_counter() - t0, 1e-9)
+    _FORWARD_SECONDS.setdefault(model, {})[key] = seconds
+    return logits, seconds
+
+
+def forward_seconds(model: nn.Module, x: torch.Tensor) -> float:
+    """The last measured warm forward time of `model` on inputs like x; measured now if there is none."""
+    known = _FORWARD_SECONDS.get(model, {}).get(_key(x))
+    return known if known is not None else time_forward(model, x)[1]
+
+
+def graph_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x as a leaf requiring grad, logits with their graph): one forward that a gradient method reuses."""
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return leaf, model(leaf)
 
 
 def input_gradients(score: RegionScore, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

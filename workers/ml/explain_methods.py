@@ -14,33 +14,53 @@ import numpy as np
 import torch
 from scipy import ndimage  # type: ignore[import-untyped]
 
-from workers.ml.explain_core import Context, input_gradients, temporary_hooks
+from workers.ml.explain_core import Context, input_gradients
 from workers.ml.networks import cam_layer_name
 
 MethodResult = tuple[np.ndarray, dict[str, Any]]
 
 
 def gradcam(ctx: Context, *, layer: str | None = None) -> MethodResult:
-    """Seg-Grad-CAM via MONAI's GradCAM on a decoder layer, explaining the fixed region score.
+    """Seg-Grad-CAM on a decoder layer, explaining the fixed region score: the map is
+    ReLU(sum_c mean(dF/dA_c) * A_c), bilinearly upsampled from the layer's resolution.
 
-    The map is ReLU(sum_c mean(dF/dA_c) * A_c), bilinearly upsampled from the layer's resolution.
+    The same map as `monai.visualize.GradCAM` (a test pins the equality), computed more cheaply: the layer's
+    output is made the leaf of the autograd graph, so the forward pass records nothing before it and the
+    backward pass runs through the layers after it only (MONAI's backpropagates to the input).
     """
-    from monai.visualize import GradCAM
-
     layer = layer or cam_layer_name(ctx.model)
     target = dict(ctx.model.named_modules()).get(layer)
     if target is None:
         raise ValueError(f"layer {layer!r} not found in the model")
-    x = ctx.x.detach().requires_grad_(True)  # parameters are frozen: the graph must start at the input
-    with temporary_hooks(target), torch.enable_grad():
-        cam = GradCAM(nn_module=ctx.score, target_layers=f"net.{layer}", postprocessing=lambda a: a)
-        raw = cam(x, class_idx=0)
-    return ctx.crop(raw), {"layer": layer}
+    saved: list[torch.Tensor] = []
+
+    def leaf(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
+        saved.append(out.detach().requires_grad_(True))
+        return saved[-1]
+
+    handle = target.register_forward_hook(leaf)
+    try:
+        with torch.enable_grad():
+            score = ctx.score(ctx.x.detach())[:, 0].sum()
+            (grad,) = torch.autograd.grad(score, saved[-1])
+    finally:
+        handle.remove()
+    acts = saved[-1].detach()
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=ctx.x.shape[-2:], mode="bilinear", align_corners=False)
+    return ctx.crop(cam), {"layer": layer}
 
 
 def saliency(ctx: Context) -> MethodResult:
-    """Vanilla gradient saliency: |dF/dx|, max over channels."""
-    grad, _ = input_gradients(ctx.score, ctx.x)
+    """Vanilla gradient saliency: |dF/dx|, max over channels. Reuses the clean forward's graph when the
+    caller kept it (explanations.GRAPH_METHODS): one forward and one backward in all."""
+    if ctx.x_leaf is not None and ctx.graph_logits is not None:
+        t = ctx.target_class
+        with torch.enable_grad():
+            score = (ctx.graph_logits[:, t : t + 1] * ctx.score.weights).sum()
+            (grad,) = torch.autograd.grad(score, ctx.x_leaf)
+    else:
+        grad, _ = input_gradients(ctx.score, ctx.x)
     return ctx.crop(grad.abs().amax(dim=1)), {}
 
 
