@@ -11,11 +11,12 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from rest_framework.exceptions import NotFound
 
-from annotations.models import QueryStrategy, Role
+from annotations.models import CaseSplit, QueryStrategy, Role
 from annotations.permissions import Action, allows
 from annotations.selectors.projects import project_get_for_user
 from annotations.selectors.workspace import reader_stats
 from workers.ml.explain_policy import ARCH_LABELS, method_catalogue
+from workers.models import ExportFormat, ExportLabels
 
 # Pages that other issues add (exports, agreement); linked when their URL names exist.
 OPTIONAL_LINKS = [
@@ -102,6 +103,9 @@ def data_page(request, project_id: int):
         roles,
         links=_links(project.pk),
         role_choices=Role.choices,
+        export_formats=ExportFormat.choices,
+        export_labels=ExportLabels.choices,
+        export_splits=CaseSplit.choices,
         boot={"settings": _settings(project)},
     )
 
