@@ -74,6 +74,14 @@ def test_labels_to_target_and_ratio_to_random():
     assert [rows[k]["mean_curve"] for k in ("random", "entropy", "bald")] == [40, 30, None]
     text = simulate.format_table(summary, budget=40)
     assert "not reached (1 seeds)" in text and "20,>40" in text
+    # random's Dice at the full budget: mean of .96 and .97 = .965; mean curves reach it at 40 / 30 / never
+    assert summary["random_final_dice"] == pytest.approx(0.965)
+    assert [rows[k]["labels_to_random_final"] for k in ("random", "entropy", "bald")] == [40, 30, None]
+    assert (
+        rows["entropy"]["fraction_of_budget"] == pytest.approx(0.75)
+        and rows["bald"]["fraction_of_budget"] is None
+    )
+    assert "labels to random's Dice at the full budget (0.965)" in text
 
 
 class FakeBackend:
