@@ -4,6 +4,7 @@ They skip with a message when Chromium or Playwright is missing, except under CI
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
+SERVING = threading.Lock()  # held by the serial live server while it answers a request
 
 
 def _missing() -> str | None:
@@ -61,6 +63,10 @@ def _serial_live_server():
         def __init__(self, *args, connections_override=None, **kwargs):
             super().__init__(*args, **kwargs)  # the server thread already uses the test connections
 
+        def finish_request(self, request, client_address):
+            with SERVING:  # the test's teardown waits on this before the database is flushed
+                super().finish_request(request, client_address)
+
     if "sqlite" in settings.DATABASES["default"]["ENGINE"]:
         LiveServerThread.server_class = SerialServer
 
@@ -75,6 +81,8 @@ def page(_serial_live_server, browser, live_server):
     page.js_errors = errors
     yield page
     context.close()
+    with SERVING:  # a request the closed page left in flight finishes before the flush (SQLite: "table
+        pass  # is locked" otherwise, and a failed flush leaves every later test's database broken)
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 

@@ -211,7 +211,7 @@ def test_skip_needs_a_reason_then_the_next_case_opens(page, login, project, worl
     first = editor_state(page)["case"]
     page.click("#btn-skip")
     page.click("#reason-ok")
-    assert page.locator("#reason-error").is_visible()
+    page.locator("#reason-error").wait_for(state="visible")  # the dialog's close event comes a task later
     page.select_option("#reason-choice", "image quality too poor to annotate")
     page.fill("#reason-text", "motion artefact")
     page.click("#reason-ok")
