@@ -149,8 +149,8 @@ def test_quick_simulation_end_to_end(tmp_path, capsys):
     argv = ["--dataset", "mni152_tissue", "--seeds", "1", "--budget", "6", "--batch", "2", "--initial", "2"]
     argv += ["--strategies", "random,fg_random,entropy,bald,committee,diverse", "--out", str(out), "--quick"]
     assert simulate.main(argv) == 0
-    doc = json.loads((out / "results.json").read_text())
-    png = (out / "learning_curves.png").read_bytes()
+    doc = json.loads((out / "mni152_tissue.json").read_text())
+    png = (out / "mni152_tissue.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert set(doc["curves"]) == {"random", "fg_random", "entropy", "bald", "committee", "diverse"}
     for runs in doc["curves"].values():

@@ -4,8 +4,8 @@
         --strategies random,fg_random,entropy,bald,committee,diverse --seeds 3 \\
         --budget 60 --batch 10 --initial 10 --out artifacts/simulation/colin27_deep_grey [--quick]
 
-Writes ``results.json`` (config, split sizes, learning curves per strategy and seed, full-data Dice,
-labels needed to reach 95% of the full-data test Dice) and ``learning_curves.png`` into --out, and prints
+Writes ``<dataset>.json`` (config, split sizes, learning curves per strategy and seed, full-data Dice,
+labels needed to reach 95% of the full-data test Dice) and ``<dataset>.png`` into --out, and prints
 the labels-to-95% table with the ratio to random. The test split is only ever evaluated, never used to
 choose anything (model selection uses the validation split).
 """
@@ -168,6 +168,11 @@ def simulate(
     return runs, full, time.perf_counter() - t0
 
 
+def output_paths(out: Path, dataset: str) -> tuple[Path, Path]:
+    """Named after the dataset, so runs of several datasets can share one --out folder."""
+    return out / f"{dataset}.json", out / f"{dataset}.png"
+
+
 def write_results(
     out: Path,
     task: SimTask,
@@ -195,8 +200,9 @@ def write_results(
         "summary": summary,
         "curves": {name: [asdict(r) for r in seed_runs] for name, seed_runs in runs.items()},
     }
-    (out / "results.json").write_text(json.dumps(doc, indent=1))
-    plot_curves(runs, summary, task.name, out / "learning_curves.png")
+    json_path, png_path = output_paths(out, task.name)
+    json_path.write_text(json.dumps(doc, indent=1))
+    plot_curves(runs, summary, task.name, png_path)
     return doc
 
 
@@ -238,9 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, full, seconds = simulate(task, cfg, strategies, args.seeds, log=lambda m: print(m, flush=True))
     doc = write_results(args.out, task, spec, cfg, runs, full)
     print(format_table(doc["summary"], cfg.budget))
-    print(
-        f"[{task.name}] {seconds:.0f} s; wrote {args.out / 'results.json'} and {args.out / 'learning_curves.png'}"
-    )
+    json_path, png_path = output_paths(args.out, task.name)
+    print(f"[{task.name}] {seconds:.0f} s; wrote {json_path} and {png_path}")
     return 0
 
 
