@@ -20,7 +20,7 @@ from workers.services.explain_on_demand import OUTCOMES, explanation_request
 
 
 def _case_for(request, case_id: int):
-    case, roles = case_get_for_user(user=request.user, case_id=case_id)
+    case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
     require(roles, Action.VIEW)
     require_case_access(user=request.user, roles=roles, case=case)
     return case, roles

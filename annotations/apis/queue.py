@@ -71,7 +71,7 @@ class _CaseLeaseApi(APIView):
         reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
     def _run(self, request, case_id: int):
-        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
         require(roles, Action.ANNOTATE)
         ser = self.InputSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
@@ -151,7 +151,7 @@ class SubmitApi(APIView):
         request=InputSerializer, responses={201: RevisionOutputSerializer}, operation_id="annotations_submit"
     )
     def post(self, request, case_id: int):
-        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
         require(roles, Action.ANNOTATE)
         ser = self.InputSerializer(data=request.data)
         ser.is_valid(raise_exception=True)

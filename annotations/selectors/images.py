@@ -19,14 +19,14 @@ def case_list(*, project: Project, split: str | None = None, image_id: int | Non
     return qs.order_by("id")
 
 
-def case_get_for_user(*, user, case_id: int) -> tuple[Case, set[str]]:
-    """A case and the caller's roles in its project; 404 for non-members."""
-    case = (
-        Case.objects.select_related("image", "project", "current_annotation")
-        .prefetch_related(Prefetch("annotations", queryset=Annotation.objects.order_by("revision")))
-        .filter(pk=case_id)
-        .first()
-    )
+def case_get_for_user(*, user, case_id: int, annotations: bool = True) -> tuple[Case, set[str]]:
+    """A case and the caller's roles in its project; 404 for non-members. `annotations=False` skips
+    prefetching the revision history (one query) for the hot paths that do not show it (lease actions,
+    submission, the editor's layers)."""
+    qs = Case.objects.select_related("image", "project", "current_annotation")
+    if annotations:
+        qs = qs.prefetch_related(Prefetch("annotations", queryset=Annotation.objects.order_by("revision")))
+    case = qs.filter(pk=case_id).first()
     if case is None:
         raise NotFound("case not found")
     roles = user_roles(user, case.project)

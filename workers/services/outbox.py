@@ -14,17 +14,21 @@ log = logging.getLogger(__name__)
 
 
 def outbox_enqueue(*, task: str, kwargs: dict) -> OutboxMessage:
-    """Call inside the caller's transaction; the message is sent once that commits."""
+    """Call inside the caller's transaction; the message is sent once that commits (from the row in memory:
+    no second read)."""
     message = OutboxMessage.objects.create(task=task, kwargs=kwargs)
-    transaction.on_commit(lambda: outbox_send(message_id=message.pk))
+    transaction.on_commit(lambda: _send(message))
     return message
 
 
 def outbox_send(*, message_id: int) -> bool:
     """Send one message; True when the broker took it. Safe to call twice: a sent message is skipped."""
     message = OutboxMessage.objects.filter(pk=message_id, sent_at=None).first()
-    if message is None:
-        return False
+    return _send(message) if message is not None else False
+
+
+def _send(message: OutboxMessage) -> bool:
+    message_id = message.pk
     try:
         if app.conf.task_always_eager:  # tests: run the task object in-process
             import workers.tasks  # noqa: F401  (registers the tasks)
