@@ -26,7 +26,13 @@ from torch import nn
 
 from workers.ml import explanation_quality as q
 from workers.ml.device import limit_cpu_threads
-from workers.ml.explain_core import model_device, model_divisor, pad_to_multiple, synchronize
+from workers.ml.explain_core import (
+    model_device,
+    model_divisor,
+    pad_to_multiple,
+    predicted_region,
+    synchronize,
+)
 from workers.ml.explain_policy import ARCH_METHODS, METHODS, MODEL_SPECIFIC_METHODS, methods_for_arch
 from workers.ml.explanations import explain
 from workers.ml.networks import attention_gates
@@ -103,7 +109,7 @@ def _score_fn(model: nn.Module, region: np.ndarray, target_class: int):
 def _region(model: nn.Module, image: np.ndarray, target_class: int) -> np.ndarray:
     """The clean image's predicted region of the target class; the whole image when it is empty (an
     untrained or failing model), as `explain` falls back to."""
-    region = _probs(model, image[None]).argmax(dim=1)[0].cpu().numpy() == target_class
+    region = predicted_region(_probs(model, image[None])[0], target_class).cpu().numpy()
     return region if region.any() else np.ones_like(region)
 
 

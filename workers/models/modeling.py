@@ -45,6 +45,11 @@ class ModelVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.project_id} v{self.number} ({self.state})"
 
+    @property
+    def arch(self) -> str:
+        """The network architecture (`NetworkConfig.arch`) recorded in the version's config."""
+        return str(self.config.get("network", {}).get("arch", "unet"))
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"

@@ -108,8 +108,7 @@ def explain_catalogue(
     if active is None:
         return []
     done = {x["method"] for x in explanations if x["model_version_id"] == active.pk}
-    arch = str(active.config.get("network", {}).get("arch", "unet"))
-    methods = sorted(methods_for_arch(arch), key=lambda m: (NOMINAL_COST.get(m, float("inf")), m))
+    methods = sorted(methods_for_arch(active.arch), key=lambda m: (NOMINAL_COST.get(m, float("inf")), m))
     return [
         {
             "method": m,

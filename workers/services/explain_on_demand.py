@@ -17,7 +17,7 @@ from annotations.services.audit import audit_record
 from workers.ml.explain_policy import is_interactive, methods_for_arch
 from workers.models import Explanation
 from workers.services.outbox import outbox_enqueue
-from workers.services.proposals import explanations_compute, version_arch
+from workers.services.proposals import explanations_compute
 from workers.services.registry import ConflictError, active_version
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def explanation_request(*, case: Case, method: str, user) -> tuple[Outcome, Expl
     version = active_version(project=case.project_id)
     if version is None:
         raise ConflictError("no_model", "this project has no active model to explain the case with yet")
-    allowed = methods_for_arch(version_arch(version))
+    allowed = methods_for_arch(version.arch)
     if method not in allowed:
         raise ValidationError({"method": [f"{method!r} cannot explain this model; choose from {allowed}"]})
     existing = Explanation.objects.filter(case=case, model_version=version, method=method).first()

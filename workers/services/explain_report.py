@@ -31,7 +31,6 @@ from workers.ml.explain_report import (
 from workers.models import OPEN_REPORT, ExplanationReport, ModelVersion, ReportStatus
 from workers.services.datasets import SliceLoader, labelled_cases, load_mask, num_classes_for
 from workers.services.outbox import outbox_enqueue
-from workers.services.proposals import version_arch
 from workers.services.registry import ConflictError, active_version, model_load
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def explanation_report_start(
         raise ConflictError("no_model", "this project has no active model version to report on yet")
     if isinstance(max_cases, bool) or not isinstance(max_cases, int) or not 1 <= max_cases <= MAX_CASES:
         raise ValidationError({"max_cases": [f"max_cases must be an integer in 1..{MAX_CASES}"]})
-    methods = _methods_validate(methods, version_arch(version))
+    methods = _methods_validate(methods, version.arch)
     _expire_stale(project)
     if ExplanationReport.objects.filter(project=project, status__in=OPEN_REPORT).exists():
         raise _open_conflict()

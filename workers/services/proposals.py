@@ -37,10 +37,6 @@ def _cases(version: ModelVersion, case_ids: Sequence[int]) -> list[Case]:
     )
 
 
-def version_arch(version: ModelVersion) -> str:
-    return str(version.config.get("network", {}).get("arch", "unet"))
-
-
 def _prefix(version: ModelVersion) -> str:
     return f"projects/{version.project_id}/models/v{version.number}-{version.pk}"
 
@@ -102,9 +98,9 @@ def explanations_compute(
     version = _active(version_id)
     if version is None:
         return 0
-    unknown = [m for m in methods if m not in methods_for_arch(version_arch(version))]
+    unknown = [m for m in methods if m not in methods_for_arch(version.arch)]
     if unknown:
-        raise ValueError(f"explanation methods {unknown} cannot explain a {version_arch(version)} model")
+        raise ValueError(f"explanation methods {unknown} cannot explain a {version.arch} model")
     done = set(
         Explanation.objects.filter(model_version=version, case_id__in=case_ids).values_list(
             "case_id", "method"
