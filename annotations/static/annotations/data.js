@@ -1,17 +1,10 @@
 // The data manager's page: upload with progress, readers per case, members and roles, the image list.
 
 import { api, bootData, csrfToken, getAll, patch, post } from "./api.js";
+import { $, cell, notice } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const boot = bootData();
 const pid = boot.project.id;
-
-function notice(text, kind = "error") {
-  const box = $("notice");
-  box.hidden = !text; box.className = `notice ${kind}`; box.textContent = text || "";
-}
-
-function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.append(td); return td; }
 
 async function refreshImages() {
   const images = await getAll(`/api/v1/projects/${pid}/images`);

@@ -2,25 +2,18 @@
 // Only data managers and admins may use the export API; for everyone else the panel says so and calls nothing.
 
 import { ApiError, bootData, get, getAll, post } from "./api.js";
+import { $, cell, notice } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const boot = bootData();
 const pid = boot.project.id;
 const OPEN = new Set(["queued", "running"]);
 const jobs = new Map();  // id -> the API's job object
 let poller = null;
 
-function notice(text, kind = "error") {
-  const box = $("notice");
-  box.hidden = !text; box.className = `notice ${kind}`; box.textContent = text || "";
-}
-
 /** The API's message and code, so a data manager can tell "no mask matches" from a permission problem. */
 function showError(prefix, e) {
   notice(e instanceof ApiError ? `${prefix}: ${e.message} [${e.code}]` : `${prefix}: ${e.message}`);
 }
-
-function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.append(td); return td; }
 
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 

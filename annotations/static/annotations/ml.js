@@ -2,24 +2,15 @@
 // learning curve, active-learning settings and the queue head.
 
 import { bootData, get, getAll, patch, post } from "./api.js";
+import { $, cell, fmt, notice } from "./dom.js";
 import { learningCurveSvg } from "./plot.js";
 
-const $ = (id) => document.getElementById(id);
 const boot = bootData();
 const pid = boot.project.id;
 const OPEN = new Set(["queued", "running"]);
 let run = null;
 let poller = null;
 let watching = false;
-
-function notice(text, kind = "error") {
-  const box = $("notice");
-  box.hidden = !text; box.className = `notice ${kind}`; box.textContent = text || "";
-}
-
-const fmt = (v, digits = 3) => (v == null ? "—" : Number(v).toFixed(digits));
-
-function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.append(td); return td; }
 
 function showRun(r) {
   run = r;

@@ -3,8 +3,8 @@
 // Its own module so the rest of the ML page (ml.js) is untouched by it.
 
 import { bootData, get, post } from "./api.js";
+import { $, cell, fmt } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const boot = bootData();
 const pid = boot.project.id;
 const OPEN = new Set(["queued", "running"]);
@@ -13,10 +13,6 @@ const COLUMNS = [  // [key, decimals] in the order of the table head
   ["consistency", 3], ["ms", 0], ["x_forward", 1],
 ];
 let poller = null;
-
-const fmt = (v, digits) => (v == null ? "—" : Number(v).toFixed(digits));
-
-function cell(tr, text) { const td = document.createElement("td"); td.textContent = text; tr.append(td); return td; }
 
 function showStatus(r) {
   const open = OPEN.has(r.status);
