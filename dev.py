@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 QUEUES = "default,score,explain,train,export"
+# Unit-test files that also run on PostgreSQL: its constraints, and the queue's PostgreSQL-only claim path.
+PG_TOO = ("tests/annotations/test_models.py", "tests/annotations/test_queue.py")
 
 
 def say(msg: str) -> None:
@@ -197,7 +199,7 @@ def cmd_test(args: list[str]) -> int:
     )
     say("integration tests (PostgreSQL + Redis + a real Celery worker)")
     integ = subprocess.run(
-        [str(PY), "-m", "pytest", "tests/integration", "tests/annotations/test_models.py", "-q", *args],
+        [str(PY), "-m", "pytest", "tests/integration", *PG_TOO, "-q", *args],
         cwd=ROOT,
         env=integration_env(env),
     )

@@ -17,14 +17,20 @@ def project_list_for_user(*, user) -> QuerySet[Project]:
 
 
 def project_get_for_user(*, user, project_id: int) -> tuple[Project, set[str]]:
-    """The project and the caller's roles in it. Non-members get 404, exactly like a missing project."""
-    project = Project.objects.filter(pk=project_id).first()
-    if project is None:
+    """The project and the caller's roles in it. Non-members get 404, exactly like a missing project.
+    One query for members (their memberships with the project joined): every project-scoped request,
+    the reader's claim included, starts here."""
+    if user.is_superuser:
+        project = Project.objects.filter(pk=project_id).first()
+        if project is None:
+            raise NotFound("project not found")
+        return project, user_roles(user, project)
+    memberships = list(
+        Membership.objects.filter(project_id=project_id, user=user).select_related("project").order_by()
+    )
+    if not memberships:
         raise NotFound("project not found")
-    roles = user_roles(user, project)
-    if not roles:
-        raise NotFound("project not found")
-    return project, roles
+    return memberships[0].project, {m.role for m in memberships}
 
 
 def membership_list(*, project: Project) -> QuerySet[Membership]:

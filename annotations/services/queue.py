@@ -1,8 +1,9 @@
 """The reader queue: priorities (written by scoring), claims with leases, heartbeats, skip/flag, expiry.
 
-Claiming locks the chosen case row (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the
-IMMEDIATE transaction is the single-writer lock), takes the lowest free reading slot from the case's slot
-bitmask, and writes the assignment. A case has as many slots as the reading policy gives it readers
+Claiming locks the chosen case row (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, where the common
+claim is a single statement, see services.queue_pg; on SQLite the IMMEDIATE transaction is the
+single-writer lock), takes the lowest free reading slot from the case's slot bitmask, and writes the
+assignment. A case has as many slots as the reading policy gives it readers
 (`max(project.readers_per_case, case.readers_required)`, see services.reading_policy). Database constraints
 back every rule: one holder per (case, slot), a reader reads a case once, one active lease per reader and
 project."""
@@ -12,12 +13,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
+from annotations.services.queue_pg import claim_one_statement
 from annotations.services.reading_policy import case_readers, readers_wanted, share_decide
 
 
@@ -90,11 +92,25 @@ def _next_case(project: Project, reader) -> Case | None:
     )
 
 
-@transaction.atomic
 def case_claim_next(*, project: Project, reader) -> Assignment | None:
     """The caller's active lease if it has one (claiming is idempotent), else a new lease on the
     highest-priority case the caller has not read and that still has a free slot; None when the queue is
-    empty for this reader. Four queries on the common path."""
+    empty for this reader. On PostgreSQL the common claim is one statement (services.queue_pg); what it
+    leaves (a lease held or expired, an empty queue) and SQLite take the ORM path: four queries."""
+    if connection.vendor == "postgresql":
+        now = timezone.now()
+        expires = now + timedelta(seconds=lease_seconds())
+        try:
+            assignment = claim_one_statement(project=project, reader=reader, now=now, expires=expires)
+        except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
+            raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
+        if assignment is not None:
+            return assignment
+    return _claim_orm(project=project, reader=reader)
+
+
+@transaction.atomic
+def _claim_orm(*, project: Project, reader) -> Assignment | None:
     now = timezone.now()
     held = Assignment.objects.filter(project=project, reader=reader, status=AssignmentStatus.ACTIVE).first()
     if held is not None:
@@ -141,14 +157,29 @@ def assignment_end(
     assignment.status, assignment.finished_at = status, now
 
 
-def active_assignment(*, case: Case, reader, lock: bool = False) -> Assignment:
-    qs = Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
-    assignment = (qs.select_for_update() if lock else qs).first()
+def _checked(assignment: Assignment | None) -> Assignment:
     if assignment is None:
         raise QueueError("no_lease", "you hold no lease on this case; claim it from the queue first")
     if assignment.expires_at <= timezone.now():
         raise QueueError("lease_expired", "your lease on this case expired; claim again")
     return assignment
+
+
+def active_assignment(*, case: Case, reader, lock: bool = False) -> Assignment:
+    qs = Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
+    return _checked((qs.select_for_update() if lock else qs).first())
+
+
+def active_assignment_lock_case(*, case: Case, reader) -> Assignment:
+    """The reader's active lease on `case`, with the lease row and the case row locked in one statement;
+    `assignment.case` is the case as it is now (e.g. its current revision), read under the lock."""
+    qs = (
+        Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
+        .select_related("case")
+        .select_for_update(of=("self", "case"))
+        .order_by()
+    )
+    return _checked(qs.first())
 
 
 @transaction.atomic

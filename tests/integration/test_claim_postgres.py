@@ -1,0 +1,119 @@
+"""The claim on PostgreSQL: one statement on the common path (services.queue_pg), the ORM path for what it
+leaves (a held or expired lease, an empty queue), and the same rules as on SQLite."""
+
+from datetime import timedelta
+
+import nibabel as nib
+import numpy as np
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from annotations.models import Assignment, AssignmentStatus, Case, Role
+from annotations.services.ingest import image_import
+from annotations.services.queue import (
+    QueueEntry,
+    assignment_skip,
+    case_claim_next,
+    queue_priorities_set,
+)
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project():
+    project = ProjectFactory(readers_per_case=2)
+    dm = UserFactory(username="dm")
+    MembershipFactory(project=project, user=dm, role=Role.DATA_MANAGER)
+    vol = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
+    image_import(project=project, user=dm, data=nib.Nifti1Image(vol, np.eye(4)).to_bytes(), filename="v.nii")
+    cases = list(Case.objects.filter(project=project).order_by("slice_index"))
+    assert len(cases) == 3 and {c.split for c in cases} == {"pool"}
+    queue_priorities_set(
+        project=project,
+        entries=[
+            QueueEntry(c.pk, float(i), {"strategy": "bald", "rank": 3 - i}) for i, c in enumerate(cases)
+        ],
+    )
+    return project
+
+
+def _reader(project, name):
+    user = UserFactory(username=name)
+    MembershipFactory(project=project, user=user, role=Role.ANNOTATOR)
+    return user
+
+
+def _statements(ctx) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+
+
+def test_a_fresh_claim_is_one_statement_and_takes_the_top_case_and_lowest_slot(project):
+    top = Case.objects.filter(project=project).order_by("-priority").first()
+    reader = _reader(project, "a")
+    with CaptureQueriesContext(connection) as ctx:
+        assignment = case_claim_next(project=project, reader=reader)
+    assert len(_statements(ctx)) == 1, _statements(ctx)
+    assert (assignment.case_id, assignment.slot, assignment.status) == (top.pk, 0, AssignmentStatus.ACTIVE)
+    assert assignment.queue_reason == {"strategy": "bald", "rank": 1}
+    stored = Assignment.objects.get(pk=assignment.pk)
+    assert stored.queue_reason == assignment.queue_reason and stored.expires_at == assignment.expires_at
+    top.refresh_from_db()
+    assert (top.reads_taken, top.slots_mask) == (1, 0b1)
+
+
+def test_second_reader_gets_the_next_slot_then_the_case_is_full(project):
+    first, second, third = (case_claim_next(project=project, reader=_reader(project, n)) for n in "abc")
+    assert first.case_id == second.case_id and (first.slot, second.slot) == (0, 1)
+    assert third.case_id != first.case_id and third.slot == 0
+    assert Case.objects.get(pk=first.case_id).slots_mask == 0b11
+
+
+def test_claiming_again_returns_the_held_lease(project):
+    reader = _reader(project, "a")
+    first = case_claim_next(project=project, reader=reader)
+    assert case_claim_next(project=project, reader=reader).pk == first.pk
+    assert Assignment.objects.filter(reader=reader).count() == 1
+
+
+def test_an_expired_held_lease_is_closed_and_a_new_case_claimed(project):
+    reader = _reader(project, "a")
+    first = case_claim_next(project=project, reader=reader)
+    past = timezone.now() - timedelta(seconds=1)
+    Assignment.objects.filter(pk=first.pk).update(claimed_at=past - timedelta(hours=1), expires_at=past)
+    second = case_claim_next(project=project, reader=reader)
+    assert second.pk != first.pk
+    assert Assignment.objects.get(pk=first.pk).status == AssignmentStatus.EXPIRED
+    # the expired lease's case was released, and the reader may take it again: it was never read
+    assert second.case_id == first.case_id
+
+
+def test_a_skipped_case_is_never_offered_again_and_the_queue_runs_dry(project):
+    reader = _reader(project, "a")
+    seen = []
+    while (assignment := case_claim_next(project=project, reader=reader)) is not None:
+        seen.append(assignment.case_id)
+        assignment_skip(case=Case.objects.get(pk=assignment.case_id), reader=reader, reason="not mine")
+    assert len(seen) == len(set(seen)) == 3
+
+
+def test_flagged_and_non_pool_cases_are_not_claimed(project):
+    cases = list(Case.objects.filter(project=project).order_by("-priority"))
+    Case.objects.filter(pk=cases[0].pk).update(flagged_at=timezone.now())
+    Case.objects.filter(pk=cases[1].pk).update(split="test")
+    assert case_claim_next(project=project, reader=_reader(project, "a")).case_id == cases[2].pk
+
+
+def test_per_case_readers_above_the_project_default_give_more_slots(project):
+    case = Case.objects.filter(project=project).order_by("-priority").first()
+    Case.objects.filter(pk=case.pk).update(readers_required=3)
+    slots = [case_claim_next(project=project, reader=_reader(project, n)) for n in "abc"]
+    assert {a.case_id for a in slots} == {case.pk} and sorted(a.slot for a in slots) == [0, 1, 2]
+
+
+def test_an_empty_queue_claims_nothing():
+    project = ProjectFactory()
+    assert case_claim_next(project=project, reader=_reader(project, "a")) is None
