@@ -1,20 +1,22 @@
 """Mask submission: an immutable new revision, checked against the reader's lease and base revision."""
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Case
 from annotations.services.audit import audit_record
 from annotations.services.masks import MaskError, check_labels, correction_effort
-from annotations.services.queue import active_assignment, assignment_end
+from annotations.services.queue import active_assignment_lock_case, assignment_end
 from annotations.services.reading_policy import case_readers
 from annotations.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
 from workers.models import ModelVersion, Prediction
 from workers.services.outbox import outbox_enqueue
+
+READER = AnnotationKind.READER.value
 
 
 class StaleBase(Exception):
@@ -51,6 +53,29 @@ def _proposal_effort(
     return correction_effort(proposal, mask)
 
 
+@dataclass(frozen=True)
+class _History:
+    """The case's revisions as (id, revision, author, kind) rows, read once per submission."""
+
+    rows: list[tuple[int, int, int | None, str]]
+
+    def next_revision(self) -> int:
+        return max((revision for _, revision, _, _ in self.rows), default=0) + 1
+
+    def head_id(self, *, current_id: int | None, reader_id: int, blind: bool) -> int | None:
+        """`visible_head` from the rows: the reader's own latest revision when reading blind."""
+        if not blind:
+            return current_id
+        own = [(rev, pk) for pk, rev, author, kind in self.rows if author == reader_id and kind == READER]
+        return max(own)[1] if own else None
+
+    def revision_of(self, pk: int | None) -> int | None:
+        return next((revision for row_id, revision, _, _ in self.rows if row_id == pk), None)
+
+    def reader_authors(self) -> set[int]:
+        return {author for _, _, author, kind in self.rows if kind == READER and author is not None}
+
+
 @transaction.atomic
 def annotation_submit(
     *,
@@ -62,23 +87,25 @@ def annotation_submit(
     proposal_model_version_id: int | None = None,
 ) -> Annotation:
     """Store `mask` as the next revision of `case` by `reader`, who must hold an active lease on it.
+    `case` comes with its project and image (e.g. from `case_get_for_user`); the lease and the case row are
+    locked here, and the case's revisions read under that lock.
 
     Raises MaskError (bad shape/labels), QueueError (no or expired lease), StaleBase (409)."""
-    case = (
-        Case.objects.select_for_update(of=("self",))  # lock the case only (joins may be outer)
-        .select_related("project", "image", "current_annotation")
-        .get(pk=case.pk)
-    )
-    assignment = active_assignment(case=case, reader=reader, lock=True)
+    assignment = active_assignment_lock_case(case=case, reader=reader)
     if tuple(mask.shape) != tuple(case.image.shape[1:3]):
         raise MaskError(
             "mask_shape_mismatch",
             f"mask shape {list(mask.shape)} does not match the image {case.image.shape[1:3]}",
         )
     check_labels(mask, case.project.label_values())
-    head = visible_head(case=case, reader=reader)
-    if (head.revision if head else None) != base_revision:
-        raise StaleBase(head)
+    history = _History(list(case.annotations.order_by().values_list("id", "revision", "author_id", "kind")))
+    blind = case_readers(project=case.project, case=assignment.case) > 1  # as locked: routing may raise it
+    head_id = history.head_id(
+        current_id=assignment.case.current_annotation_id, reader_id=reader.pk, blind=blind
+    )
+    head_revision = history.revision_of(head_id)
+    if head_revision != base_revision:
+        raise StaleBase(Annotation.objects.filter(pk=head_id).first() if head_id else None)
     if not 0 <= time_spent_s <= 24 * 3600:
         raise MaskError("invalid_time", "time spent must be between 0 and 24 hours")
     version = None
@@ -88,7 +115,7 @@ def annotation_submit(
             raise MaskError("invalid_model_version", "that model version does not belong to this project")
     effort_dice, pixels_changed = _proposal_effort(case, version, mask)
     png = mask_to_png(mask)
-    revision = (case.annotations.aggregate(m=Max("revision"))["m"] or 0) + 1
+    revision = history.next_revision()
     path = bytes_save(f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}.png", png)
     values, counts = np.unique(mask, return_counts=True)
     try:
@@ -97,7 +124,7 @@ def annotation_submit(
             revision=revision,
             kind=AnnotationKind.READER,
             author=reader,
-            base=head,
+            base_id=head_id,
             mask_path=path,
             mask_sha256=hashlib.sha256(png).hexdigest(),
             label_counts={str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
@@ -110,13 +137,6 @@ def annotation_submit(
     except BaseException:
         delete_quietly([path])  # the row failed: leave no orphan file
         raise
-    _after_submit(case=case, reader=reader, assignment=assignment, annotation=annotation, head=head)
-    return annotation
-
-
-def _after_submit(*, case: Case, reader, assignment, annotation: Annotation, head: Annotation | None) -> None:
-    """Move the current pointer, close the lease, audit, and queue follow-up work (same transaction)."""
-    revision = annotation.revision
     Case.objects.filter(pk=case.pk).update(current_annotation=annotation)
     assignment_end(assignment, AssignmentStatus.SUBMITTED, now=timezone.now(), keeps_slot=True)
     audit_record(
@@ -124,10 +144,18 @@ def _after_submit(*, case: Case, reader, assignment, annotation: Annotation, hea
         action="annotation.submit",
         project=case.project,
         target=annotation,
-        details={"case_id": case.pk, "revision": revision, "base_revision": head.revision if head else None},
+        details={"case_id": case.pk, "revision": revision, "base_revision": head_revision},
     )
-    outbox_enqueue(task="workers.tasks.training.training_auto_check", kwargs={"project_id": case.project_id})
-    if case_readers(project=case.project, case=case) > 1 and (
-        case.annotations.filter(kind=AnnotationKind.READER).values("author_id").distinct().count() >= 2
-    ):
+    _enqueue_followups(case=case, readers=history.reader_authors() | {reader.pk}, blind=blind)
+    return annotation
+
+
+def _enqueue_followups(*, case: Case, readers: set[int], blind: bool) -> None:
+    """Follow-up work, in the submission's transaction (outbox): the retraining check when the project
+    retrains automatically, and the agreement of a case that now has two or more readers' masks."""
+    if case.project.auto_retrain_every > 0:
+        outbox_enqueue(
+            task="workers.tasks.training.training_auto_check", kwargs={"project_id": case.project_id}
+        )
+    if blind and len(readers) >= 2:
         outbox_enqueue(task="workers.tasks.agreement.agreement_update", kwargs={"case_id": case.pk})

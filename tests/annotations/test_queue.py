@@ -140,7 +140,8 @@ def test_submit_creates_revision_and_409_on_stale_base(project, pool, reader, cl
     assert body["revision"] == 1 and body["base"] is None and body["time_spent_s"] == 12.5
     assert Case.objects.get(pk=case_id).current_annotation_id == body["id"]
     assert AuditEvent.objects.filter(action="annotation.submit").count() == 1
-    assert OutboxMessage.objects.filter(task="workers.tasks.training.training_auto_check").count() == 1
+    # automatic retraining is off in this project: no retraining check is queued for the submission
+    assert not OutboxMessage.objects.filter(task="workers.tasks.training.training_auto_check").exists()
     # a second submission needs a lease again; with a fresh lease but a stale base it is a 409
     late_user = UserFactory(username="late")
     MembershipFactory(project=project, user=late_user, role=Role.ANNOTATOR)
@@ -242,3 +243,14 @@ def test_forged_mask_sizes_are_refused_before_decoding():
     with pytest.raises(MaskError) as err:
         mask_decode({"format": "png_base64", "data": "!!"}, shape=(H, W))
     assert err.value.code == "invalid_mask"
+
+
+@pytest.mark.django_db
+def test_submission_queues_the_retraining_check_when_auto_retraining_is_on(project, pool, reader, client_for):
+    project.auto_retrain_every = 5
+    project.save(update_fields=["auto_retrain_every"])
+    client = client_for(reader)
+    case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
+    assert _submit(client, case_id, _mask()).status_code == 201
+    message = OutboxMessage.objects.get(task="workers.tasks.training.training_auto_check")
+    assert message.kwargs == {"project_id": project.pk}
