@@ -109,7 +109,8 @@ def test_profile_actions_applied_everywhere(outputs: dict, name: str) -> None:
     original, data = outputs[name]
     out = _read(data)
     pseudonym = CTX.pseudonym(str(original.PatientID))
-    assert out.PatientName == pseudonym and out.PatientID == pseudonym
+    assert out.PatientID == pseudonym
+    assert str(out.PatientName) == f"{pseudonym}^" and out.PatientName.family_name == pseudonym
     for node in _nodes(out):
         for tag, action in BASIC_PROFILE_ACTIONS.items():
             if tag not in node or tag in MODIFIED_DATES_OPTION or (node is out and tag in NAME_TAGS):
@@ -130,7 +131,7 @@ def test_no_private_tags_overlays_or_original_names(outputs: dict, name: str) ->
     out = _read(data)
     assert not any(e.tag.is_private for e in out.iterall())
     assert not any(0x6000 <= e.tag.group <= 0x601E or 0x5000 <= e.tag.group <= 0x501E for e in out.iterall())
-    allowed_pn = {"", CTX.pseudonym(str(original.PatientID)), "ANONYMIZED"}
+    allowed_pn = {"", CTX.pseudonym(str(original.PatientID)) + "^", "ANONYMIZED"}
     assert set(_values(out, "PN")) <= allowed_pn
     for value in _values(original, "PN"):
         for part in (p for p in re.split(r"[\^=]", value) if len(p) >= 3):
@@ -210,7 +211,7 @@ def test_nested_uids_and_names_in_rtplan() -> None:
     data = buf.getvalue()
     for uid in _instance_uids(original):
         assert uid.encode() not in data
-    assert set(_values(out, "PN")) <= {"", CTX.pseudonym(str(original.PatientID)), "ANONYMIZED"}
+    assert set(_values(out, "PN")) <= {"", CTX.pseudonym(str(original.PatientID)) + "^", "ANONYMIZED"}
     assert b"Last^First" not in data and b"id00001" not in data
     assert original.PatientName == "Last^First^mid^pre", "the input must not be modified"
 

@@ -100,7 +100,8 @@ def deidentify(ds: Dataset, ctx: DeidContext) -> Dataset:
 
     Raises IngestError("burned_in_annotation") when the image declares PHI burned into its pixels
     (BurnedInAnnotation == "YES"): pixel-level redaction is out of scope, so such images are refused.
-    PatientName and PatientID become `ctx.pseudonym(original PatientID)`.
+    PatientID becomes `ctx.pseudonym(original PatientID)` and PatientName the same value as the family-name
+    component of a person name ("ANON-...^"), so DICOM readers and writers take it as one name.
     """
     if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
         raise IngestError("burned_in_annotation", "the image declares burned-in annotation (possible PHI)")
@@ -177,7 +178,7 @@ def _clean_file_meta(ds: Dataset, ctx: DeidContext) -> None:
 
 
 def _mark_deidentified(ds: Dataset, pseudonym: str) -> None:
-    ds.PatientName = pseudonym
+    ds.PatientName = f"{pseudonym}^"  # family name only: a single-component PN is ambiguous in DICOM
     ds.PatientID = pseudonym
     ds.PatientIdentityRemoved = "YES"
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
