@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, WorkerHeartbeat
+from workers.models import (
+    CaseScore,
+    Explanation,
+    ExplanationReport,
+    ExportJob,
+    ModelVersion,
+    OutboxMessage,
+    Prediction,
+    TrainingRun,
+    WorkerHeartbeat,
+)
 
 
 @admin.register(WorkerHeartbeat)
@@ -35,3 +45,26 @@ class PredictionAdmin(admin.ModelAdmin):
 @admin.register(Explanation)
 class ExplanationAdmin(admin.ModelAdmin):
     list_display = ["case", "model_version", "method", "seconds", "created_at"]
+
+
+@admin.register(ExplanationReport)
+class ExplanationReportAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "model_version", "status", "progress", "created_at", "finished_at"]
+    list_filter = ["status"]
+    readonly_fields = ["methods", "case_ids", "result", "plot_path", "error"]
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "status", "progress", "size_bytes", "created_at", "expires_at"]
+    list_filter = ["status"]
+    readonly_fields = ["params", "result_path", "sha256", "size_bytes", "counts", "error"]
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    """What the outbox still has to send (sent_at empty) and why it failed, for the operator."""
+
+    list_display = ["id", "task", "created_at", "sent_at", "attempts", "last_error"]
+    list_filter = ["task"]
+    readonly_fields = ["task", "kwargs", "created_at", "sent_at", "attempts", "last_error"]
