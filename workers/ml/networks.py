@@ -88,7 +88,7 @@ def _bottleneck(model: nn.Module) -> nn.Module:
     """Walk MONAI UNet's nested SkipConnections down to the innermost (bottleneck) block."""
     if isinstance(model, AttentionUnet):
         return _attention_bottleneck(model)
-    mod: nn.Module = model.model  # type: ignore[attr-defined]
+    mod: nn.Module = model.model  # type: ignore[attr-defined,assignment]
     while True:
         inner = mod[1].submodule  # type: ignore[index]
         if isinstance(inner, nn.Sequential):
