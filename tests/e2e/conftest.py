@@ -4,10 +4,11 @@ They skip with a message when Chromium or Playwright is missing, except under CI
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.helpers import SERVING
 
 # Playwright's sync API runs an event loop in this thread; the test itself still touches the DB.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -22,7 +23,6 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
-SERVING = threading.Lock()  # held by the serial live server while it answers a request
 
 
 def _missing() -> str | None:

@@ -1,6 +1,9 @@
 """Shared set-up for the browser tests: a project with an active (tiny, untrained) model version whose
 proposals, uncertainty maps, explanations and queue order are real outputs of the services."""
 
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 from annotations.models import Role
@@ -8,6 +11,18 @@ from tests.workers.test_training_helpers import make_version, seed_project
 from workers.models import VersionState
 from workers.services.proposals import explanations_compute, proposals_compute
 from workers.services.scoring import scoring_run
+
+SERVING = threading.Lock()  # held by the serial live server (SQLite) while it answers a request
+
+
+@contextmanager
+def server_idle():
+    """Keep the live server between requests while the test itself uses the database. On SQLite (an
+    in-memory shared-cache database in tests) a read beside a request the page still has in flight fails
+    with "database table is locked"; on PostgreSQL the lock is never held and this costs nothing. Never wait
+    for the page inside it: the page's next request would wait for the test."""
+    with SERVING:
+        yield
 
 
 def reading_world(project, member, *, n_pool: int = 3) -> dict:

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from annotations.models import Annotation, Role
 from annotations.storage import bytes_load, mask_from_png
-from tests.e2e.helpers import drag, editor_state, reading_world, wait_ready
+from tests.e2e.helpers import drag, editor_state, reading_world, server_idle, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -65,13 +65,14 @@ def test_annotator_claims_paints_undoes_toggles_gradcam_and_submits(
     wait_ready(page, other_than=case_id)  # the next case opens by itself
     assert page.locator("#stat-done").inner_text() == "1"
 
-    annotation = Annotation.objects.get(case_id=case_id, author=reader)
-    api = APIClient()
-    api.force_authenticate(reader)
-    body = api.get(f"/api/v1/cases/{case_id}").json()
+    with server_idle():  # the next case's requests may still be in flight
+        annotation = Annotation.objects.get(case_id=case_id, author=reader)
+        api = APIClient()
+        api.force_authenticate(reader)
+        body = api.get(f"/api/v1/cases/{case_id}").json()
+        png = api.get(f"/api/v1/annotations/{annotation.pk}/mask.png")
     revisions = [(a["id"], a["revision"], a["author"]) for a in body["annotations"]]
     assert revisions == [(annotation.pk, 1, reader.pk)] and body["current_revision"] == 1
-    png = api.get(f"/api/v1/annotations/{annotation.pk}/mask.png")
     assert png.status_code == 200
     stored = mask_from_png(png.content)
     assert np.array_equal(stored, expected)
@@ -216,7 +217,8 @@ def test_skip_needs_a_reason_then_the_next_case_opens(page, login, project, worl
     page.fill("#reason-text", "motion artefact")
     page.click("#reason-ok")
     wait_ready(page, other_than=first)
-    skipped = Assignment.objects.get(case_id=first, reader=reader)
+    with server_idle():  # the next case's requests may still be in flight
+        skipped = Assignment.objects.get(case_id=first, reader=reader)
     assert (
         skipped.status == "skipped"
         and skipped.reason == "image quality too poor to annotate: motion artefact"
@@ -290,7 +292,10 @@ def test_reader_asks_for_an_interactive_and_a_queued_explanation(page, login, pr
         "li[data-layer='lime-v1']", timeout=30_000
     )  # the worker made it; the poll found it
     page.wait_for_selector("#explain-status:has-text('lime is ready')")
-    made = Explanation.objects.filter(case_id=case_id, model_version=world["version"]).values_list(
-        "method", flat=True
-    )
+    with server_idle():  # the editor's poll may still be in flight
+        made = list(
+            Explanation.objects.filter(case_id=case_id, model_version=world["version"]).values_list(
+                "method", flat=True
+            )
+        )
     assert {"uncertainty", "lime"} <= set(made)

@@ -3,6 +3,7 @@
 import pytest
 
 from annotations.models import Role
+from tests.e2e.helpers import server_idle
 from tests.helpers import png_bytes
 from tests.workers.test_training_helpers import TINY, seed_project
 from workers.models import ModelVersion, RunStatus, TrainingRun
@@ -28,10 +29,12 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     assert page.locator("#run-progress").evaluate("el => el.value") == 1
     page.wait_for_selector("#versions tr[data-version='1']")
     row = page.locator("#versions tr[data-version='1']").inner_text()
-    version = ModelVersion.objects.get(project=project, number=1)
+    with server_idle():  # the page's polls may still be in flight
+        version = ModelVersion.objects.get(project=project, number=1)
+        run = TrainingRun.objects.get(project=project)
     assert f"{version.metrics['validation_dice']:.3f}" in row and version.state in row
-    assert TrainingRun.objects.get(project=project).status == RunStatus.SUCCEEDED
-    assert page.locator("#epoch-log tr").count() == len(TrainingRun.objects.get(project=project).epochs) >= 1
+    assert run.status == RunStatus.SUCCEEDED
+    assert page.locator("#epoch-log tr").count() == len(run.epochs) >= 1
     assert "produced v1" in page.locator("#run-status").inner_text()
     page.wait_for_selector("#curve svg circle")
     page.wait_for_selector("#queue tr td:has-text('v1')")  # the pool was rescored by v1
@@ -45,7 +48,8 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     page.check("input[name=explain_method][value=lime]")
     page.click("#settings button[type=submit]")
     page.wait_for_selector("#settings-saved:visible")
-    project.refresh_from_db()
+    with server_idle():
+        project.refresh_from_db()
     assert (project.query_strategy, project.auto_retrain_every) == ("margin", 5)
     assert project.training_config == {
         **TINY,
@@ -74,12 +78,14 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
     page.wait_for_selector("#upload-status >> text=imported: knee.png")
     assert page.locator("#upload-progress").evaluate("el => el.value") == 100
     page.wait_for_selector("#images >> text=knee.png")
-    assert project.images.get().shape[1:3] == [48, 40]
+    with server_idle():
+        assert project.images.get().shape[1:3] == [48, 40]
 
     page.fill("#readers_per_case", "2")
     page.click("#readers button[type=submit]")
     page.wait_for_selector("#readers-saved:visible")
-    project.refresh_from_db()
+    with server_idle():
+        project.refresh_from_db()
     assert project.readers_per_case == 2
     assert page.locator("#btn-start").count() == 0  # not the ML page
 
@@ -101,7 +107,8 @@ def test_ml_engineer_runs_the_explanation_quality_report_and_reads_the_table(
     page.wait_for_function(
         "() => document.querySelector('#report-progress').dataset.status === 'succeeded'", timeout=300_000
     )
-    report = ExplanationReport.objects.get(project=project)
+    with server_idle():  # the panel's poll may still be in flight
+        report = ExplanationReport.objects.get(project=project)
     assert report.status == "succeeded" and len(report.case_ids) == 3
     rows = page.locator("#report-rows tr")
     assert rows.count() == len(report.result["methods"]) + len(report.result["skipped"])
