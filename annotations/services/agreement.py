@@ -113,7 +113,11 @@ def _consensus_revision(case: Case, consensus: np.ndarray) -> Annotation:
 def agreement_store(
     *, inputs: _Inputs, result: CaseAgreement, version: ModelVersion | None, seconds: float
 ) -> Agreement:
-    case = Case.objects.select_for_update(of=("self",)).select_related("project").get(pk=inputs.case.pk)
+    case = (
+        Case.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("project")
+        .get(pk=inputs.case.pk)
+    )
     done = Agreement.objects.filter(case=case, inputs_key=inputs.key).first()
     if done is not None:  # a concurrent delivery stored it first
         return done

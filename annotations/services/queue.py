@@ -1,9 +1,11 @@
 """The reader queue: priorities (written by scoring), claims with leases, heartbeats, skip/flag, expiry.
 
-Claiming locks the chosen case row (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, where the common
-claim is a single statement, see services.queue_pg; on SQLite the IMMEDIATE transaction is the
+Claiming locks the chosen case row (`SELECT ... FOR NO KEY UPDATE SKIP LOCKED` on PostgreSQL, where the
+common claim is a single statement, see services.queue_pg; on SQLite the IMMEDIATE transaction is the
 single-writer lock), takes the lowest free reading slot from the case's slot bitmask, and writes the
-assignment. A case has as many slots as the reading policy gives it readers
+assignment. Row locks here are NO KEY UPDATE: they exclude each other, but not the KEY SHARE lock a
+transaction takes on a case while it inserts a row pointing at it (the worker writing a proposal, score or
+explanation; a reader's revision), so a case is never skipped or waited on for that. A case has as many slots as the reading policy gives it readers
 (`max(project.readers_per_case, case.readers_required)`, see services.reading_policy). Database constraints
 back every rule: one holder per (case, slot), a reader reads a case once, one active lease per reader and
 project."""
@@ -77,7 +79,7 @@ def _lowest_free_slot(mask: int, slots: int) -> int:
     raise QueueError("no_slot", "the case has no free reading slot")
 
 
-def _next_case(project: Project, reader) -> Case | None:
+def _next_case(project: Project, reader, *, skip_locked: bool = True) -> Case | None:
     already_read = Assignment.objects.filter(project=project, reader=reader, status__in=READ_ONCE).values(
         "case_id"
     )
@@ -86,7 +88,7 @@ def _next_case(project: Project, reader) -> Case | None:
         .filter(reads_taken__lt=readers_wanted(project))
         .exclude(pk__in=already_read)
         .order_by("-priority", "id")
-        .select_for_update(skip_locked=True, of=("self",))
+        .select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)
         .only("id", "slots_mask", "reads_taken", "queue_reason", "priority", "readers_required")
         .first()
     )
@@ -118,6 +120,10 @@ def _claim_orm(*, project: Project, reader) -> Assignment | None:
             return held
         assignment_end(held, AssignmentStatus.EXPIRED, now=now)
     case = _next_case(project, reader)
+    if case is None and connection.vendor == "postgresql":
+        # Every candidate was locked (re-scoring rewrites the whole queue order in one transaction), or the
+        # queue is empty: wait for the locks rather than tell the reader there is nothing to read.
+        case = _next_case(project, reader, skip_locked=False)
     if case is None:
         return None
     slot = _lowest_free_slot(case.slots_mask, case_readers(project=project, case=case))
@@ -167,7 +173,7 @@ def _checked(assignment: Assignment | None) -> Assignment:
 
 def active_assignment(*, case: Case, reader, lock: bool = False) -> Assignment:
     qs = Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
-    return _checked((qs.select_for_update() if lock else qs).first())
+    return _checked((qs.select_for_update(no_key=True) if lock else qs).first())
 
 
 def active_assignment_lock_case(*, case: Case, reader) -> Assignment:
@@ -176,7 +182,7 @@ def active_assignment_lock_case(*, case: Case, reader) -> Assignment:
     qs = (
         Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
         .select_related("case")
-        .select_for_update(of=("self", "case"))
+        .select_for_update(of=("self", "case"), no_key=True)
         .order_by()
     )
     return _checked(qs.first())
@@ -228,7 +234,9 @@ def leases_expire(*, now=None) -> int:
     ):
         with transaction.atomic():
             assignment = (
-                Assignment.objects.select_for_update().filter(pk=pk, status=AssignmentStatus.ACTIVE).first()
+                Assignment.objects.select_for_update(no_key=True)
+                .filter(pk=pk, status=AssignmentStatus.ACTIVE)
+                .first()
             )
             if assignment is not None and assignment.expires_at <= now:
                 assignment_end(assignment, AssignmentStatus.EXPIRED, now=now)

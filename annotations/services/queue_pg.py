@@ -1,7 +1,7 @@
 """The reader's claim on PostgreSQL as one statement (one round trip, no BEGIN/COMMIT).
 
 The common claim (the reader holds no lease and the queue has a case for them) picks the highest-priority
-case the reader has not read with a free slot, locking it with `FOR UPDATE SKIP LOCKED`, takes its lowest
+case the reader has not read with a free slot, locking it with `FOR NO KEY UPDATE SKIP LOCKED`, takes its lowest
 free slot, inserts the assignment and marks the slot taken, all in one data-modifying `WITH` statement.
 The rules are the ORM path's (`queue._claim_orm`), which still serves SQLite and the rare cases this
 statement leaves to it (a lease already held, an expired one to close, an empty queue): when the statement
@@ -30,7 +30,7 @@ WITH pick AS (
                         WHERE h.project_id = %(project)s AND h.reader_id = %(reader)s AND h.status = %(active)s)
      ORDER BY c.priority DESC, c.id
      LIMIT 1
-       FOR UPDATE OF c SKIP LOCKED
+       FOR NO KEY UPDATE OF c SKIP LOCKED
 ), claimed AS (
     INSERT INTO {assignment} (project_id, case_id, reader_id, slot, status, reason, queue_reason,
                               claimed_at, expires_at)
