@@ -85,15 +85,15 @@ def histogram_svg(counts: Sequence[int]) -> SafeString:
 
 
 def readers_svg(readers: Sequence[ReaderStats]) -> SafeString:
-    rows = [r for r in readers if r.mean_dice is not None]
+    rows = [(r, r.mean_dice) for r in readers if r.mean_dice is not None]
     body = []
-    for i, r in enumerate(rows):
+    for i, (r, mean) in enumerate(rows):
         x, color = _x(i, len(rows)), PALETTE[i % len(PALETTE)]
-        lo, hi = r.dice_ci or (r.mean_dice, r.mean_dice)
+        lo, hi = r.dice_ci or (mean, mean)
         body.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_y(lo):.1f}" y2="{_y(hi):.1f}" stroke="{color}" '
-            f'stroke-width="2"/><circle cx="{x:.1f}" cy="{_y(r.mean_dice):.1f}" r="4" fill="{color}">'
-            f"<title>{escape(r.username)}: {r.mean_dice:.3f} [{lo:.3f}, {hi:.3f}]</title></circle>"
+            f'stroke-width="2"/><circle cx="{x:.1f}" cy="{_y(mean):.1f}" r="4" fill="{color}">'
+            f"<title>{escape(r.username)}: {mean:.3f} [{lo:.3f}, {hi:.3f}]</title></circle>"
             f'<text x="{x:.1f}" y="{H - PAD + 12}" font-size="10" text-anchor="middle">'
             f"{escape(r.username[:12])}</text>"
         )

@@ -77,7 +77,7 @@ class CaseAgreementApi(APIView):
         readers = serializers.SerializerMethodField()
 
         def get_readers(self, obj) -> list[dict]:
-            return ReaderRowSerializer(self.context["readers"], many=True).data
+            return list(ReaderRowSerializer(self.context["readers"], many=True).data)
 
     @extend_schema(responses=OutputSerializer, operation_id="cases_agreement")
     def get(self, request, case_id: int):

@@ -84,6 +84,9 @@ class _CaseLeaseApi(APIView):
         assignment = self.perform(case=case, reader=request.user, reason=ser.validated_data["reason"])
         return Response(AssignmentOutputSerializer(assignment).data)
 
+    def perform(self, *, case, reader, reason: str):
+        raise NotImplementedError
+
 
 class HeartbeatApi(_CaseLeaseApi):
     @extend_schema(request=None, responses=AssignmentOutputSerializer, operation_id="lease_heartbeat")

@@ -9,6 +9,7 @@ same lock `annotation_submit` takes to number revisions)."""
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from django.db import transaction
@@ -31,7 +32,8 @@ class _Inputs:
 def _latest_reader_revisions(case: Case) -> list[Annotation]:
     latest: dict[int, Annotation] = {}
     for ann in case.annotations.filter(kind=AnnotationKind.READER).order_by("-revision"):
-        latest.setdefault(ann.author_id, ann)
+        if ann.author_id is not None:  # a reader's revision always has its author
+            latest.setdefault(ann.author_id, ann)
     return [latest[a] for a in sorted(latest)]
 
 
@@ -145,7 +147,7 @@ def agreement_store(
             ReaderAgreement(
                 agreement=agreement,
                 project_id=case.project_id,
-                reader_id=ann.author_id,
+                reader_id=cast(int, ann.author_id),  # readers come keyed by author (_latest_reader_revisions)
                 annotation=ann,
                 dice_vs_consensus=stats.dice,
                 hd95_vs_consensus=stats.hd95,

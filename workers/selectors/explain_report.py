@@ -26,6 +26,6 @@ def explanation_report_get_for_user(*, user, report_id: int) -> tuple[Explanatio
         .first()
     )
     roles = user_roles(user, report.project) if report is not None else set()
-    if not roles:
+    if report is None or not roles:
         raise NotFound("explanation report not found")
     return report, roles

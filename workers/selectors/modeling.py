@@ -27,7 +27,7 @@ def training_run_get_for_user(*, user, run_id: int) -> tuple[TrainingRun, set[st
         .first()
     )
     roles = user_roles(user, run.project) if run is not None else set()
-    if not roles:
+    if run is None or not roles:
         raise NotFound("training run not found")
     return run, roles
 
@@ -39,7 +39,7 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
 def model_version_get_for_user(*, user, version_id: int) -> tuple[ModelVersion, set[str]]:
     version = ModelVersion.objects.select_related("project", "parent").filter(pk=version_id).first()
     roles = user_roles(user, version.project) if version is not None else set()
-    if not roles:
+    if version is None or not roles:
         raise NotFound("model version not found")
     return version, roles
 

@@ -109,9 +109,16 @@ def _known_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(mask < num_classes, mask, 0).astype(np.uint8)
 
 
+def _current(case: Case) -> Annotation:
+    """The case's current revision; training and export only ever select cases that have one."""
+    if case.current_annotation is None:
+        raise ValueError(f"case {case.pk} has no annotation")
+    return case.current_annotation
+
+
 def load_mask(case: Case, num_classes: int) -> np.ndarray:
     """The case's current mask, with unknown labels set to 0."""
-    return _known_labels(mask_from_png(bytes_load(case.current_annotation.mask_path)), num_classes)
+    return _known_labels(mask_from_png(bytes_load(_current(case).mask_path)), num_classes)
 
 
 def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotation], Annotation | None]]:
@@ -125,10 +132,11 @@ def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotat
     for ann in rows.only("id", "case_id", "revision", "kind", "author_id", "mask_path"):
         if ann.kind == AnnotationKind.CONSENSUS:
             consensus.setdefault(ann.case_id, ann)
-        else:
+        elif ann.author_id is not None:  # a reader's revision always has its author
             latest.setdefault(ann.case_id, {}).setdefault(ann.author_id, ann)
     for case_id in case_ids:
-        readers = sorted(latest.get(case_id, {}).values(), key=lambda a: a.author_id)
+        by_author = latest.get(case_id, {})
+        readers = [by_author[author] for author in sorted(by_author)]
         out[case_id] = (readers, consensus.get(case_id))
     return out
 
@@ -137,7 +145,7 @@ def case_label(
     case: Case, policy: str, readers: list[Annotation], consensus: Annotation | None, num_classes: int
 ) -> tuple[np.ndarray, list[int]]:
     """The training mask of one case under `policy` and the revision ids it came from."""
-    current = case.current_annotation
+    current = _current(case)
     if policy == LabelPolicy.LATEST or current.kind == AnnotationKind.REFERENCE or len(readers) < 2:
         return load_mask(case, num_classes), [current.pk]
     if policy == LabelPolicy.MAJORITY:

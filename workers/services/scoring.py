@@ -179,7 +179,7 @@ def _store_scores(
     reading_policy_route(
         project=version.project,
         case_ids=case_ids,
-        uncertainty=values if values is not None else np.asarray(scores.entropy, dtype=np.float64),
+        uncertainty=np.asarray(values if values is not None else scores.entropy, dtype=np.float64).tolist(),
     )
     return [e.case_id for e in entries]
 

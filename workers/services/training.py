@@ -248,7 +248,7 @@ def _execute_claimed(run: TrainingRun) -> None:
         return
     net_cfg = NetworkConfig.from_dict(run.config["network"])
     train_cfg = TrainConfig.from_dict(run.config["train"])
-    init_state = model_state_load(run.base_version) if run.base_version_id else None
+    init_state = model_state_load(run.base_version) if run.base_version is not None else None
     monitor = _RunMonitor(run.pk, attempt)
     result = train(
         net_cfg,

@@ -30,7 +30,8 @@ def case_agreements(*, project: Project, case_ids: set[int], snapshot_id: int) -
         .order_by("case_id", "author_id", "revision")
     )
     for ann in rows:
-        latest[ann.case_id][ann.author_id] = ann  # the last one per author wins
+        if ann.author_id is not None:  # a reader's revision always has its author
+            latest[ann.case_id][ann.author_id] = ann  # the last one per author wins
     out: dict[int, dict] = {}
     for case_id, by_author in latest.items():
         if len(by_author) < 2:

@@ -10,6 +10,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -284,6 +285,6 @@ def export_jobs_expire(*, now: datetime.datetime | None = None) -> int:
             ):
                 continue  # another sweep took it
             audit_record(actor=None, action="export.expire", project=job.project, target=job)
-            transaction.on_commit(lambda p=path: delete_quietly([p]))
+            transaction.on_commit(partial(delete_quietly, [path]))
         expired += 1
     return expired
