@@ -3,8 +3,9 @@ non-members, so other projects' existence never leaks) and then calls `require` 
 roles do not allow the action)."""
 
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 
 from annotations.models import Project, Role
 
@@ -53,3 +54,20 @@ def user_roles(user, project: Project) -> set[str]:
     if user.is_superuser:
         roles.add(Role.ADMIN)
     return roles
+
+
+class _InProject(Protocol):
+    project: Project
+
+
+T = TypeVar("T", bound=_InProject)
+
+
+def project_object_for_user(obj: T | None, *, user, what: str) -> tuple[T, set[str]]:
+    """`obj` (looked up by id, None when missing) and the caller's roles in its project. A missing object
+    and one in a project the caller is not a member of are the same 404, so ids never leak across
+    projects."""
+    roles = user_roles(user, obj.project) if obj is not None else set()
+    if obj is None or not roles:
+        raise NotFound(f"{what} not found")
+    return obj, roles

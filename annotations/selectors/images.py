@@ -1,8 +1,7 @@
 from django.db.models import Count, Prefetch, QuerySet
-from rest_framework.exceptions import NotFound
 
 from annotations.models import Annotation, Case, Image, Project
-from annotations.permissions import user_roles
+from annotations.permissions import project_object_for_user
 from annotations.services.reading_policy import readers_wanted
 
 
@@ -26,13 +25,7 @@ def case_get_for_user(*, user, case_id: int, annotations: bool = True) -> tuple[
     qs = Case.objects.select_related("image", "project", "current_annotation")
     if annotations:
         qs = qs.prefetch_related(Prefetch("annotations", queryset=Annotation.objects.order_by("revision")))
-    case = qs.filter(pk=case_id).first()
-    if case is None:
-        raise NotFound("case not found")
-    roles = user_roles(user, case.project)
-    if not roles:
-        raise NotFound("case not found")
-    return case, roles
+    return project_object_for_user(qs.filter(pk=case_id).first(), user=user, what="case")
 
 
 def queue_head(*, project: Project, limit: int = 20) -> QuerySet[Case]:

@@ -1,10 +1,9 @@
 """Reads of explanation quality reports."""
 
 from django.db.models import QuerySet
-from rest_framework.exceptions import NotFound
 
 from annotations.models import Project
-from annotations.permissions import user_roles
+from annotations.permissions import project_object_for_user
 from workers.models import ExplanationReport
 
 
@@ -25,7 +24,4 @@ def explanation_report_get_for_user(*, user, report_id: int) -> tuple[Explanatio
         .filter(pk=report_id)
         .first()
     )
-    roles = user_roles(user, report.project) if report is not None else set()
-    if report is None or not roles:
-        raise NotFound("explanation report not found")
-    return report, roles
+    return project_object_for_user(report, user=user, what="explanation report")

@@ -3,10 +3,9 @@
 from typing import Any
 
 from django.db.models import QuerySet
-from rest_framework.exceptions import NotFound
 
 from annotations.models import Case, Project
-from annotations.permissions import user_roles
+from annotations.permissions import project_object_for_user
 from workers.ml.explain_policy import NOMINAL_COST, is_interactive, methods_for_arch
 from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, VersionState
 
@@ -26,10 +25,7 @@ def training_run_get_for_user(*, user, run_id: int) -> tuple[TrainingRun, set[st
         .filter(pk=run_id)
         .first()
     )
-    roles = user_roles(user, run.project) if run is not None else set()
-    if run is None or not roles:
-        raise NotFound("training run not found")
-    return run, roles
+    return project_object_for_user(run, user=user, what="training run")
 
 
 def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
@@ -38,10 +34,7 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
 
 def model_version_get_for_user(*, user, version_id: int) -> tuple[ModelVersion, set[str]]:
     version = ModelVersion.objects.select_related("project", "parent").filter(pk=version_id).first()
-    roles = user_roles(user, version.project) if version is not None else set()
-    if version is None or not roles:
-        raise NotFound("model version not found")
-    return version, roles
+    return project_object_for_user(version, user=user, what="model version")
 
 
 def learning_curve(*, project: Project) -> list[dict[str, Any]]:

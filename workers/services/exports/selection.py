@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime
 
 from django.db.models import QuerySet
-from rest_framework.exceptions import NotFound
 
 from annotations.models import Annotation, AnnotationKind, Case, Project
-from annotations.permissions import user_roles
+from annotations.permissions import project_object_for_user
 from workers.models import ExportJob, ExportLabels
 
 
@@ -57,9 +56,4 @@ def export_job_list(*, project: Project) -> QuerySet[ExportJob]:
 def export_job_get_for_user(*, user, job_id: int) -> tuple[ExportJob, set[str]]:
     """The job and the caller's roles in its project; 404 for a missing job and for non-members alike."""
     job = ExportJob.objects.select_related("project").filter(pk=job_id).first()
-    if job is None:
-        raise NotFound("export not found")
-    roles = user_roles(user, job.project)
-    if not roles:
-        raise NotFound("export not found")
-    return job, roles
+    return project_object_for_user(job, user=user, what="export")
