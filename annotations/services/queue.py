@@ -99,16 +99,16 @@ def case_claim_next(*, project: Project, reader) -> Assignment | None:
     highest-priority case the caller has not read and that still has a free slot; None when the queue is
     empty for this reader. On PostgreSQL the common claim is one statement (services.queue_pg); what it
     leaves (a lease held or expired, an empty queue) and SQLite take the ORM path: four queries."""
-    if connection.vendor == "postgresql":
-        now = timezone.now()
-        expires = now + timedelta(seconds=lease_seconds())
-        try:
+    try:
+        if connection.vendor == "postgresql":
+            now = timezone.now()
+            expires = now + timedelta(seconds=lease_seconds())
             assignment = claim_one_statement(project=project, reader=reader, now=now, expires=expires)
-        except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
-            raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
-        if assignment is not None:
-            return assignment
-    return _claim_orm(project=project, reader=reader)
+            if assignment is not None:
+                return assignment
+        return _claim_orm(project=project, reader=reader)
+    except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
+        raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
 
 
 @transaction.atomic
@@ -127,19 +127,17 @@ def _claim_orm(*, project: Project, reader) -> Assignment | None:
     if case is None:
         return None
     slot = _lowest_free_slot(case.slots_mask, case_readers(project=project, case=case))
-    try:
-        # No savepoint (it would cost two more round trips): on a conflict the whole claim rolls back.
-        assignment = Assignment.objects.create(
-            project=project,
-            case=case,
-            reader=reader,
-            slot=slot,
-            queue_reason=case.queue_reason,
-            claimed_at=now,
-            expires_at=now + timedelta(seconds=lease_seconds()),
-        )
-    except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
-        raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
+    # No savepoint (it would cost two more round trips): on a conflict the whole claim rolls back, and
+    # case_claim_next turns the IntegrityError into a "conflict".
+    assignment = Assignment.objects.create(
+        project=project,
+        case=case,
+        reader=reader,
+        slot=slot,
+        queue_reason=case.queue_reason,
+        claimed_at=now,
+        expires_at=now + timedelta(seconds=lease_seconds()),
+    )
     Case.objects.filter(pk=case.pk).update(
         slots_mask=F("slots_mask").bitor(1 << slot), reads_taken=F("reads_taken") + 1
     )

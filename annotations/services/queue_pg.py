@@ -49,12 +49,11 @@ SELECT id, case_id, slot, queue_reason FROM claimed
 """
 
 
-def _sql() -> str:
-    return _SQL.format(
-        case=Case._meta.db_table,
-        assignment=Assignment._meta.db_table,
-        read_once=", ".join(f"'{status.value}'" for status in READ_ONCE),  # enum values, not user input
-    )
+CLAIM_SQL = _SQL.format(
+    case=Case._meta.db_table,
+    assignment=Assignment._meta.db_table,
+    read_once=", ".join(f"'{status.value}'" for status in READ_ONCE),  # enum values, not user input
+)
 
 
 def claim_one_statement(*, project: Project, reader, now: datetime, expires: datetime) -> Assignment | None:
@@ -69,7 +68,7 @@ def claim_one_statement(*, project: Project, reader, now: datetime, expires: dat
         "expires": expires,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_sql(), params)
+        cursor.execute(CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None

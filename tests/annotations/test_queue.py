@@ -13,7 +13,13 @@ from django.utils import timezone
 
 from annotations.models import Annotation, Assignment, AuditEvent, Case, Role
 from annotations.services.masks import rle_encode
-from annotations.services.queue import QueueEntry, case_claim_next, leases_expire, queue_priorities_set
+from annotations.services.queue import (
+    QueueEntry,
+    QueueError,
+    case_claim_next,
+    leases_expire,
+    queue_priorities_set,
+)
 from annotations.storage import bytes_save, mask_to_png
 from tests.factories import MembershipFactory, UserFactory
 from tests.helpers import png_bytes
@@ -254,3 +260,22 @@ def test_submission_queues_the_retraining_check_when_auto_retraining_is_on(proje
     assert _submit(client, case_id, _mask()).status_code == 201
     message = OutboxMessage.objects.get(task="workers.tasks.training.training_auto_check")
     assert message.kwargs == {"project_id": project.pk}
+
+
+@pytest.mark.django_db
+def test_a_claim_that_a_constraint_refuses_is_a_conflict(project, pool, member):
+    """Whatever slips past the claim's own checks (here: a slot held although the case's bitmask says it is
+    free), the database constraints refuse it, and the reader gets a "conflict" to retry, on both paths."""
+    top = pool[-1]  # the pool's priorities follow the slice index
+    Assignment.objects.create(
+        project=project,
+        case=top,
+        reader=member(Role.ANNOTATOR),
+        slot=0,
+        status="submitted",
+        claimed_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    with pytest.raises(QueueError) as err:
+        case_claim_next(project=project, reader=member(Role.ANNOTATOR))
+    assert err.value.code == "conflict"
