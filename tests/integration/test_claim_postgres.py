@@ -3,6 +3,7 @@ leaves (a held or expired lease, an empty queue), and the same rules as on SQLit
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import nibabel as nib
@@ -122,18 +123,35 @@ def test_an_empty_queue_claims_nothing():
     assert case_claim_next(project=project, reader=_reader(project, "a")) is None
 
 
-def _hold_key_share(project_id: int, held: threading.Event, release: threading.Event) -> None:
-    """What a worker's open transaction holds while it inserts proposal, score or explanation rows for cases
-    (or a reader's revision): FOR KEY SHARE locks on the case rows, from the foreign key."""
+# What a worker's open transaction holds while it inserts proposal, score or explanation rows for cases (or
+# a reader's revision): FOR KEY SHARE locks on the case rows, from the foreign key.
+KEY_SHARE = "SELECT id FROM annotations_case WHERE project_id = %s FOR KEY SHARE"
+# What re-scoring holds while it writes the new queue order: every pool case row, updated.
+REWRITE = "UPDATE annotations_case SET priority = priority WHERE project_id = %s"
+
+
+def _hold(sql: str, project_id: int, held: threading.Event, release: threading.Event) -> None:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM annotations_case WHERE project_id = %s FOR KEY SHARE", [project_id]
-            )
+            cursor.execute(sql, [project_id])
             held.set()
             release.wait(timeout=30)
     finally:
         connection.close()
+
+
+@contextmanager
+def _locks_held_elsewhere(sql: str, project_id: int):
+    """Run `sql` in another connection's open transaction; yields the event that ends it."""
+    held, release = threading.Event(), threading.Event()
+    other = threading.Thread(target=_hold, args=(sql, project_id, held, release))
+    other.start()
+    try:
+        assert held.wait(timeout=10)
+        yield release
+    finally:
+        release.set()
+        other.join(timeout=30)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -141,33 +159,13 @@ def test_proposals_being_written_do_not_hide_cases_from_readers(project):
     """Claims and submissions lock case rows FOR NO KEY UPDATE: they must neither skip nor wait for a case
     whose proposal the worker is inserting in an open transaction (FOR UPDATE would conflict with it)."""
     reader = _reader(project, "a")
-    held, release = threading.Event(), threading.Event()
-    worker = threading.Thread(target=_hold_key_share, args=(project.pk, held, release))
-    worker.start()
-    try:
-        assert held.wait(timeout=10)
+    with _locks_held_elsewhere(KEY_SHARE, project.pk) as release:
         start = time.monotonic()
         assignment = case_claim_next(project=project, reader=reader)
         with transaction.atomic():
             locked = active_assignment_lock_case(case=Case(pk=assignment.case_id), reader=reader)
         assert not release.is_set() and time.monotonic() - start < 5  # neither waited for the worker
-    finally:
-        release.set()
-        worker.join(timeout=30)
     assert locked.pk == assignment.pk and locked.case.project_id == project.pk
-
-
-def _hold_pool_rows(project_id: int, held: threading.Event, release: threading.Event) -> None:
-    """What re-scoring holds while it writes the new queue order: every pool case row, updated."""
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE annotations_case SET priority = priority WHERE project_id = %s", [project_id]
-            )
-            held.set()
-            release.wait(timeout=30)
-    finally:
-        connection.close()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -175,14 +173,7 @@ def test_a_claim_during_rescoring_waits_instead_of_reporting_an_empty_queue(proj
     """While re-scoring rewrites every pool case's priority in one transaction, SKIP LOCKED sees no case at
     all; the claim must then wait for that transaction rather than tell the reader the queue is empty."""
     reader = _reader(project, "a")
-    held, release = threading.Event(), threading.Event()
-    scorer = threading.Thread(target=_hold_pool_rows, args=(project.pk, held, release))
-    scorer.start()
-    try:
-        assert held.wait(timeout=10)
+    with _locks_held_elsewhere(REWRITE, project.pk) as release:
         threading.Timer(0.5, release.set).start()
         assignment = case_claim_next(project=project, reader=reader)
-    finally:
-        release.set()
-        scorer.join(timeout=30)
     assert assignment is not None and assignment.case.project_id == project.pk
