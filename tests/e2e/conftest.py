@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import SERVING
+from tests.e2e.helpers import ACCEPTING, SERVING
 
 # Playwright's sync API runs an event loop in this thread; the test itself still touches the DB.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -50,11 +50,12 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def _serial_live_server():
     """On SQLite (an in-memory shared-cache DB in tests), concurrent requests from the browser (layers load
     in parallel with the lease heartbeat) hit "database table is locked". Serve one request at a time
-    there; on PostgreSQL the server stays threaded."""
+    there; on PostgreSQL the server stays threaded. Autouse and session-wide so that it is in place before
+    the (session-wide) live server starts, whichever test starts it."""
     from django.conf import settings
     from django.core.servers.basehttp import WSGIServer
     from django.test.testcases import LiveServerThread
@@ -65,14 +66,47 @@ def _serial_live_server():
 
         def finish_request(self, request, client_address):
             with SERVING:  # the test's teardown waits on this before the database is flushed
-                super().finish_request(request, client_address)
+                if ACCEPTING.is_set():
+                    super().finish_request(request, client_address)
 
     if "sqlite" in settings.DATABASES["default"]["ENGINE"]:
         LiveServerThread.server_class = SerialServer
+        return SerialServer
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _server_gate(request):
+    """The serial live server answers requests only while a test runs. A closed page can leave
+    connections in the server's accept queue; answered after the test, they would use the database while
+    it is flushed (SQLite: "table is locked", and the flush fails, leaving the next tests a broken
+    database). Set up after the database fixture and before the page, so torn down after the page closes
+    and before the flush."""
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    serial = request.getfixturevalue("_serial_live_server")
+    thread = request.getfixturevalue("live_server").thread
+    assert serial is None or type(thread.httpd) is serial, f"the live server is {type(thread.httpd).__name__}"
+    _connections_are_clean(thread.connections_override.values())
+    ACCEPTING.set()
+    yield
+    with SERVING:  # no request is being answered, and none will be until the next test
+        ACCEPTING.clear()
+
+
+def _connections_are_clean(wrappers) -> None:
+    """On SQLite the live server keeps one connection object for the whole session. Left inside a
+    transaction (by requests interleaving on it, which the serial server rules out), it would hold every
+    on_commit callback, so no task would run again: fail at once instead of at each later test's timeout."""
+    for conn in wrappers:
+        if conn.in_atomic_block or conn.run_on_commit or not conn.get_autocommit():
+            pytest.fail(f"the live server's {conn.alias!r} connection was left inside a transaction")
 
 
 @pytest.fixture
-def page(_serial_live_server, browser, live_server):
+def page(browser, live_server):
     context = browser.new_context(viewport={"width": 1400, "height": 900}, base_url=live_server.url)
     page = context.new_page()
     page.set_default_timeout(20_000)
@@ -81,8 +115,6 @@ def page(_serial_live_server, browser, live_server):
     page.js_errors = errors
     yield page
     context.close()
-    with SERVING:  # a request the closed page left in flight finishes before the flush (SQLite: "table
-        pass  # is locked" otherwise, and a failed flush leaves every later test's database broken)
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 

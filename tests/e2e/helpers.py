@@ -13,6 +13,7 @@ from workers.services.proposals import explanations_compute, proposals_compute
 from workers.services.scoring import scoring_run
 
 SERVING = threading.Lock()  # held by the serial live server (SQLite) while it answers a request
+ACCEPTING = threading.Event()  # set while a test runs; after it, the serial server drops what is left
 
 
 @contextmanager
