@@ -144,6 +144,12 @@ def test_submit_creates_revision_and_409_on_stale_base(project, pool, reader, cl
     assert resp.status_code == 201, resp.content
     body = resp.json()
     assert body["revision"] == 1 and body["base"] is None and body["time_spent_s"] == 12.5
+    assert set(body) == {
+        "id", "case", "revision", "kind", "author", "base", "label_counts", "time_spent_s",
+        "proposal_model_version", "effort_dice", "pixels_changed", "created_at",
+    }  # fmt: skip
+    assert (body["case"], body["author"], body["kind"]) == (case_id, reader.pk, "reader")
+    assert body["proposal_model_version"] is None and body["label_counts"] == {"0": H * W - 16, "1": 16}
     assert Case.objects.get(pk=case_id).current_annotation_id == body["id"]
     assert AuditEvent.objects.filter(action="annotation.submit").count() == 1
     # automatic retraining is off in this project: no retraining check is queued for the submission
@@ -209,7 +215,7 @@ def test_rle_submission_and_correction_effort(project, pool, reader, client_for)
     resp = client.post(f"/api/v1/cases/{case_id}/annotations", body, format="json")
     assert resp.status_code == 201, resp.content
     assert resp.json()["effort_dice"] == pytest.approx(2 * 16 / (24 + 16))
-    assert resp.json()["pixels_changed"] == 8
+    assert resp.json()["pixels_changed"] == 8 and resp.json()["proposal_model_version"] == version.pk
 
 
 @pytest.mark.django_db
