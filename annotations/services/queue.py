@@ -1,14 +1,14 @@
 """The reader queue: priorities (written by scoring), claims with leases, heartbeats, skip/flag, expiry.
 
-Claiming locks the chosen case row (`SELECT ... FOR NO KEY UPDATE SKIP LOCKED` on PostgreSQL, where the
-common claim is a single statement, see services.queue_pg; on SQLite the IMMEDIATE transaction is the
-single-writer lock), takes the lowest free reading slot from the case's slot bitmask, and writes the
-assignment. Row locks here are NO KEY UPDATE: they exclude each other, but not the KEY SHARE lock a
-transaction takes on a case while it inserts a row pointing at it (the worker writing a proposal, score or
-explanation; a reader's revision), so a case is never skipped or waited on for that. A case has as many slots as the reading policy gives it readers
-(`max(project.readers_per_case, case.readers_required)`, see services.reading_policy). Database constraints
-back every rule: one holder per (case, slot), a reader reads a case once, one active lease per reader and
-project."""
+Claiming locks the chosen case row (`SELECT ... FOR NO KEY UPDATE SKIP LOCKED` on PostgreSQL, where the common
+claim is a single statement, see services.queue_pg; on SQLite the IMMEDIATE transaction is the single-writer
+lock), takes the lowest free reading slot from the case's slot bitmask, and writes the assignment. Row locks
+here are NO KEY UPDATE: they exclude each other, but not the KEY SHARE lock a transaction takes on a case
+while it inserts a row pointing at it (the worker writing a proposal, score or explanation; a reader's
+revision), so a case is never skipped or waited on for that. A case has as many slots as the reading policy
+gives it readers (`max(project.readers_per_case, case.readers_required)`, see services.reading_policy).
+Database constraints back every rule: one holder per (case, slot), a reader reads a case once, one active
+lease per reader and project."""
 
 from dataclasses import dataclass
 from datetime import timedelta

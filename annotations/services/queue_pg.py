@@ -1,12 +1,12 @@
 """The reader's claim on PostgreSQL as one statement (one round trip, no BEGIN/COMMIT).
 
-The common claim (the reader holds no lease and the queue has a case for them) picks the highest-priority
-case the reader has not read with a free slot, locking it with `FOR NO KEY UPDATE SKIP LOCKED`, takes its lowest
-free slot, inserts the assignment and marks the slot taken, all in one data-modifying `WITH` statement.
-The rules are the ORM path's (`queue._claim_orm`), which still serves SQLite and the rare cases this
-statement leaves to it (a lease already held, an expired one to close, an empty queue): when the statement
-claims nothing, the caller falls back to that path, so the outcome is the same on both databases.
-The database constraints on Assignment back the rules here as they do there."""
+The common claim (the reader holds no lease and the queue has a case for them) picks the highest-priority case
+the reader has not read with a free slot, locking it with `FOR NO KEY UPDATE SKIP LOCKED`, takes its lowest
+free slot, inserts the assignment and marks the slot taken, all in one data-modifying `WITH` statement. The
+rules are the ORM path's (`queue._claim_orm`), which still serves SQLite and the rare cases this statement
+leaves to it (a lease already held, an expired one to close, an empty queue): when the statement claims
+nothing, the caller falls back to that path, so the outcome is the same on both databases. The database
+constraints on Assignment back the rules here as they do there."""
 
 import json
 from datetime import datetime
