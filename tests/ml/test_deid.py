@@ -45,6 +45,8 @@ PHI_IMAGES = (
     "693_J2KI.dcm",
 )
 NAME_TAGS = (0x00100010, 0x00100020)  # set to the pseudonym, not emptied
+# Quarantined (Modality OT, Secondary Capture class): imported as if a person had reviewed the pixels.
+REVIEWED = {"SC_rgb_rle.dcm"}
 
 
 def _raw(name: str) -> bytes:
@@ -54,6 +56,17 @@ def _raw(name: str) -> bytes:
 
 def _read(data: bytes) -> Dataset:
     return pydicom.dcmread(io.BytesIO(data))
+
+
+def _reviewed(name: str) -> bytes:
+    """The bundled file, with BurnedInAnnotation "NO" set on a copy when it is a quarantined one."""
+    if name not in REVIEWED:
+        return _raw(name)
+    ds = _read(_raw(name))
+    ds.BurnedInAnnotation = "NO"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
 
 
 def _nodes(ds: Dataset) -> list[Dataset]:
@@ -98,7 +111,7 @@ def outputs() -> dict[str, tuple[Dataset, bytes]]:
     """file name -> (original dataset, de-identified Part 10 bytes written by parse_upload)."""
     result = {}
     for name in PHI_IMAGES:
-        images = parse_upload(_raw(name), name, ctx=CTX, limits=Limits())
+        images = parse_upload(_reviewed(name), name, ctx=CTX, limits=Limits())
         assert len(images) == 1 and len(images[0].dicom_files) == 1
         result[name] = (_read(_raw(name)), images[0].dicom_files[0])
     return result

@@ -1,10 +1,22 @@
-"""De-identification of DICOM datasets (PS3.15 Annex E Basic profile + Modified Dates option).
+"""De-identification of DICOM datasets by allowlist: PS3.15 Annex E Basic profile + Modified Dates option.
 
-The action table lives in `profile.py`; this module applies it recursively, then applies the rules the
-standard states for whole classes of attributes: every private tag removed, every overlay (60xx) and curve
-(50xx) group removed, every instance UID remapped, every person name (PN) emptied, every date (DA, DT)
-shifted. Elements whose value representation is unknown (UN) are removed, as their content cannot be
-checked.
+Every element, at every depth of every sequence, meets one rule in this order:
+
+1. private tags, overlay (60xx) and curve (50xx) groups, command (0000) and file meta (0002) elements
+   misplaced in the dataset, and elements whose value representation is unknown (UN, content cannot be
+   checked) are removed;
+2. a date/time of the Modified Dates option (`profile.MODIFIED_DATES_OPTION`) is kept, shifted;
+3. a row of Table E.1-1 (`profile.BASIC_PROFILE_ACTIONS`, the whole table) gets its action: X removed,
+   Z emptied, D a dummy, U kept with its UIDs remapped;
+4. an attribute on the allowlist (`allowlist.ALLOWLIST`) is kept;
+5. anything else is removed.
+
+What is kept then meets the rules for whole value representations: every instance UID remapped, every
+person name (PN) emptied, every date (DA, DT) shifted. Kept sequences have their items cleaned by the same
+rules. The file meta keeps only what a Part 10 file needs (`_META_KEEP`).
+
+Images are refused before any of this (`check_pixels_reviewed`) when they declare burned-in annotation, or
+come from a modality that commonly burns text into pixels (quarantine) without declaring that they do not.
 """
 
 from __future__ import annotations
@@ -19,13 +31,16 @@ from datetime import date, timedelta
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
-from workers.ml.imaging.errors import IngestError
+from workers.ml.imaging.allowlist import ALLOWLIST
 from workers.ml.imaging.profile import BASIC_PROFILE_ACTIONS, KEEP_UID_TAGS, MODIFIED_DATES_OPTION
+from workers.ml.imaging.quarantine import check_pixels_reviewed
 
 MIN_SALT_BYTES = 16
 _DT_RE = re.compile(r"^(\d{8})(\d{0,6}(?:\.\d{1,6})?)([+-]\d{4})?$")
-_DUMMY_PN = "ANONYMIZED"
+_DUMMY_TEXT = "ANONYMIZED"  # the D dummy for text VRs (fits every one of them, SH and AE included)
+_DUMMY_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "AE"})
 _METHOD = [
     "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile",
     "Retain Longitudinal Temporal Information Modified Dates Option",
@@ -35,8 +50,9 @@ _METHOD_CODES = (
     ("113100", "Basic Application Confidentiality Profile"),
     ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
 )
-# File meta attributes that name the sending system; the meta is rebuilt on write, these would survive.
-_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+# File meta kept: version, SOP class/instance, transfer syntax, implementation. Dropped: the sending,
+# receiving and source AE titles and private information; group length is recomputed on write.
+_META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 
 
 @dataclass(frozen=True)
@@ -98,13 +114,14 @@ def _clean_uid(uid: str) -> str:
 def deidentify(ds: Dataset, ctx: DeidContext) -> Dataset:
     """Return a de-identified deep copy of `ds` (the input is not modified).
 
-    Raises IngestError("burned_in_annotation") when the image declares PHI burned into its pixels
-    (BurnedInAnnotation == "YES"): pixel-level redaction is out of scope, so such images are refused.
-    PatientID becomes `ctx.pseudonym(original PatientID)` and PatientName the same value as the family-name
-    component of a person name ("ANON-...^"), so DICOM readers and writers take it as one name.
+    Raises IngestError("burned_in_annotation") when the pixels may carry PHI (`check_pixels_reviewed`:
+    BurnedInAnnotation "YES", or a quarantined modality without BurnedInAnnotation "NO"): pixel-level
+    redaction is out of scope, so such images are refused. Only Table E.1-1 rows (after their action) and
+    allowlisted attributes remain, at every depth. PatientID becomes `ctx.pseudonym(original PatientID)`
+    and PatientName the same value as the family-name component of a person name ("ANON-...^"), so DICOM
+    readers and writers take it as one name.
     """
-    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-        raise IngestError("burned_in_annotation", "the image declares burned-in annotation (possible PHI)")
+    check_pixels_reviewed(ds)
     out = copy.deepcopy(ds)
     pseudonym = ctx.pseudonym(str(ds.get("PatientID", "") or ""))
     _clean_dataset(out, ctx)
@@ -114,14 +131,13 @@ def deidentify(ds: Dataset, ctx: DeidContext) -> Dataset:
 
 
 def _clean_dataset(ds: Dataset, ctx: DeidContext) -> None:
-    """Apply the profile to every element of `ds`, recursing into sequence items."""
+    """Apply the rules of the module docstring to every element of `ds`, recursing into sequence items."""
     for tag in list(ds.keys()):
-        elem = ds[tag]  # converts a raw element, so VR and value are known
-        if _must_remove(elem):
-            del ds[tag]
-            continue
-        action = "K" if elem.tag in MODIFIED_DATES_OPTION else BASIC_PROFILE_ACTIONS.get(elem.tag, "K")
-        if action == "X":
+        action = _tag_action(tag)
+        # Converting a raw element makes its VR and value known; only kept ones are converted, so a bad
+        # value in an element that goes anyway cannot fail the upload.
+        elem = ds[tag] if action != "X" else None
+        if elem is None or elem.VR == "UN":
             del ds[tag]
             continue
         if action == "Z":
@@ -131,18 +147,28 @@ def _clean_dataset(ds: Dataset, ctx: DeidContext) -> None:
         _clean_value(elem, ctx)
 
 
-def _must_remove(elem: DataElement) -> bool:
-    group = elem.tag.group
-    if elem.tag.is_private or elem.VR == "UN":
-        return True
-    # Overlay planes (60xx) can carry burned-in text and comments; curves (50xx) are retired free data.
-    return 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E
+def _tag_action(tag: BaseTag) -> str:
+    """X remove, Z empty, D dummy, U or K keep (U's UIDs are remapped by the VR rule in `_clean_value`)."""
+    if tag.is_private or 0x5000 <= tag.group <= 0x501E or 0x6000 <= tag.group <= 0x601E:
+        return "X"  # overlay planes can carry burned-in text and comments; curves are retired free data
+    if tag.group in (0x0000, 0x0002):
+        return "X"  # command and file meta elements do not belong in a dataset (nor can be written there)
+    if tag in MODIFIED_DATES_OPTION:
+        return "K"
+    action = BASIC_PROFILE_ACTIONS.get(tag)
+    if action is not None:
+        return action
+    return "K" if tag in ALLOWLIST else "X"
 
 
 def _dummy(elem: DataElement) -> object:
+    """D: a sequence becomes empty (no item can leak), a UID a remapped one, text "ANONYMIZED"; other VRs
+    (dates, numbers, binary) have no dummy that is both valid and meaningless, so they are emptied."""
     if elem.VR == "SQ":
-        return Sequence()  # an empty sequence: no item can leak
-    return _DUMMY_PN if elem.VR == "PN" else elem.empty_value
+        return Sequence()
+    if elem.VR == "UI":
+        return elem.value  # remapped by the VR rule in `_clean_value`, as for U
+    return _DUMMY_TEXT if elem.VR in _DUMMY_TEXT_VRS else elem.empty_value
 
 
 def _clean_value(elem: DataElement, ctx: DeidContext) -> None:
@@ -152,7 +178,7 @@ def _clean_value(elem: DataElement, ctx: DeidContext) -> None:
             _clean_dataset(item, ctx)
     elif elem.VR == "UI" and elem.tag not in KEEP_UID_TAGS and not elem.is_empty:
         elem.value = _map_values(elem.value, lambda v: ctx.remap_uid(v) if _clean_uid(v) else "")
-    elif elem.VR == "PN" and not elem.is_empty and elem.value != _DUMMY_PN:
+    elif elem.VR == "PN" and not elem.is_empty and elem.value != _DUMMY_TEXT:
         elem.value = elem.empty_value
     elif elem.VR == "DA" and not elem.is_empty:
         elem.value = _map_values(elem.value, lambda v: ctx.shift_date(str(v)))
@@ -170,8 +196,8 @@ def _clean_file_meta(ds: Dataset, ctx: DeidContext) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         return
-    for tag in _META_DROP:
-        if tag in meta:
+    for tag in list(meta.keys()):
+        if tag not in _META_KEEP:
             del meta[tag]
     if "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = ctx.remap_uid(meta.MediaStorageSOPInstanceUID)
