@@ -1,6 +1,55 @@
 from django.contrib import admin
+from django.db import transaction
 
 from annotations.models import Annotation, AuditEvent, Case, DicomInstance, Image, Membership, Project
+from annotations.services.audit import audit_record
+
+
+def _membership_details(membership: Membership, **extra) -> dict:
+    return {"user_id": membership.user_id, "role": membership.role, "via": "admin", **extra}
+
+
+def _membership_ids(membership: Membership) -> dict:
+    return {"user_id": membership.user_id, "role": membership.role, "project_id": membership.project_id}
+
+
+def _audit_membership_saved(request, membership: Membership, before: Membership | None) -> None:
+    """Audit an admin add/change of a membership, as the members API's services do (ids and role only)."""
+    if before is None:
+        audit_record(
+            actor=request.user,
+            action="membership.add",
+            project=membership.project,
+            target=membership,
+            details=_membership_details(membership),
+        )
+        return
+    previous = _membership_ids(before)
+    if previous == _membership_ids(membership):
+        return  # saved unchanged: nothing to record
+    audit_record(
+        actor=request.user,
+        action="membership.update",
+        project=membership.project,
+        target=membership,
+        details=_membership_details(membership, previous=previous),
+    )
+    if before.project_id != membership.project_id:  # the old project's trail shows the member leaving
+        audit_record(
+            actor=request.user,
+            action="membership.remove",
+            project=before.project,
+            details=_membership_details(before, membership_id=before.pk),
+        )
+
+
+def _audit_membership_removed(request, membership: Membership) -> None:
+    audit_record(
+        actor=request.user,
+        action="membership.remove",
+        project=membership.project,
+        details=_membership_details(membership, membership_id=membership.pk),
+    )
 
 
 class MembershipInline(admin.TabularInline):
@@ -14,6 +63,47 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     exclude = ["deid_salt", "date_shift_days"]
     inlines = [MembershipInline]
+
+    def save_formset(self, request, form, formset, change):
+        """Memberships edited inline are audited like those edited on their own page (the admin's
+        change view runs in one transaction, so the rows and their audit commit together)."""
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        # The forms' instances already hold the new values: the old ones come from the database.
+        edited = [f.instance.pk for f in formset.initial_forms if f.instance.pk and f.has_changed()]
+        before = {m.pk: m for m in Membership.objects.select_related("project").filter(pk__in=edited)}
+        instances = formset.save(commit=False)
+        for membership in formset.deleted_objects:
+            _audit_membership_removed(request, membership)
+            membership.delete()
+        for membership in instances:
+            membership.save()
+            _audit_membership_saved(request, membership, before.get(membership.pk))
+        formset.save_m2m()
+        return None
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    """Every add, change and delete here leaves the same audit events as the members API."""
+
+    list_display = ["id", "project", "user", "role", "created_at"]
+    list_filter = ["role", "project"]
+
+    def save_model(self, request, obj, form, change):
+        before = Membership.objects.select_related("project").filter(pk=obj.pk).first() if change else None
+        super().save_model(request, obj, form, change)
+        _audit_membership_saved(request, obj, before)
+
+    def delete_model(self, request, obj):
+        _audit_membership_removed(request, obj)
+        super().delete_model(request, obj)
+
+    @transaction.atomic  # the changelist's bulk delete action, unlike the delete page, has no transaction
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("project"):
+            _audit_membership_removed(request, membership)
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(Image)
@@ -60,4 +150,3 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 admin.site.register(DicomInstance)
-admin.site.register(Membership)

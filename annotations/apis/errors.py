@@ -7,6 +7,7 @@ from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from workers.ml.imaging import IngestError
+from workers.ml.imaging.errors import INGEST_ERROR_STATUS
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -24,6 +25,19 @@ def _message(detail) -> str:
         key, value = next(iter(detail.items()))
         return f"{key}: {_message(value)}"
     return str(detail)
+
+
+class LockedOut(exceptions.APIException):
+    """Too many failed logins for this username or from this address (django-axes); `wait` sets Retry-After."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "locked_out"
+    default_detail = "too many failed sign-ins: try again later"
+
+    def __init__(self, detail: str, *, wait: int, details: dict):
+        super().__init__(detail)
+        self.wait = wait
+        self.hitl_details = details
 
 
 class Conflict(exceptions.APIException):
@@ -67,10 +81,13 @@ def _translate_domain(exc):
 def exception_handler(exc, context):
     exc = _translate_domain(exc) or exc
     if isinstance(exc, IngestError):
-        code = getattr(exc, "code", "bad_request")
+        code = exc.code
+        http = INGEST_ERROR_STATUS.get(code, 400)
         exc = (
             PayloadTooLarge(str(exc))
-            if code == "too_large"
+            if http == 413
+            else Conflict(str(exc))
+            if http == 409
             else exceptions.ValidationError({"file": [str(exc)]}, code)
         )
         exc.hitl_code = code

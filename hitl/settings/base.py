@@ -1,6 +1,7 @@
 """Settings shared by every runtime shape. Everything deployment-specific comes from the environment;
 every variable read here is documented in deploy/.env.example (a test checks it)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -24,7 +25,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: SHA-512 digests at rest, with expiry (replaced rest_framework.authtoken)
+    "axes",  # login lockout per user and per IP, in the database (shared by every process)
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "annotations",
@@ -40,6 +42,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a login refused by the lockout into the lockout page / JSON error.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hitl.urls"
@@ -77,6 +81,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Argon2 first; existing PBKDF2 hashes still verify and are re-hashed with Argon2 at the next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# The axes backend first: it refuses a locked-out user or IP before any password is hashed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
@@ -102,17 +118,23 @@ AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default=None)
 AWS_DEFAULT_ACL = None
 AWS_QUERYSTRING_AUTH = True
 
-# Uploads: the API refuses anything larger than this (413) before parsing it.
+# Uploads: the API refuses anything larger than this (413) before parsing it. Parsing happens off the web
+# process, in a child of the ingest worker under a hard memory limit (workers/ml/imaging/sandbox.py).
 HITL_MAX_UPLOAD_BYTES = env.int("HITL_MAX_UPLOAD_BYTES", default=512 * 1024 * 1024)
 HITL_MAX_UNCOMPRESSED_BYTES = env.int("HITL_MAX_UNCOMPRESSED_BYTES", default=2 * 1024 * 1024 * 1024)
+HITL_IMPORT_MAX_FILES = env.int("HITL_IMPORT_MAX_FILES", default=16)  # files in one upload
+HITL_INGEST_MAX_VOXELS = env.int("HITL_INGEST_MAX_VOXELS", default=1 << 27)  # per import (512x512x512)
+HITL_INGEST_MAX_SLICE_PIXELS = env.int("HITL_INGEST_MAX_SLICE_PIXELS", default=1 << 26)  # 8192 x 8192
+HITL_INGEST_MEMORY_BYTES = env.int("HITL_INGEST_MEMORY_BYTES", default=4 * 1024 * 1024 * 1024)
+HITL_INGEST_TIMEOUT_SECONDS = env.int("HITL_INGEST_TIMEOUT_SECONDS", default=600)  # per file
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads stream to a temporary file, not the heap
 FILE_UPLOAD_TEMP_DIR = None
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns "not logged in" into 401 rather than 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "annotations.apis.authentication.TokenAuthentication",  # knox's hashed, expiring tokens
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -122,17 +144,50 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "annotations.apis.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": "20/min"},
 }
+# API tokens (knox): `Authorization: Token <key>`; the database keeps a SHA-512 digest, never the key.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env.int("HITL_TOKEN_TTL_HOURS", default=24)),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+
+# Login lockout (django-axes) on the login page, the admin login and POST /api/v1/auth/token. State lives in
+# the database (AccessAttempt rows), so every web process and machine sees the same counts; the embedded
+# SQLite run included. HITL_LOGIN_FAILURE_LIMIT failures for one username (from any address) OR from one
+# client IP (for any usernames) lock that username / that IP for HITL_LOGIN_COOLOFF_MINUTES after the last
+# failure; a locked attempt is refused with 429 before the password is checked and counts as one more
+# failure. `manage.py axes_reset_username NAME` / `axes_reset_ip IP` unlock early.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env.int("HITL_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("HITL_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "annotations.auth_guard.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "annotations.auth_guard.client_ip"
+# A success must not wipe the failures: one's own valid login would otherwise reset the IP's count.
+AXES_RESET_ON_SUCCESS = False
+# Logins and logouts are in our AuditEvent trail already; axes' AccessLog would also create a session row
+# for every API token login.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no banner on every manage.py command; failures and lockouts are still logged
+# Reverse proxies in front of the web server (0: clients connect directly; REMOTE_ADDR is the client). With
+# N > 0 the client is the N-th address from the right of X-Forwarded-For, which those proxies append.
+HITL_TRUSTED_PROXY_COUNT = env.int("HITL_TRUSTED_PROXY_COUNT", default=0)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "HITL segmentation API",
     "DESCRIPTION": "Active-learning annotation service for medical image segmentation.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # schema and docs: members only
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "ImageStatusEnum": "annotations.models.image.ImageStatus",
+        "ImportStatusEnum": "annotations.models.imports.ImportStatus",
+        "ImportFileStatusEnum": ["queued", "running", "imported", "duplicate", "failed"],
         "AssignmentStatusEnum": "annotations.models.queue.AssignmentStatus",
         "RunStatusEnum": "workers.models.modeling.RunStatus",
         "VersionStateEnum": "workers.models.modeling.VersionState",
@@ -164,6 +219,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3600)  # tasks may set a shorter one
 CELERY_TASK_ROUTES = {
+    "workers.tasks.ingest.import_jobs_reap": {"queue": "default"},
+    "workers.tasks.ingest.*": {"queue": "ingest"},  # parsing untrusted uploads, in sandboxed children
     "workers.tasks.imaging.*": {"queue": "default"},
     "workers.tasks.system.*": {"queue": "default"},
     "workers.tasks.queue.*": {"queue": "default"},
@@ -182,6 +239,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "workers.tasks.queue.outbox_sweep", "schedule": 15.0},
     "reap-dead-training-runs": {"task": "workers.tasks.training.training_runs_reap", "schedule": 60.0},
     "expire-exports": {"task": "workers.tasks.export.exports_expire", "schedule": 3600.0},
+    "reap-abandoned-imports": {"task": "workers.tasks.ingest.import_jobs_reap", "schedule": 600.0},
 }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

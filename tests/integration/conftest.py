@@ -7,7 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -73,7 +76,7 @@ def celery_worker(services, django_db_setup, django_db_blocker):
     )
     app.control.purge()
     hostname = f"itest-{uuid.uuid4().hex[:8]}@%h"
-    queues = "default,score,explain,train,export"
+    queues = "default,ingest,score,explain,train,export"
     cmd = [
         sys.executable,
         "-m",
@@ -114,6 +117,79 @@ def _wait_for_heartbeat(django_db_blocker, proc, timeout: float = 90) -> None:
                 return
             time.sleep(0.5)
     pytest.fail("the Celery worker did not report a heartbeat in time", pytrace=False)
+
+
+@dataclass(frozen=True)
+class WebServer:
+    url: str  # base URL, no trailing slash: f"{server.url}/api/v1/..."
+    pid: int  # of the gunicorn master: a process other than the test's
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def web_server(services, transactional_db, settings):
+    """A real web server (gunicorn, 1 worker x 4 threads, hitl.settings.test) as a subprocess on this test's
+    PostgreSQL database and media folder; yields WebServer(url, pid) once /healthz answers.
+
+    It sees only committed rows, hence `transactional_db`; it is stopped before that fixture empties the
+    tables. Environment variables the test sets before requesting it reach the server too."""
+    db = settings.DATABASES["default"]
+    port = _free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        DJANGO_SETTINGS_MODULE="hitl.settings.test",
+        CELERY_TASK_ALWAYS_EAGER="false",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "deploy/gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        "--access-logfile",
+        "/dev/null",
+        "hitl.wsgi:application",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_http(f"{url}/healthz", proc)
+        yield WebServer(url=url, pid=proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_for_http(url: str, proc, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the web server exited with code {proc.returncode}", pytrace=False)
+        try:
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310  (our own local server)
+            return
+        except urllib.error.HTTPError:
+            return  # 503 without a Celery worker: the server answers, that is enough
+        except OSError:
+            time.sleep(0.25)
+    pytest.fail(f"the web server did not answer {url} in time", pytrace=False)
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.25):

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from annotations.models import Annotation, Assignment, Case, Role
-from annotations.services.ingest import image_import
+from annotations.services.imports import image_import
 from annotations.services.queue import case_claim_next
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.helpers import png_bytes
@@ -125,12 +125,12 @@ def test_fifty_concurrent_readers(server):
     dm = UserFactory(username="dm")
     MembershipFactory(project=project, user=dm, role=Role.DATA_MANAGER)
     vol = np.random.default_rng(1).normal(size=(16, 16, CASES)).astype(np.float32)
-    image_import(project=project, user=dm, data=nib.Nifti1Image(vol, np.eye(4)).to_bytes(), filename="v.nii")
+    image_import(project=project, user=dm, data=nib.Nifti1Image(vol, np.eye(4)).to_bytes())
     tokens = {}
     for i in range(READERS):
         user = UserFactory(username=f"reader{i}")
         MembershipFactory(project=project, user=user, role=Role.ANNOTATOR)
-        tokens[user.pk] = Token.objects.create(user=user).key
+        tokens[user.pk] = AuthToken.objects.create(user=user)[1]
     with ThreadPoolExecutor(max_workers=READERS) as pool:
         results = dict(
             zip(tokens, pool.map(lambda t: _reader_loop(server, project.pk, t), tokens.values()), strict=True)
