@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-QUEUES = "default,score,explain,train,export"
+QUEUES = "default,ingest,score,explain,train,export"
 # Unit-test files that also run on PostgreSQL: its constraints, and the queue's PostgreSQL-only claim path.
 PG_TOO = ("tests/annotations/test_models.py", "tests/annotations/test_queue.py")
 

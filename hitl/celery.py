@@ -1,4 +1,4 @@
-"""Celery application. Queues: default, score, explain, train, export (see deploy/)."""
+"""Celery application. Queues: default, ingest, score, explain, train, export (see deploy/)."""
 
 import os
 
@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hitl.settings.local")
 
 app = Celery("hitl")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ("default", "score", "explain", "train", "export")]
+app.conf.task_queues = [Queue(name) for name in ("default", "ingest", "score", "explain", "train", "export")]
 app.conf.task_default_queue = "default"
 app.autodiscover_tasks(["workers"], related_name="tasks")
 

@@ -9,6 +9,8 @@ from workers.apis.health import healthz
 
 api_v1 = [
     path("auth/token", auth.TokenApi.as_view(), name="api-token"),
+    path("auth/token/revoke", auth.TokenRevokeApi.as_view(), name="api-token-revoke"),
+    path("auth/token/revoke-all", auth.TokenRevokeAllApi.as_view(), name="api-token-revoke-all"),
     path("projects", projects.ProjectListApi.as_view(), name="project-list"),
     path("projects/<int:project_id>", projects.ProjectDetailApi.as_view(), name="project-detail"),
     path("projects/<int:project_id>/members", members.MemberListApi.as_view(), name="member-list"),
@@ -18,6 +20,8 @@ api_v1 = [
         name="member-detail",
     ),
     path("projects/<int:project_id>/images", images.ImageListApi.as_view(), name="image-list"),
+    path("projects/<int:project_id>/imports", images.ImportJobListApi.as_view(), name="import-list"),
+    path("imports/<int:import_id>", images.ImportJobDetailApi.as_view(), name="import-detail"),
     path("projects/<int:project_id>/cases", cases.CaseListApi.as_view(), name="case-list"),
     path("projects/<int:project_id>/audit", audit.AuditListApi.as_view(), name="audit-list"),
     path("projects/<int:project_id>/queue", queue.QueueHeadApi.as_view(), name="queue-head"),
@@ -62,3 +66,6 @@ urlpatterns = [
     path("", include("annotations.urls_agreement")),
     path("", include("annotations.urls_pages")),
 ]
+
+handler404 = "annotations.views.not_found"
+handler500 = "annotations.views.server_error"

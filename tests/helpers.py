@@ -15,3 +15,16 @@ def png_upload(seed: int = 0, shape=(32, 32), name: str = "img.png") -> SimpleUp
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 255, size=shape, dtype=np.uint8)
     return SimpleUploadedFile(name, png_bytes(arr), content_type="image/png")
+
+
+def upload_images(client, project, files: dict, *, expect: str = "succeeded") -> dict:
+    """POST `files` to the upload API, run its import job the way the ingest worker would (after commit)
+    and return the job (GET /api/v1/imports/{id}), whose status must be `expect`."""
+    from django.test import TestCase
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        resp = client.post(f"/api/v1/projects/{project.pk}/images", files, format="multipart")
+    assert resp.status_code == 202, resp.content
+    job = client.get(f"/api/v1/imports/{resp.json()['id']}").json()
+    assert job["status"] == expect, job
+    return job

@@ -2,10 +2,12 @@ from .agreement import Agreement, ReaderAgreement
 from .annotation import Annotation, AnnotationKind
 from .audit import AuditEvent
 from .image import Case, CaseSplit, DicomInstance, Image, ImageStatus, SourceKind
+from .imports import FINISHED_IMPORT, ImportJob, ImportStatus
 from .project import LabelPolicy, Membership, Modality, Project, QueryStrategy, Role
 from .queue import HOLDING, READ_ONCE, Assignment, AssignmentStatus
 
 __all__ = [
+    "FINISHED_IMPORT",
     "HOLDING",
     "READ_ONCE",
     "Assignment",
@@ -19,6 +21,8 @@ __all__ = [
     "DicomInstance",
     "Image",
     "ImageStatus",
+    "ImportJob",
+    "ImportStatus",
     "LabelPolicy",
     "Membership",
     "Modality",

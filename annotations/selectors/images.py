@@ -1,16 +1,42 @@
 from django.db.models import Count, Prefetch, QuerySet
 
-from annotations.models import Annotation, Case, Image, Project
+from annotations.models import Annotation, Assignment, Case, Image, ImportJob, Project
 from annotations.permissions import project_object_for_user
 from annotations.services.reading_policy import readers_wanted
 
 
-def image_list(*, project: Project) -> QuerySet[Image]:
-    return project.images.annotate(num_cases=Count("cases")).order_by("id")
+def image_list(*, project: Project, reader=None) -> QuerySet[Image]:
+    """The project's images; with `reader` (a blind reader), only those holding a case given to them."""
+    qs = project.images.annotate(num_cases=Count("cases"))
+    if reader is not None:
+        qs = qs.filter(
+            pk__in=Assignment.objects.filter(project=project, reader=reader).values("case__image_id")
+        )
+    return qs.order_by("id")
 
 
-def case_list(*, project: Project, split: str | None = None, image_id: int | None = None) -> QuerySet[Case]:
+def import_job_list(*, project: Project) -> QuerySet[ImportJob]:
+    return project.import_jobs.order_by("-id")
+
+
+def import_job_get_for_user(*, user, import_id: int) -> tuple[ImportJob, set[str]]:
+    """An import job and the caller's roles in its project; 404 for non-members."""
+    job = ImportJob.objects.select_related("project").filter(pk=import_id).first()
+    return project_object_for_user(job, user=user, what="import")
+
+
+def import_job_images(*, job: ImportJob) -> list[Image]:
+    ids = [i for entry in job.files for i in entry.get("image_ids", [])]
+    return list(Image.objects.filter(pk__in=ids).annotate(num_cases=Count("cases")).order_by("id"))
+
+
+def case_list(
+    *, project: Project, split: str | None = None, image_id: int | None = None, reader=None
+) -> QuerySet[Case]:
+    """The project's cases; with `reader` (a blind reader), only the cases the queue gave them."""
     qs = project.cases.select_related("image", "current_annotation")
+    if reader is not None:
+        qs = qs.filter(pk__in=Assignment.objects.filter(project=project, reader=reader).values("case_id"))
     if split:
         qs = qs.filter(split=split)
     if image_id:

@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from pydicom.data import get_testdata_file
 
 from annotations.models import DicomInstance, Image
+from tests.helpers import upload_images
 from workers.ml.imaging.profile import BASIC_PROFILE_ACTIONS, MODIFIED_DATES_OPTION
 
 PHI_FILES = ["CT_small.dcm", "MR_small.dcm"]
@@ -23,12 +24,7 @@ def test_stored_dicom_has_no_phi(dm_client, project, name, caplog):
     path = Path(get_testdata_file(name))
     original = pydicom.dcmread(path)
     assert str(original.PatientName), "the test file must carry a patient name"
-    resp = dm_client.post(
-        f"/api/v1/projects/{project.pk}/images",
-        {"file": SimpleUploadedFile(name, path.read_bytes())},
-        format="multipart",
-    )
-    assert resp.status_code == 201, resp.content
+    upload_images(dm_client, project, {"file": SimpleUploadedFile(name, path.read_bytes())})
     image = Image.objects.get()
     assert image.study_uid and image.study_uid != original.StudyInstanceUID
     instances = list(DicomInstance.objects.filter(image=image))

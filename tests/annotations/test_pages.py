@@ -1,6 +1,6 @@
 import pytest
 
-from tests.helpers import png_upload
+from tests.helpers import png_upload, upload_images
 
 
 @pytest.mark.django_db
@@ -13,15 +13,14 @@ def test_root_serves_a_login_page(client):
 
 @pytest.mark.django_db
 def test_login_then_project_page_lists_images_with_thumbnails(client, project, data_manager, dm_client):
-    dm_client.post(
-        f"/api/v1/projects/{project.pk}/images", {"file": png_upload(name="knee.png")}, format="multipart"
-    )
+    upload_images(dm_client, project, {"file": png_upload(name="DOE_JOHN_MRN123456_19650412.png")})
     resp = client.post("/", {"username": data_manager.username, "password": "pw"})
     assert resp.status_code == 302
     home = client.get("/").content.decode()
     assert project.name in home
     page = client.get(f"/projects/{project.pk}/").content.decode()
-    assert "knee.png" in page and "thumbnail.png" in page
+    assert "image-0001" in page and "thumbnail.png" in page
+    assert "DOE" not in page and "123456" not in page  # the file name names nothing
     case = project.cases.get()
     thumb = client.get(f"/api/v1/cases/{case.pk}/thumbnail.png")
     assert (

@@ -66,7 +66,7 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
 
     member(Role.DATA_MANAGER, username="dm")
     member(Role.ANNOTATOR, username="reader9")
-    path = tmp_path / "knee.png"
+    path = tmp_path / "DOE_JOHN_MRN123456_knee.png"
     path.write_bytes(png_bytes(np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)))
 
     login(page, "dm")
@@ -75,9 +75,10 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
     page.wait_for_selector("#members >> text=reader9")
     page.set_input_files("#file", str(path))
     page.click("#upload button[type=submit]")
-    page.wait_for_selector("#upload-status >> text=imported: knee.png")
+    page.wait_for_selector("#upload-status >> text=imported: image-0001")
     assert page.locator("#upload-progress").evaluate("el => el.value") == 100
-    page.wait_for_selector("#images >> text=knee.png")
+    page.wait_for_selector("#images >> text=image-0001")
+    assert "DOE" not in page.content()  # the file name names nothing
     with server_idle():
         assert project.images.get().shape[1:3] == [48, 40]
 

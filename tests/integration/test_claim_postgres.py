@@ -13,8 +13,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from annotations.models import Assignment, AssignmentStatus, Case, Role
-from annotations.services.ingest import image_import
+from annotations.models import Assignment, AssignmentStatus, AuditEvent, Case, Role
+from annotations.services.imports import image_import
 from annotations.services.queue import (
     QueueEntry,
     active_assignment_lock_case,
@@ -33,7 +33,7 @@ def project():
     dm = UserFactory(username="dm")
     MembershipFactory(project=project, user=dm, role=Role.DATA_MANAGER)
     vol = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
-    image_import(project=project, user=dm, data=nib.Nifti1Image(vol, np.eye(4)).to_bytes(), filename="v.nii")
+    image_import(project=project, user=dm, data=nib.Nifti1Image(vol, np.eye(4)).to_bytes())
     cases = list(Case.objects.filter(project=project).order_by("slice_index"))
     assert len(cases) == 3 and {c.split for c in cases} == {"pool"}
     queue_priorities_set(
@@ -67,6 +67,9 @@ def test_a_fresh_claim_is_one_statement_and_takes_the_top_case_and_lowest_slot(p
     assert stored.queue_reason == assignment.queue_reason and stored.expires_at == assignment.expires_at
     top.refresh_from_db()
     assert (top.reads_taken, top.slots_mask) == (1, 0b1)
+    (event,) = AuditEvent.objects.filter(action="case.claim")  # written by the same statement
+    assert (event.actor_id, event.project_id, event.target_id) == (reader.pk, project.pk, str(assignment.pk))
+    assert event.details == {"case_id": top.pk, "slot": 0}
 
 
 def test_second_reader_gets_the_next_slot_then_the_case_is_full(project):

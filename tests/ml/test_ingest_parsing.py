@@ -35,6 +35,16 @@ def _raw(name: str) -> bytes:
         return fh.read()
 
 
+def _reviewed(name: str) -> bytes:
+    """A bundled file with BurnedInAnnotation "NO" set on a copy (JPGExtended is a quarantined Secondary
+    Capture; these tests are about decoding, the quarantine is tested in test_deid.py)."""
+    ds = pydicom.dcmread(os.path.join(TEST_FILES, name))
+    ds.BurnedInAnnotation = "NO"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
 def _dcm_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -97,7 +107,7 @@ def test_unsupported_transfer_syntax_from_bundled_file() -> None:
         pass
     else:
         pytest.skip("a 12-bit JPEG decoder is installed here")
-    assert _code(_raw("JPGExtended.dcm")) == "unsupported_transfer_syntax"
+    assert _code(_reviewed("JPGExtended.dcm")) == "unsupported_transfer_syntax"
 
 
 def test_unknown_transfer_syntax_is_unsupported() -> None:
@@ -282,7 +292,9 @@ def test_png_8_and_16_bit() -> None:
     (img,) = parse_upload(_png(gray8), "dir/sub/scan 01.png", ctx=CTX, limits=LIMITS)
     assert img.pixels.dtype == np.uint8 and img.pixels.shape == (1, 48, 40)
     np.testing.assert_array_equal(img.pixels[0], gray8)
-    assert img.display_name == "scan 01.png" and img.source_kind == "png" and img.modality == "OT"
+    assert (
+        img.display_name == "image" and img.source_kind == "png" and img.modality == "OT"
+    )  # never the file name
     assert img.uids is None and img.dicom_files == [] and img.affine is None
     gray16 = (np.arange(48 * 40).reshape(48, 40) * 31).astype(np.uint16)
     (img16,) = parse_upload(_png(gray16), "x.png", ctx=CTX, limits=LIMITS)
@@ -331,7 +343,7 @@ def test_nifti_slices_spacing_and_world_coordinates(flip: bool, gz: bool) -> Non
     (img,) = parse_upload(gzip.compress(data) if gz else data, "a/brain.nii.gz", ctx=CTX, limits=LIMITS)
     assert img.pixels.shape == (4, 5, 6) and img.pixels.dtype == np.int16
     assert img.spacing == pytest.approx((0.75, 0.5, 2.0)) and img.source_kind == "nifti"
-    assert img.display_name == "brain.nii.gz"
+    assert img.display_name == "volume"  # never the file name
     volume, out_affine = np.asarray(source.dataobj), np.asarray(img.affine)
     for s, h, w in [(0, 0, 0), (3, 4, 5), (2, 1, 3), (1, 3, 0)]:
         value = img.pixels[s, h, w]
@@ -366,7 +378,7 @@ def test_png_palette_mask() -> None:
     np.testing.assert_array_equal(out, mask[np.newaxis])
 
 
-def test_zip_of_pngs_keeps_member_names() -> None:
+def test_zip_of_pngs_never_uses_member_names() -> None:
     a, b = np.zeros((8, 8), np.uint8), np.full((8, 8), 9, np.uint8)
     images = parse_upload(
         _zip([("x/a.png", _png(a)), ("x/b.png", _png(b)), ("__MACOSX/._a.png", b"junk")]),
@@ -374,7 +386,8 @@ def test_zip_of_pngs_keeps_member_names() -> None:
         ctx=CTX,
         limits=LIMITS,
     )
-    assert [i.display_name for i in images] == ["a.png", "b.png"]
+    assert [i.display_name for i in images] == ["image", "image"]  # member names may carry PHI
+    np.testing.assert_array_equal(images[1].pixels[0], b)  # archive order kept
 
 
 def test_content_hash_same_pixels_same_hash() -> None:
@@ -404,11 +417,13 @@ def test_pydicom_warnings_and_logs_do_not_escape(caplog: pytest.LogCaptureFixtur
     import logging
     import warnings
 
+    names = ("rtdose_1frame.dcm", "JPGExtended.dcm", "badVR.dcm", "MR_truncated.dcm")
+    uploads = [(name, _reviewed(name) if name == "JPGExtended.dcm" else _raw(name)) for name in names]
     with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for name in ("rtdose_1frame.dcm", "JPGExtended.dcm", "badVR.dcm", "MR_truncated.dcm"):
+        for name, data in uploads:
             try:
-                parse_upload(_raw(name), name, ctx=CTX, limits=LIMITS)
+                parse_upload(data, name, ctx=CTX, limits=LIMITS)
             except IngestError:
                 pass
     assert [r.getMessage() for r in caplog.records if r.name.startswith("pydicom")] == []

@@ -4,6 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from annotations.models import Case
+from tests.helpers import upload_images
 
 
 @pytest.mark.django_db(transaction=True)
@@ -11,10 +12,7 @@ def test_import_orders_the_pool_by_coldstart_diversity(project, dm_client):
     """With no model yet, importing pool images queues the cold-start order (eager Celery in tests)."""
     vol = np.random.default_rng(0).normal(size=(12, 16, 6)).astype(np.float32) * np.arange(1, 7)
     data = nib.Nifti1Image(vol, np.eye(4)).to_bytes()
-    resp = dm_client.post(
-        f"/api/v1/projects/{project.pk}/images", {"file": SimpleUploadedFile("v.nii", data)}, format="multipart"
-    )
-    assert resp.status_code == 201
+    upload_images(dm_client, project, {"file": SimpleUploadedFile("v.nii", data)})
     cases = list(Case.objects.filter(project=project).order_by("-priority", "id"))
     assert {c.queue_reason.get("strategy") for c in cases} == {"coldstart"}
     assert len({c.priority for c in cases}) == len(cases)  # a full order, not ties

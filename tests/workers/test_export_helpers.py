@@ -12,7 +12,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from annotations.models import Annotation, AnnotationKind, Case
-from annotations.services.ingest import image_import
+from annotations.services.imports import image_import
 from annotations.storage import bytes_save, mask_to_png
 
 NIFTI_AFFINE = np.array(
@@ -72,7 +72,7 @@ def nifti_bytes(shape=(6, 5, 3)) -> bytes:
 
 
 def import_nifti(project, user):
-    return image_import(project=project, user=user, data=nifti_bytes(), filename="vol.nii").images[0]
+    return image_import(project=project, user=user, data=nifti_bytes()).images[0]
 
 
 def ct_series_zip(n: int = 4) -> bytes:
@@ -90,7 +90,7 @@ def ct_series_zip(n: int = 4) -> bytes:
 
 
 def import_ct_series(project, user, n: int = 4):
-    return image_import(project=project, user=user, data=ct_series_zip(n), filename="series.zip").images[0]
+    return image_import(project=project, user=user, data=ct_series_zip(n)).images[0]
 
 
 def read_zip(data: bytes) -> dict[str, bytes]:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from pydicom.data import get_testdata_file
 
 from annotations.models import Image, Role
-from annotations.services.ingest import image_import
 from annotations.storage import bytes_load
+from tests.helpers import upload_images
 from tests.workers.test_export_helpers import blob_mask, checked_manifest, read_zip, revise
 from workers.models import ExportStatus
 from workers.services.exports.job import export_job_create, export_job_run
@@ -61,8 +62,9 @@ def _blobs(members: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
-def test_no_exported_byte_carries_phi_or_usernames(project, member):
+def test_no_exported_byte_carries_phi_or_usernames(project, member, client_for):
     dm = member(Role.DATA_MANAGER, username="dm_phi_check")
+    dm_client = client_for(dm)
     r1 = member(Role.ANNOTATOR, username="dr_alice_phi_check")
     r2 = member(Role.ANNOTATOR, username="dr_bob_phi_check")
     for user, email in ((r1, "alice.phi@hospital.example"), (r2, "bob.phi@hospital.example")):
@@ -73,10 +75,10 @@ def test_no_exported_byte_carries_phi_or_usernames(project, member):
         path = Path(get_testdata_file(name))
         originals.append(pydicom.dcmread(path))
         assert str(originals[-1].PatientName), "the test file must carry a patient name"
-        image_import(project=project, user=dm, data=path.read_bytes(), filename=name)
+        upload_images(dm_client, project, {"file": SimpleUploadedFile(name, path.read_bytes())})
     series, planted = _planted_series()
     originals += planted
-    image_import(project=project, user=dm, data=series, filename="Plantedsurname_series.zip")
+    upload_images(dm_client, project, {"file": SimpleUploadedFile("Plantedsurname_series.zip", series)})
     assert Image.objects.filter(project=project).count() == 3
     for image in Image.objects.filter(project=project):
         for case in image.cases.all():

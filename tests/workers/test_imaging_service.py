@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from annotations.models import Image
-from tests.helpers import png_upload
+from tests.helpers import png_upload, upload_images
 from workers.services.imaging import image_analyse, intensity_stats, window_presets_for
 
 
@@ -25,8 +25,8 @@ def test_ct_gets_standard_presets_and_file_presets_stay_first():
 @pytest.mark.django_db(transaction=True)
 def test_import_enqueues_analysis_which_is_idempotent(dm_client, project):
     # transaction=True: on_commit callbacks fire, and eager Celery runs the task in-process.
-    resp = dm_client.post(f"/api/v1/projects/{project.pk}/images", {"file": png_upload()}, format="multipart")
-    image = Image.objects.get(pk=resp.json()["images"][0]["id"])
+    job = upload_images(dm_client, project, {"file": png_upload()})
+    image = Image.objects.get(pk=job["images"][0]["id"])
     assert image.status == "ready" and image.stats["max"] <= 255
     stamp = image.window_presets
     image_analyse(image_id=image.pk)  # a second delivery changes nothing

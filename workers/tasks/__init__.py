@@ -4,6 +4,7 @@ from .agreement import agreement_update
 from .explain import explanation_compute, explanation_report_task
 from .export import export_job_run, exports_expire
 from .imaging import image_analyse
+from .ingest import import_job_execute, import_jobs_reap
 from .queue import leases_expire, outbox_sweep
 from .scoring import proposal_compute, queue_cold_start_task, scoring_run
 from .system import ping
@@ -16,6 +17,8 @@ __all__ = [
     "export_job_run",
     "exports_expire",
     "image_analyse",
+    "import_job_execute",
+    "import_jobs_reap",
     "leases_expire",
     "outbox_sweep",
     "ping",

@@ -2,19 +2,23 @@
 
 PATH is a file (DICOM, zip, PNG, TIFF, NIfTI) or a folder: every folder holding DICOM files is imported as
 one zipped series, every other image file on its own. A mask is matched by file stem in --masks
-(`<stem>.*`, `<stem>_mask.*` or `<stem>_seg.*`)."""
+(`<stem>.*`, `<stem>_mask.*` or `<stem>_seg.*`). Each upload goes through the API's checks and the
+sandboxed parse (an import job, run here without a worker); local file names are printed, never stored."""
 
 import io
+import tempfile
 import zipfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotations.models import CaseSplit, Project
 from annotations.permissions import Action, allows, user_roles
-from annotations.services.ingest import image_import
+from annotations.services.imports import import_job_create, import_job_execute
 from workers.ml.imaging import IngestError
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".nii", ".gz", ".zip", ".dcm"}
@@ -90,30 +94,42 @@ class Command(BaseCommand):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
         uploads = collect_uploads(path)
-        created = duplicates = failed = 0
+        counts = {"imported": 0, "duplicate": 0, "failed": 0}
         for name, src, prebuilt in tqdm(
             uploads, desc="importing", unit="file", disable=opts["verbosity"] == 0
         ):
-            mask_path = find_mask(masks, src)
+            entry = self._import_one(proj, actor, src, prebuilt, find_mask(masks, src), split)
+            counts["imported"] += len(entry.get("image_ids", []))
+            counts["duplicate"] += len(entry.get("duplicates", []))
+            if entry["status"] == "failed":
+                counts["failed"] += 1
+                tqdm.write(f"skipped {name}: {entry['error']['code']}: {entry['error']['message']}")
+        self.stdout.write(
+            f"imported {counts['imported']} image(s), {counts['duplicate']} duplicate(s) reported, "
+            f"{counts['failed']} failed"
+        )
+        if counts["failed"] and not counts["imported"]:
+            raise CommandError("nothing could be imported")
+
+    def _import_one(
+        self, proj: Project, actor, src: Path, prebuilt: bytes | None, mask: Path | None, split: str
+    ):
+        """One upload through the same header checks and sandboxed parse as the API, run in this process
+        (no worker needed). Returns the import job's file entry."""
+        with tempfile.TemporaryDirectory(prefix="hitl-cli-") as tmp, ExitStack() as stack:
+            if prebuilt is not None:
+                src = Path(tmp) / "series.zip"
+                src.write_bytes(prebuilt)
+            files = [File(stack.enter_context(src.open("rb")))]
+            mask_file = File(stack.enter_context(mask.open("rb"))) if mask else None
             try:
-                result = image_import(
-                    project=proj,
-                    user=actor,
-                    data=prebuilt if prebuilt is not None else src.read_bytes(),
-                    filename=name,
-                    mask_data=mask_path.read_bytes() if mask_path else None,
-                    mask_filename=mask_path.name if mask_path else "",
-                    split=split,
+                job = import_job_create(
+                    project=proj, user=actor, files=files, mask=mask_file, split=split, enqueue=False
                 )
             except IngestError as exc:
-                failed += 1
-                tqdm.write(f"skipped {name}: {exc.code}: {exc}")
-                continue
-            created += len(result.images)
-            duplicates += len(result.duplicates)
-        self.stdout.write(f"imported {created} image(s), {duplicates} duplicate(s) reported, {failed} failed")
-        if failed and not created:
-            raise CommandError("nothing could be imported")
+                return {"status": "failed", "error": {"code": exc.code, "message": str(exc)}}
+        done = import_job_execute(job_id=job.pk)
+        return (done or job).files[0]
 
     def _project(self, ref: str) -> Project:
         qs = Project.objects.filter(pk=int(ref)) if ref.isdigit() else Project.objects.filter(name=ref)

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from annotations.models import CaseSplit, Membership, Modality, Project, QueryStrategy, Role
-from annotations.services.ingest import image_import
+from annotations.services.imports import image_import
 from annotations.services.projects import project_create
 from workers.ml.datasets import mni152_tissue
 
@@ -111,13 +111,5 @@ class Command(BaseCommand):
             mask = None
             if split != CaseSplit.POOL:
                 mask = _nifti_bytes(vol.labels[:, :, zs].astype(np.uint8), affine)
-            image_import(
-                project=project,
-                user=data_manager,
-                data=payload,
-                filename=f"mni152_t1_axial_{split}.nii",
-                mask_data=mask,
-                mask_filename=f"mni152_t1_axial_{split}_seg.nii" if mask else "",
-                split=split,
-            )
+            image_import(project=project, user=data_manager, data=payload, mask_data=mask, split=split)
             self.stdout.write(f"  imported {len(zs)} {split} slices")

@@ -1,6 +1,6 @@
 // The data manager's page: upload with progress, readers per case, members and roles, the image list.
 
-import { api, bootData, csrfToken, getAll, patch, post } from "./api.js";
+import { api, bootData, csrfToken, get, getAll, patch, post } from "./api.js";
 import { $, cell, notice } from "./dom.js";
 
 const boot = bootData();
@@ -41,7 +41,7 @@ async function refreshMembers() {
   }
 }
 
-/** XMLHttpRequest, not fetch: only XHR reports upload progress. */
+/** XMLHttpRequest, not fetch: only XHR reports upload progress. Resolves with the import job (202). */
 function upload(form) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
@@ -49,7 +49,7 @@ function upload(form) {
     xhr.setRequestHeader("X-CSRFToken", csrfToken());
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable) $("upload-progress").value = Math.round((100 * e.loaded) / e.total);
+      if (e.lengthComputable) $("upload-progress").value = Math.round((50 * e.loaded) / e.total);
     };
     xhr.onload = () => {
       let body = null;
@@ -59,24 +59,57 @@ function upload(form) {
     };
     xhr.onerror = () => reject(new Error("network error"));
     const data = new FormData();
-    data.append("file", form.elements.file.files[0]);
+    for (const f of form.elements.file.files) data.append("file", f);
     if (form.elements.mask.files[0]) data.append("mask", form.elements.mask.files[0]);
     data.append("split", form.elements.split.value);
     xhr.send(data);
   });
 }
 
+const FINISHED = new Set(["succeeded", "partial", "failed"]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Follow an import job until the worker has parsed every file: the second half of the progress bar. */
+async function follow(job) {
+  for (let delay = 300; !FINISHED.has(job.status); delay = Math.min(delay * 1.5, 2000)) {
+    $("upload-status").textContent = job.message || `import #${job.id}: waiting for the ingest worker…`;
+    $("upload-progress").value = 50 + Math.round(job.progress / 2);
+    await sleep(delay);
+    job = await get(`/api/v1/imports/${job.id}`);
+  }
+  return job;
+}
+
+function summary(job) {
+  const names = job.images.map((i) => i.display_name).join(", ");
+  const dups = job.files.reduce((n, f) => n + (f.duplicates || []).length, 0);
+  const parts = [`imported: ${names || "nothing new"}`];
+  if (dups) parts.push(`${dups} duplicate(s) not stored`);
+  return parts.join(" · ");
+}
+
+function showFileErrors(job) {
+  const list = $("upload-errors");
+  list.replaceChildren();
+  for (const f of job.files.filter((x) => x.error)) {
+    const li = document.createElement("li");
+    li.textContent = `file ${f.index}: ${f.error.message} (${f.error.code})`;
+    list.append(li);
+  }
+  list.hidden = !list.children.length;
+}
+
 $("upload").onsubmit = async (ev) => {
   ev.preventDefault();
   $("upload-progress").value = 0;
   $("upload-status").textContent = "uploading…";
+  $("upload-errors").hidden = true;
   try {
-    const out = await upload(ev.target);
+    const job = await follow(await upload(ev.target));
     $("upload-progress").value = 100;
-    const names = out.images.map((i) => i.display_name).join(", ");
-    const dups = out.duplicates.length ? ` · ${out.duplicates.length} duplicate(s) not stored` : "";
-    $("upload-status").textContent = `imported: ${names || "nothing new"}${dups}`;
-    notice(null);
+    $("upload-status").textContent = summary(job);
+    showFileErrors(job);
+    notice(job.status === "succeeded" ? null : `Import #${job.id} ${job.status}: see the files below.`);
     ev.target.reset();
     refreshImages();
   } catch (e) {

@@ -14,36 +14,56 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 
-from workers.ml.imaging.errors import IngestError, Limits
+from workers.ml.imaging.errors import IngestError, Limits, SeekableFile
 
 _CHUNK = 1 << 20
+_DIRECTORY_BYTES_PER_ENTRY = 1024  # a central-directory entry: 46 bytes + name + extra + comment
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SKIP_DIRS = ("__MACOSX/",)
 
 
-def zip_members(data: bytes, limits: Limits) -> list[tuple[str, bytes]]:
-    """(basename, bytes) of every regular file in the zip, in archive order, after all safety checks.
+def zip_members(data: bytes, limits: Limits) -> Iterator[tuple[str, bytes]]:
+    """(basename, bytes) of every regular file in the zip, in archive order, after the listing's checks;
+    each member is read only when the caller asks for it.
 
     Skipped without error: directories, macOS resource forks (__MACOSX/), hidden files (".name").
     Raises unsafe_archive, archive_too_large or too_large (a member over max_file_bytes).
     """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        fh = io.BytesIO(data)
+        check_directory(fh, limits)
+        archive = zipfile.ZipFile(fh)
         infos = archive.infolist()
+    except IngestError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
         raise IngestError("unsafe_archive", "the zip archive is corrupt") from None
     with archive:
-        _check_listing(infos, limits)
+        check_listing(infos, limits)
         budget = [limits.max_uncompressed_bytes]  # shared across members: the total limit
-        return [
-            (posixpath.basename(info.filename), _read_member(archive, info, limits, budget))
-            for info in infos
-            if _wanted(info)
-        ]
+        for info in infos:
+            if _wanted(info):  # one member in memory at a time; the running total spans them all
+                yield posixpath.basename(info.filename), _read_member(archive, info, limits, budget)
 
 
-def _check_listing(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+def check_directory(fh: SeekableFile, limits: Limits) -> None:
+    """Refuse a central directory too large for `limits.max_members` before `zipfile` reads it: zipfile
+    builds one object per entry until the directory's declared byte size is used up (whatever entry
+    count the end record claims), so a 500 MB directory would cost gigabytes of memory."""
+    record = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # the stdlib's end-record reader
+    fh.seek(0)
+    if record is None:
+        raise IngestError("unsafe_archive", "the zip archive is corrupt")
+    entries, directory_bytes = record[4], record[5]  # zipfile's _ECD_ENTRIES_TOTAL and _ECD_SIZE
+    if entries > limits.max_members or directory_bytes > limits.max_members * _DIRECTORY_BYTES_PER_ENTRY:
+        raise IngestError("archive_too_large", f"the archive has more than {limits.max_members} entries")
+
+
+def check_listing(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
+    """Refuse an archive from its central directory alone: entry count, names, links, encryption, declared
+    sizes and ratios (the bytes actually produced are checked again while reading)."""
     if len(infos) > limits.max_members:
         raise IngestError(
             "archive_too_large", f"the archive has {len(infos)} entries, more than {limits.max_members}"

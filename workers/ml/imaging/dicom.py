@@ -16,16 +16,21 @@ from collections.abc import Iterator
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID
+from pydicom.filereader import read_dataset as pydicom_read_dataset
+from pydicom.filereader import read_preamble
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from workers.ml.imaging.errors import IngestError, Limits
 from workers.ml.imaging.model import integral_or_float, normalize_dtype
+from workers.ml.imaging.sniff import inflate_limited, inflate_prefix
 
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("hitl_quiet_pydicom", default=False)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _CORE_TAGS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
 _XR = {"CR", "DX", "DR", "RG", "RF", "XA", "MG", "PX", "IO", "DF"}
+_METADATA_BYTES = 1 << 20  # inflated bytes read to find a deflated dataset's image size
+_PIXEL_DATA_TAG = 0x7FE00010
 
 
 class _QuietFilter(logging.Filter):
@@ -55,15 +60,21 @@ def quiet() -> Iterator[None]:
         _QUIET.reset(token)
 
 
-def read_dataset(data: bytes, *, has_preamble: bool) -> Dataset:
+def read_dataset(data: bytes, *, has_preamble: bool, limits: Limits) -> Dataset:
     """Parse DICOM bytes. Preconditions: caller holds `quiet()`.
 
     has_preamble: the bytes carry the 128-byte preamble + "DICM" (sniffed). Without it the dataset is
     read with force and accepted only when it has pixel data and the core image tags; anything else is
     "not_an_image". With it, damage is "malformed_dicom" and a missing pixel element "no_pixel_data".
+    A deflated dataset is inflated by us, no further than its declared image needs (pydicom would inflate
+    without bound: 1 MB became 1.1 GB).
     """
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        ds = _read_deflated(data, limits) if has_preamble else None
+        if ds is None:
+            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+    except IngestError:
+        raise
     except Exception:  # pydicom raises many types; their text may quote values, so drop it
         if has_preamble:
             raise IngestError("malformed_dicom", "the DICOM file could not be parsed") from None
@@ -76,6 +87,45 @@ def read_dataset(data: bytes, *, has_preamble: bool) -> Dataset:
         raise IngestError("no_pixel_data", "the DICOM file has no pixel data (not an image)")
     _ensure_transfer_syntax(ds)
     return ds
+
+
+def _read_deflated(data: bytes, limits: Limits) -> Dataset | None:
+    """The dataset of a Deflated Explicit VR Little Endian file, re-labelled Explicit VR Little Endian
+    (what it is once inflated); None for any other transfer syntax."""
+    fp = io.BytesIO(data)
+    read_preamble(fp, False)
+    meta = FileMetaDataset(
+        pydicom_read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_after_meta)
+    )
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return None
+    body = data[fp.tell() :]
+    declared = _declared_pixel_bytes(inflate_prefix(body, _METADATA_BYTES, wbits=-15), limits)
+    inflated = inflate_limited(body, min(limits.max_uncompressed_bytes, declared + _METADATA_BYTES))
+    ds = pydicom_read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def _after_meta(tag: object, vr: object, length: object) -> bool:
+    return getattr(tag, "group", 0) != 0x0002
+
+
+def _declared_pixel_bytes(head: bytes, limits: Limits) -> int:
+    """Image size declared by the attributes before PixelData, checked against the limits."""
+    ds = pydicom_read_dataset(
+        io.BytesIO(head),
+        is_implicit_VR=False,
+        is_little_endian=True,
+        stop_when=lambda tag, vr, length: int(tag) >= _PIXEL_DATA_TAG,
+    )
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    limits.check_slice(rows, cols)
+    limits.check_pixels(rows * cols * frames)
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+    return rows * cols * frames * samples * max(bits, 8) // 8
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> FileMetaDataset:
@@ -125,7 +175,9 @@ def decode_frames(ds: Dataset, limits: Limits) -> np.ndarray:
     decoder rejects) is "unsupported_transfer_syntax"; native data shorter than declared "malformed_dicom".
     """
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    limits.check_pixels(int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * frames)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    limits.check_slice(rows, cols)
+    limits.check_pixels(rows * cols * frames)
     arr = _pixel_array(ds)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
         arr = pydicom.pixels.apply_color_lut(arr, ds)

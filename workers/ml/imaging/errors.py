@@ -8,6 +8,7 @@ quote file names, tag values, UIDs or dates, because uploads carry PHI until the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 INGEST_ERROR_CODES: frozenset[str] = frozenset(
     {
@@ -23,8 +24,13 @@ INGEST_ERROR_CODES: frozenset[str] = frozenset(
         "mask_labels_invalid",
         "burned_in_annotation",
         "inconsistent_series",
+        "duplicate_instance",
+        "ingest_failed",
+        "ingest_timeout",
     }
 )
+# The HTTP status an API answers for each code: too big -> 413, already stored -> 409, the rest 400.
+INGEST_ERROR_STATUS: dict[str, int] = {"too_large": 413, "archive_too_large": 413, "duplicate_instance": 409}
 
 
 class IngestError(ValueError):
@@ -54,7 +60,8 @@ class Limits:
     max_uncompressed_bytes: total bytes produced by decompressing (all zip members together, or a .gz).
     max_members: entries in a zip (directories included).
     max_ratio: uncompressed/compressed size of any one zip member.
-    max_pixels: voxels (S*H*W, channels not counted) of any one image, checked from headers before decoding.
+    max_pixels: voxels (S*H*W, channels not counted) of one upload, checked from headers before decoding.
+    max_slice_pixels: pixels (H*W) of any one slice or 2D image, checked from headers before decoding.
     """
 
     max_file_bytes: int = 1 << 30
@@ -62,9 +69,17 @@ class Limits:
     max_members: int = 10_000
     max_ratio: float = 200.0
     max_pixels: int = 1 << 28
+    max_slice_pixels: int = 1 << 26
 
     def __post_init__(self) -> None:
-        for name in ("max_file_bytes", "max_uncompressed_bytes", "max_members", "max_ratio", "max_pixels"):
+        for name in (
+            "max_file_bytes",
+            "max_uncompressed_bytes",
+            "max_members",
+            "max_ratio",
+            "max_pixels",
+            "max_slice_pixels",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive")
 
@@ -74,3 +89,22 @@ class Limits:
             raise IngestError(
                 "too_large", f"image has {n_pixels} pixels, more than the limit of {self.max_pixels}"
             )
+
+    def check_slice(self, height: int, width: int) -> None:
+        """Raise too_large when one slice of `height` x `width` exceeds max_slice_pixels (or is empty:
+        not_an_image)."""
+        if height <= 0 or width <= 0:
+            raise IngestError("not_an_image", "the image declares an empty size")
+        if height * width > self.max_slice_pixels:
+            raise IngestError(
+                "too_large",
+                f"a slice of {height} x {width} pixels exceeds the limit of {self.max_slice_pixels} pixels",
+            )
+
+
+class SeekableFile(Protocol):
+    """A binary file, or anything with its read/seek/tell (e.g. a Django upload)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...

@@ -25,6 +25,7 @@ def read_png(data: bytes, limits: Limits, *, labels: bool = False) -> np.ndarray
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
+            limits.check_slice(image.height, image.width)
             limits.check_pixels(image.width * image.height)
             arr = _pil_to_array(image, labels)
     except IngestError:
@@ -53,7 +54,7 @@ def read_tiff(data: bytes, limits: Limits) -> tuple[np.ndarray, tuple[float, flo
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             series = tif.series[0]
-            limits.check_pixels(_tiff_pixels(series.shape, series.axes))
+            _check_tiff_size(series.shape, series.axes, limits)
             arr = _tiff_layout(series.asarray(), series.axes)
             spacing = _tiff_spacing(series.keyframe)
     except IngestError:
@@ -65,8 +66,13 @@ def read_tiff(data: bytes, limits: Limits) -> tuple[np.ndarray, tuple[float, flo
     return _finish(arr), spacing
 
 
-def _tiff_pixels(shape: tuple[int, ...], axes: str) -> int:
-    return int(np.prod([n for n, a in zip(shape, axes, strict=True) if a != "S"], dtype=np.int64))
+def _check_tiff_size(shape: tuple[int, ...], axes: str, limits: Limits) -> None:
+    """From the tags alone, before any strip or tile is decoded."""
+    sizes = dict(zip(axes, shape, strict=True))
+    limits.check_slice(int(sizes.get("Y", 0)), int(sizes.get("X", 0)))
+    limits.check_pixels(
+        int(np.prod([n for n, a in zip(shape, axes, strict=True) if a != "S"], dtype=np.int64))
+    )
 
 
 def _tiff_layout(arr: np.ndarray, axes: str) -> np.ndarray:

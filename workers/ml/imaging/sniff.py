@@ -40,6 +40,37 @@ def is_nifti(data: bytes) -> bool:
     return 540 in sizes and data[4:8] in (b"n+2\x00", b"ni2\x00")
 
 
+def inflate_prefix(data: bytes, n_bytes: int, *, wbits: int) -> bytes:
+    """At most the first `n_bytes` of a gzip (wbits=31) or raw deflate (wbits=-15) stream: enough to read
+    a header without inflating the rest. Raises not_an_image when the stream is corrupt."""
+    try:
+        return zlib.decompressobj(wbits=wbits).decompress(data, n_bytes)
+    except zlib.error:
+        raise IngestError("not_an_image", "the compressed stream is corrupt") from None
+
+
+def inflate_limited(data: bytes, max_bytes: int) -> bytes:
+    """Inflate one raw deflate stream (e.g. a DICOM dataset in Deflated Explicit VR Little Endian) to at
+    most `max_bytes`, in bounded chunks. Raises archive_too_large past the limit, malformed_dicom when the
+    stream is corrupt or truncated."""
+    out = bytearray()
+    inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+    try:
+        chunk = inflater.decompress(data, _CHUNK)
+        while True:
+            out += chunk
+            if len(out) > max_bytes:
+                raise IngestError("archive_too_large", f"inflated data exceeds {max_bytes} bytes")
+            if inflater.eof or not (chunk or inflater.unconsumed_tail):
+                break
+            chunk = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+    except zlib.error:
+        raise IngestError("malformed_dicom", "the deflated DICOM data is corrupt") from None
+    if not inflater.eof:
+        raise IngestError("malformed_dicom", "the deflated DICOM data is truncated")
+    return bytes(out)
+
+
 def gunzip_limited(data: bytes, max_bytes: int) -> bytes:
     """Decompress gzip (all concatenated members) producing at most `max_bytes`, in bounded chunks.
 
