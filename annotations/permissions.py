@@ -43,6 +43,12 @@ def allows(roles: set[str], action: Action) -> bool:
     return bool(roles & ALLOWED[action])
 
 
+def reads_blind(roles: set[str]) -> bool:
+    """A user who is only an annotator in the project reads blind: they see the cases the queue gave them,
+    never the rest of the project (nor other readers' masks)."""
+    return not roles - {Role.ANNOTATOR}
+
+
 def require(roles: set[str], action: Action) -> None:
     if not allows(roles, action):
         raise PermissionDenied(f"your role in this project does not allow: {action.value.replace('_', ' ')}")

@@ -6,9 +6,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.apis.pagination import paginated_response
-from annotations.models import Annotation, Case, CaseSplit, Role
-from annotations.permissions import Action, require
+from annotations.models import Annotation, Case, CaseSplit
+from annotations.permissions import Action, reads_blind, require
 from annotations.render import slice_png
+from annotations.selectors.editor import require_case_access
 from annotations.selectors.images import case_get_for_user, case_list
 from annotations.selectors.projects import project_get_for_user
 from annotations.storage import array_load
@@ -65,6 +66,7 @@ class CaseListApi(APIView):
             project=project,
             split=request.query_params.get("split") or None,
             image_id=int(image) if image and image.isdigit() else None,
+            reader=request.user if reads_blind(roles) else None,
         )
         return paginated_response(
             request=request,
@@ -79,8 +81,9 @@ class CaseDetailApi(APIView):
     def get(self, request, case_id: int):
         case, roles = case_get_for_user(user=request.user, case_id=case_id)
         require(roles, Action.VIEW)
+        require_case_access(user=request.user, roles=roles, case=case)
         data = CaseDetailOutputSerializer(case).data
-        if not roles - {Role.ANNOTATOR}:  # readers read blind: only their own revisions
+        if reads_blind(roles):  # only their own revisions
             data["annotations"] = [a for a in data["annotations"] if a["author"] == request.user.pk]
         return Response(data)
 
@@ -88,8 +91,9 @@ class CaseDetailApi(APIView):
 class CaseThumbnailApi(APIView):
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_thumbnail")
     def get(self, request, case_id: int):
-        case, roles = case_get_for_user(user=request.user, case_id=case_id)
+        case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
         require(roles, Action.VIEW)
+        require_case_access(user=request.user, roles=roles, case=case)
         pixels = array_load(case.image.pixels_path)[case.slice_index]
         stats = case.image.stats or {}
         window = None

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework.exceptions import NotFound
 
 from annotations.models import Annotation, Assignment, AssignmentStatus, Case, Role
+from annotations.permissions import reads_blind
 from annotations.services.annotations import visible_head
 from workers.selectors.modeling import case_ml_payload
 
@@ -12,9 +13,7 @@ from workers.selectors.modeling import case_ml_payload
 def require_case_access(*, user, roles: set[str], case: Case) -> None:
     """Readers read blind: a user who is only an annotator sees a case only after the queue gave it to
     them. Other roles see every case of their project."""
-    if roles - {Role.ANNOTATOR}:
-        return
-    if not Assignment.objects.filter(case=case, reader=user).exists():
+    if reads_blind(roles) and not Assignment.objects.filter(case=case, reader=user).exists():
         raise NotFound("case not found")
 
 

@@ -61,7 +61,10 @@ def project_create(
 
 @transaction.atomic
 def project_update(*, project: Project, actor, roles: set[str], changes: dict[str, Any]) -> Project:
-    """Apply `changes`; every field must be allowed for one of `roles` (else PermissionError)."""
+    """Apply `changes`; every field must be allowed for one of `roles` (else PermissionError). An empty
+    change is refused (ValidationError), not recorded as an update."""
+    if not changes:
+        raise ValidationError({"detail": "send at least one setting to change"})
     for field in changes:
         action = FIELD_ACTIONS.get(field)
         if action is None:

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
+from annotations.services.audit import audit_record
 from annotations.services.queue_pg import claim_one_statement
 from annotations.services.reading_policy import case_readers, readers_wanted, share_decide
 
@@ -141,8 +142,22 @@ def _claim_orm(*, project: Project, reader) -> Assignment | None:
     Case.objects.filter(pk=case.pk).update(
         slots_mask=F("slots_mask").bitor(1 << slot), reads_taken=F("reads_taken") + 1
     )
+    _audit(assignment, "case.claim", actor=reader, project=project, details={"slot": slot})
     assignment.case = case
     return assignment
+
+
+def _audit(
+    assignment: Assignment, action: str, *, actor, project: Project, details: dict | None = None
+) -> None:
+    """Lease events in the audit trail: ids only (a skip or flag reason is free text, kept on the lease)."""
+    audit_record(
+        actor=actor,
+        action=action,
+        project=project,
+        target=assignment,
+        details={"case_id": assignment.case_id, **(details or {})},
+    )
 
 
 def assignment_end(
@@ -201,6 +216,7 @@ def assignment_skip(*, case: Case, reader, reason: str) -> Assignment:
         raise QueueError("reason_required", "say why you skip this case")
     assignment = active_assignment(case=case, reader=reader, lock=True)
     assignment_end(assignment, AssignmentStatus.SKIPPED, now=timezone.now(), reason=reason)
+    _audit(assignment, "case.skip", actor=reader, project=case.project)
     return assignment
 
 
@@ -213,6 +229,7 @@ def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
     now = timezone.now()
     assignment_end(assignment, AssignmentStatus.FLAGGED, now=now, reason=reason)
     Case.objects.filter(pk=case.pk).update(flagged_at=now)
+    _audit(assignment, "case.flag", actor=reader, project=case.project)
     return assignment
 
 
@@ -220,6 +237,7 @@ def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
 def assignment_release(*, case: Case, reader) -> Assignment:
     assignment = active_assignment(case=case, reader=reader, lock=True)
     assignment_end(assignment, AssignmentStatus.RELEASED, now=timezone.now())
+    _audit(assignment, "case.release", actor=reader, project=case.project)
     return assignment
 
 

@@ -2,7 +2,8 @@
 
 The common claim (the reader holds no lease and the queue has a case for them) picks the highest-priority case
 the reader has not read with a free slot, locking it with `FOR NO KEY UPDATE SKIP LOCKED`, takes its lowest
-free slot, inserts the assignment and marks the slot taken, all in one data-modifying `WITH` statement. The
+free slot, inserts the assignment, marks the slot taken and writes the audit row ("case.claim", as
+`queue._audit` does), all in one data-modifying `WITH` statement. The
 rules are the ORM path's (`queue._claim_orm`), which still serves SQLite and the rare cases this statement
 leaves to it (a lease already held, an expired one to close, an empty queue): when the statement claims
 nothing, the caller falls back to that path, so the outcome is the same on both databases. The database
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
+from annotations.models import Assignment, AssignmentStatus, AuditEvent, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
 
 _SQL = """
@@ -44,6 +45,11 @@ WITH pick AS (
        SET slots_mask = c.slots_mask | (1 << claimed.slot), reads_taken = c.reads_taken + 1
       FROM claimed
      WHERE c.id = claimed.case_id
+), audited AS (
+    INSERT INTO {audit} (actor_id, project_id, action, target_type, target_id, details, at)
+    SELECT %(reader)s, %(project)s, 'case.claim', 'assignment', claimed.id::text,
+           jsonb_build_object('case_id', claimed.case_id, 'slot', claimed.slot), %(now)s
+      FROM claimed
 )
 SELECT id, case_id, slot, queue_reason FROM claimed
 """
@@ -52,6 +58,7 @@ SELECT id, case_id, slot, queue_reason FROM claimed
 CLAIM_SQL = _SQL.format(
     case=Case._meta.db_table,
     assignment=Assignment._meta.db_table,
+    audit=AuditEvent._meta.db_table,
     read_once=", ".join(f"'{status.value}'" for status in READ_ONCE),  # enum values, not user input
 )
 

@@ -77,10 +77,19 @@ def test_blind_reading(project, claimed, member, client_for):
     assert _submit(client, case_id, _mask()).status_code == 201
     own = client.get(f"/api/v1/cases/{case_id}/editor").json()
     assert own["head_revision"] == 1 and client.get(own["head_mask_url"]).status_code == 200
+    assert client.get(f"/api/v1/cases/{case_id}").status_code == 200
+    assert client.get(f"/api/v1/cases/{case_id}/thumbnail.png").status_code == 200
+    listed = client.get(f"/api/v1/projects/{project.pk}/cases").json()["results"]
+    assert [c["id"] for c in listed] == [case_id]  # their case, and only theirs
+    (image,) = client.get(f"/api/v1/projects/{project.pk}/images").json()["results"]
+    assert image["id"] == listed[0]["image"]
     stranger = client_for(member(Role.ANNOTATOR))
     assert stranger.get(f"/api/v1/cases/{case_id}/editor").status_code == 404
     assert stranger.get(own["head_mask_url"]).status_code == 404
-    assert stranger.get(f"/api/v1/cases/{case_id}").json()["annotations"] == []
+    assert stranger.get(f"/api/v1/cases/{case_id}").status_code == 404  # not given to them: not there
+    assert stranger.get(f"/api/v1/cases/{case_id}/thumbnail.png").status_code == 404
+    assert stranger.get(f"/api/v1/projects/{project.pk}/cases").json()["results"] == []
+    assert stranger.get(f"/api/v1/projects/{project.pk}/images").json()["results"] == []
     ml = client_for(member(Role.ML_ENGINEER))
     assert ml.get(f"/api/v1/cases/{case_id}/editor").status_code == 200
     assert ml.get(own["head_mask_url"]).status_code == 200

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from annotations.models import Role
 from tests.factories import MembershipFactory, UserFactory
-from tests.helpers import png_upload
+from tests.helpers import png_upload, upload_images
 
 ROLES = ["annotator", "ml_engineer", "data_manager", "admin", "outsider"]
 
@@ -30,10 +30,12 @@ MATRIX = [
         _status_for({"admin"}, 201),
     ),
     ("get", "/api/v1/projects/{p}/images", None, _status_for(ALL, 200)),
-    ("upload", "/api/v1/projects/{p}/images", None, _status_for({"data_manager", "admin"}, 201)),
+    ("upload", "/api/v1/projects/{p}/images", None, _status_for({"data_manager", "admin"}, 202)),
+    ("get", "/api/v1/projects/{p}/imports", None, _status_for({"data_manager", "admin"}, 200)),
     ("get", "/api/v1/projects/{p}/cases", None, _status_for(ALL, 200)),
-    ("get", "/api/v1/cases/{c}", None, _status_for(ALL, 200)),
-    ("get", "/api/v1/cases/{c}/thumbnail.png", None, _status_for(ALL, 200)),
+    # an annotator reads blind: a case the queue did not give them does not exist for them
+    ("get", "/api/v1/cases/{c}", None, {**_status_for(ALL - {"annotator"}, 200), "annotator": 404}),
+    ("get", "/api/v1/cases/{c}/thumbnail.png", None, {**_status_for(ALL - {"annotator"}, 200), "annotator": 404}),
     ("get", "/api/v1/projects/{p}/audit", None, _status_for({"admin"}, 200)),
     ("get", "/api/v1/projects/{p}/explanation-reports", None, _status_for(ALL, 200)),
     # no active model in this world: the roles that may start one get past the permission check to a 409
@@ -58,10 +60,7 @@ def world(project, other_project, dm_client):
         MembershipFactory(project=project, user=users[role], role=role)
     users["outsider"] = UserFactory(username="outsider")
     MembershipFactory(project=other_project, user=users["outsider"], role=Role.ADMIN)
-    resp = dm_client.post(
-        f"/api/v1/projects/{project.pk}/images", {"file": png_upload(seed=99)}, format="multipart"
-    )
-    assert resp.status_code == 201, resp.content
+    upload_images(dm_client, project, {"file": png_upload(seed=99)})
     case_id = project.cases.get().pk
     return users, {"p": project.pk, "c": case_id}
 

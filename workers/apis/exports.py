@@ -3,6 +3,7 @@ get 403, non-members 404. The zip is streamed from the storage backend after the
 
 from django.core.files.storage import default_storage
 from django.http import FileResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -128,8 +129,8 @@ class ExportDownloadApi(APIView):
     def get(self, request, job_id: int):
         job, roles = export_job_get_for_user(user=request.user, job_id=job_id)
         require(roles, Action.EXPORT)
-        if job.status == ExportStatus.EXPIRED:
-            raise ExportGone()
+        if job.status == ExportStatus.EXPIRED or job.expires_at and job.expires_at <= timezone.now():
+            raise ExportGone()  # past its expiry the zip is gone, whether or not the sweep has run yet
         if job.status != ExportStatus.SUCCEEDED:
             raise ExportNotReady()
         export_download_record(job=job, actor=request.user)
