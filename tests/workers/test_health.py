@@ -8,7 +8,17 @@ from workers.services.heartbeat import worker_heartbeat_record
 
 
 @pytest.mark.django_db
-def test_healthz_reports_degraded_without_a_worker(client):
+def test_anonymous_callers_get_the_verdict_only(client):
+    resp = client.get("/healthz")
+    assert resp.status_code == 503 and resp.json() == {"status": "degraded"}
+    worker_heartbeat_record(hostname="w1@test", queues=["default"], pid=1, started_at=timezone.now())
+    resp = client.get("/healthz")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}  # no backends, no queue names
+
+
+@pytest.mark.django_db
+def test_healthz_reports_degraded_without_a_worker(admin_client):
+    client = admin_client
     resp = client.get("/healthz")
     body = resp.json()
     assert resp.status_code == 503
@@ -16,7 +26,8 @@ def test_healthz_reports_degraded_without_a_worker(client):
 
 
 @pytest.mark.django_db
-def test_healthz_ok_with_a_recent_heartbeat(client, tmp_path, settings):
+def test_healthz_ok_with_a_recent_heartbeat(admin_client, tmp_path, settings):
+    client = admin_client
     worker_heartbeat_record(
         hostname="w1@test", queues=["default", "train"], pid=123, started_at=timezone.now()
     )
@@ -26,7 +37,8 @@ def test_healthz_ok_with_a_recent_heartbeat(client, tmp_path, settings):
 
 
 @pytest.mark.django_db
-def test_stale_heartbeat_does_not_count(client):
+def test_stale_heartbeat_does_not_count(admin_client):
+    client = admin_client
     worker_heartbeat_record(hostname="w1@test", queues=["default"], pid=1, started_at=timezone.now())
     WorkerHeartbeat.objects.update(last_seen=timezone.now() - timedelta(minutes=5))
     assert client.get("/healthz").json()["worker"]["ok"] is False

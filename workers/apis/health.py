@@ -1,4 +1,7 @@
-"""GET /healthz: database, broker and worker reachability, for operators and load balancers."""
+"""GET /healthz: database, broker and worker reachability, for operators and load balancers.
+
+Anyone gets the verdict (200 "ok" / 503 "degraded"); only site staff get the details (backends, queue
+names, worker count), which would tell an anonymous caller how the deployment is built."""
 
 from django.db import connection
 from django.http import JsonResponse
@@ -33,8 +36,11 @@ def healthz(request):
     broker_ok, broker_info = _check_broker()
     alive = workers_alive() if db_ok else []
     worker_ok = bool(alive)
+    verdict = "ok" if db_ok and broker_ok and worker_ok else "degraded"
+    if not getattr(request.user, "is_staff", False):
+        return JsonResponse({"status": verdict}, status=200 if verdict == "ok" else 503)
     body = {
-        "status": "ok" if db_ok and broker_ok and worker_ok else "degraded",
+        "status": verdict,
         "database": {"ok": db_ok, "backend": db_info},
         "broker": {"ok": broker_ok, "transport": broker_info},
         "worker": {
@@ -43,4 +49,4 @@ def healthz(request):
             "queues": sorted({q for w in alive for q in w.queues}),
         },
     }
-    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+    return JsonResponse(body, status=200 if verdict == "ok" else 503)
