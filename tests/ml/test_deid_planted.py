@@ -200,9 +200,9 @@ def _node(ds: Dataset, path: tuple[str, ...]) -> Dataset | None:
     return node
 
 
-@pytest.fixture(scope="module")
-def planted() -> tuple[Dataset, list[Plant], bytes]:
-    """(original, plants, de-identified Part 10 bytes from parse_upload)."""
+def planted_dataset() -> tuple[Dataset, list[Plant]]:
+    """CT_small with every known Table E.1-1 row and ~400 other free-text attributes planted at the top
+    level and in the NESTED_PATHS items, each with a recognisable value; and the record of the plants."""
     ds, planter = _ct(), Planter()
     table, outside = _table_tags(), _free_text_outside()
     _plant_all(ds, planter, (), _table_tags(top=True) + outside)
@@ -216,8 +216,19 @@ def planted() -> tuple[Dataset, list[Plant], bytes]:
         item.ReferencedSOPClassUID = ds.SOPClassUID
         _plant_all(item, planter, path, table + outside)
         parent[keyword_tag(path[-1])] = DataElement(keyword_tag(path[-1]), "SQ", Sequence([item]))
+    return ds, planter.plants
+
+
+def planted_bytes() -> bytes:
+    return _bytes(planted_dataset()[0])
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[Dataset, list[Plant], bytes]:
+    """(original, plants, de-identified Part 10 bytes from parse_upload)."""
+    ds, plants = planted_dataset()
     (image,) = parse_upload(_bytes(ds), "planted.dcm", ctx=CTX, limits=Limits())
-    return ds, planter.plants, image.dicom_files[0]
+    return ds, plants, image.dicom_files[0]
 
 
 def test_every_known_table_row_and_outside_text_is_planted(planted: tuple) -> None:
@@ -441,3 +452,8 @@ def _quarantined(modality: str, flag: str) -> Dataset:
     ds = _ct()
     ds.Modality, ds.BurnedInAnnotation = modality, flag
     return ds
+
+
+def test_what_the_attacker_found_is_never_allowlisted() -> None:
+    """The planted set leaves out allowlisted attributes; these twelve must never become one of them."""
+    assert not {keyword_tag(k) for k in ATTACKER_FOUND} & ALLOWLIST
