@@ -8,12 +8,13 @@ import io
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.apis.query import query_params
 from annotations.permissions import Action, require
 from annotations.selectors.agreement import (
     agreement_csv_rows,
@@ -155,17 +156,18 @@ def csv_response(rows: list[list], filename: str) -> HttpResponse:
 
 
 class AgreementCsvApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=["cases", "readers"], default="cases")
+
     @extend_schema(
-        parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=["cases", "readers"])],
+        parameters=[FilterSerializer],
         responses={(200, "text/csv"): OpenApiTypes.STR},
         operation_id="projects_agreement_csv",
     )
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.VIEW)
-        kind = request.query_params.get("kind", "cases")
-        if kind not in ("cases", "readers"):
-            raise serializers.ValidationError({"kind": ["kind must be cases or readers"]})
+        kind = query_params(self.FilterSerializer, request)["kind"]
         readers = None if sees_all_readers(roles) else {request.user.pk}
         rows = agreement_csv_rows(project=project, kind=kind, reader_ids=readers)
         return csv_response(rows, f"project-{project.pk}-agreement-{kind}.csv")

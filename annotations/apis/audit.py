@@ -2,7 +2,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
 from annotations.models import AuditEvent
 from annotations.permissions import Action, require
 from annotations.selectors.projects import audit_list, project_get_for_user
@@ -17,6 +17,8 @@ class AuditOutputSerializer(serializers.ModelSerializer):
 
 
 class AuditListApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=AuditOutputSerializer(many=True), operation_id="audit_list")
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)

@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema
 from knox.models import AuthToken
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -11,6 +12,7 @@ from rest_framework.views import APIView
 
 from annotations.apis.authentication import TokenAuthentication
 from annotations.apis.errors import LockedOut
+from annotations.apis.strict import StrictSerializer
 from annotations.auth_guard import cooloff_seconds, lockout_details, lockout_message
 from annotations.services.auth import token_issue, token_revoke, token_revoke_all
 
@@ -24,10 +26,12 @@ class TokenApi(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes = [TokenAuthentication]  # gives 401 (not 403) on bad credentials
+    parser_classes = [JSONParser, FormParser]  # scripts often post a form: `curl -d username=...`
+    error_statuses = {"post": [401]}
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         username = serializers.CharField()
         password = serializers.CharField(style={"input_type": "password"})
 

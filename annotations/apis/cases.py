@@ -1,11 +1,12 @@
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
+from annotations.apis.query import query_params
 from annotations.models import Annotation, Case, CaseSplit
 from annotations.permissions import Action, reads_blind, require
 from annotations.render import slice_png
@@ -50,22 +51,23 @@ class CaseDetailOutputSerializer(CaseOutputSerializer):
 
 
 class CaseListApi(APIView):
+    pagination_class = Pagination
+
+    class FilterSerializer(serializers.Serializer):
+        split = serializers.ChoiceField(choices=CaseSplit.choices, required=False)
+        image = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+
     @extend_schema(
-        parameters=[
-            OpenApiParameter("split", OpenApiTypes.STR, enum=CaseSplit.values),
-            OpenApiParameter("image", OpenApiTypes.INT),
-        ],
-        responses=CaseOutputSerializer(many=True),
-        operation_id="cases_list",
+        parameters=[FilterSerializer], responses=CaseOutputSerializer(many=True), operation_id="cases_list"
     )
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.VIEW)
-        image = request.query_params.get("image")
+        params = query_params(self.FilterSerializer, request)
         qs = case_list(
             project=project,
-            split=request.query_params.get("split") or None,
-            image_id=int(image) if image and image.isdigit() else None,
+            split=params.get("split"),
+            image_id=params.get("image"),
             reader=request.user if reads_blind(roles) else None,
         )
         return paginated_response(

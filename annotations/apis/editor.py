@@ -8,12 +8,13 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.apis.strict import StrictSerializer
 from annotations.models import Annotation
 from annotations.permissions import Action, require, user_roles
 from annotations.selectors.editor import annotation_visible, editor_payload, require_case_access
 from annotations.selectors.images import case_get_for_user
 from annotations.storage import array_load, bytes_load
-from workers.ml.explain_policy import is_interactive
+from workers.ml.explain_policy import ALL_METHODS, is_interactive
 from workers.models import Explanation
 from workers.selectors.modeling import case_ml_payload, explanation_brief
 from workers.services.explain_on_demand import OUTCOMES, explanation_request
@@ -105,8 +106,10 @@ class ExplanationRequestApi(APIView):
     request (201), expensive ones are queued (202) and appear in the editor payload when done; a map that
     already exists is returned as is (200)."""
 
-    class InputSerializer(serializers.Serializer):
-        method = serializers.CharField(max_length=32)
+    error_statuses = {"post": [409]}  # no model to explain with; a method the network cannot produce
+
+    class InputSerializer(StrictSerializer):
+        method = serializers.ChoiceField(choices=ALL_METHODS)
 
     class OutputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=OUTCOMES)

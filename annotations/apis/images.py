@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.apis.errors import PayloadTooLarge
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
 from annotations.models import CaseSplit, Image, ImportStatus
 from annotations.permissions import Action, reads_blind, require
 from annotations.selectors.images import (
@@ -93,6 +93,8 @@ def _refuse_oversized_body(request) -> None:
 
 
 class ImageListApi(APIView):
+    pagination_class = Pagination
+    error_statuses = {"post": [413]}  # over the upload size limit
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -140,6 +142,8 @@ class ImageListApi(APIView):
 
 
 class ImportJobListApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=ImportJobOutputSerializer(many=True), operation_id="imports_list")
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)

@@ -4,7 +4,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
+from annotations.apis.strict import StrictSerializer
 from annotations.models import Membership, Role
 from annotations.permissions import Action, require
 from annotations.selectors.projects import membership_list, project_get_for_user
@@ -20,7 +21,9 @@ class MembershipOutputSerializer(serializers.ModelSerializer):
 
 
 class MemberListApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    pagination_class = Pagination
+
+    class InputSerializer(StrictSerializer):
         username = serializers.CharField(max_length=get_user_model()._meta.get_field("username").max_length)
         role = serializers.ChoiceField(choices=Role.choices)
 
@@ -48,6 +51,8 @@ class MemberListApi(APIView):
 
 
 class MemberDetailApi(APIView):
+    error_statuses = {"delete": [409]}  # the project's last admin
+
     @extend_schema(responses={204: None}, operation_id="members_remove")
     def delete(self, request, project_id: int, membership_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)

@@ -4,14 +4,16 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
+from annotations.apis.strict import StrictSerializer
 from annotations.models import LabelPolicy, Modality, Project, QueryStrategy
 from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user, project_list_for_user
 from annotations.services.projects import project_create, project_update
+from workers.apis.training import TrainingConfigField
 
 
-class LabelClassSerializer(serializers.Serializer):
+class LabelClassSerializer(StrictSerializer):
     value = serializers.IntegerField(min_value=1, max_value=255)
     name = serializers.CharField(max_length=64)
     color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$")
@@ -49,7 +51,9 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
 
 
 class ProjectListApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    pagination_class = Pagination
+
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         modality = serializers.ChoiceField(choices=Modality.choices, default=Modality.OT)
@@ -85,11 +89,13 @@ class ProjectListApi(APIView):
 
 
 class ProjectDetailApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200, required=False)
         description = serializers.CharField(required=False, allow_blank=True)
         modality = serializers.ChoiceField(choices=Modality.choices, required=False)
-        label_classes = LabelClassSerializer(many=True, allow_empty=False, required=False)
+        label_classes = LabelClassSerializer(
+            many=True, allow_empty=False, required=False, help_text="label values must be unique"
+        )
         readers_per_case = serializers.IntegerField(min_value=1, max_value=10, required=False)
         multi_read_share = serializers.FloatField(
             min_value=0, max_value=1, required=False, help_text="share of cases read by multi_read_readers"
@@ -104,7 +110,7 @@ class ProjectDetailApi(APIView):
         query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, required=False)
         auto_retrain_every = serializers.IntegerField(min_value=0, required=False)
         gating_tolerance = serializers.FloatField(min_value=0, max_value=1, required=False)
-        training_config = serializers.DictField(required=False, help_text="training overrides (see docs)")
+        training_config = TrainingConfigField(required=False)
 
     @extend_schema(responses=ProjectOutputSerializer, operation_id="projects_retrieve")
     def get(self, request, project_id: int):

@@ -6,6 +6,8 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.apis.query import query_params
+from annotations.apis.strict import StrictSerializer
 from annotations.models import AnnotationKind, AssignmentStatus, Case, Role
 from annotations.permissions import Action, require
 from annotations.selectors.images import case_get_for_user, queue_head
@@ -28,6 +30,8 @@ class AssignmentOutputSerializer(serializers.Serializer):
 
 
 class ClaimApi(APIView):
+    error_statuses = {"post": [409]}  # a concurrent claim won
+
     @extend_schema(
         request=None, responses={200: AssignmentOutputSerializer, 204: None}, operation_id="queue_claim"
     )
@@ -64,24 +68,30 @@ class QueueHeadApi(APIView):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         if not roles - {Role.ANNOTATOR}:
             raise PermissionDenied("the queue order is for ML engineers, data managers and admins")
-        params = self.FilterSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        head = queue_head(project=project, limit=params.validated_data["limit"])
+        head = queue_head(project=project, limit=query_params(self.FilterSerializer, request)["limit"])
         return Response(QueueHeadOutputSerializer(head, many=True).data)
+
+
+class ReasonSerializer(StrictSerializer):
+    reason = serializers.CharField(
+        max_length=500, help_text="why, in words (kept on the lease, never in the audit trail)"
+    )
 
 
 class _CaseLeaseApi(APIView):
     action_fn = None
-
-    class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    error_statuses = {"post": [409]}  # no lease, an expired one, a lease already ended
+    InputSerializer: type[serializers.Serializer] | None = None  # the lease actions that need a reason
 
     def _run(self, request, case_id: int):
         case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
         require(roles, Action.ANNOTATE)
-        ser = self.InputSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        assignment = self.perform(case=case, reader=request.user, reason=ser.validated_data["reason"])
+        reason = ""
+        if self.InputSerializer is not None:
+            ser = self.InputSerializer(data=request.data)
+            ser.is_valid(raise_exception=True)
+            reason = ser.validated_data["reason"]
+        assignment = self.perform(case=case, reader=request.user, reason=reason)
         return Response(AssignmentOutputSerializer(assignment).data)
 
     def perform(self, *, case, reader, reason: str):
@@ -98,9 +108,9 @@ class HeartbeatApi(_CaseLeaseApi):
 
 
 class SkipApi(_CaseLeaseApi):
-    @extend_schema(
-        request=_CaseLeaseApi.InputSerializer, responses=AssignmentOutputSerializer, operation_id="case_skip"
-    )
+    InputSerializer = ReasonSerializer
+
+    @extend_schema(request=ReasonSerializer, responses=AssignmentOutputSerializer, operation_id="case_skip")
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
@@ -109,9 +119,9 @@ class SkipApi(_CaseLeaseApi):
 
 
 class FlagApi(_CaseLeaseApi):
-    @extend_schema(
-        request=_CaseLeaseApi.InputSerializer, responses=AssignmentOutputSerializer, operation_id="case_flag"
-    )
+    InputSerializer = ReasonSerializer
+
+    @extend_schema(request=ReasonSerializer, responses=AssignmentOutputSerializer, operation_id="case_flag")
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
@@ -146,7 +156,9 @@ class RevisionOutputSerializer(serializers.Serializer):
 
 
 class SubmitApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    error_statuses = {"post": [409]}  # stale base revision, no lease
+
+    class InputSerializer(StrictSerializer):
         mask = serializers.DictField(
             help_text='{"format": "png_base64", "data": ...} or {"format": "rle", ...}'
         )

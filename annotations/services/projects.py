@@ -3,11 +3,13 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
 
 from annotations.models import Membership, Modality, Project, QueryStrategy, Role
 from annotations.models.project import validate_label_classes
 from annotations.permissions import Action, allows
 from annotations.services.audit import audit_record
+from workers.services.registry import ConflictError
 
 # Which role may change which project setting (admins may change all of them).
 FIELD_ACTIONS: dict[str, Action] = {
@@ -112,9 +114,9 @@ def membership_add(*, project: Project, actor, username: str, role: str) -> Memb
 def membership_remove(*, project: Project, actor, membership_id: int) -> None:
     membership = project.memberships.filter(pk=membership_id).select_for_update().first()
     if membership is None:
-        raise ValidationError({"membership": "not a membership of this project"})
+        raise Http404("not a membership of this project")
     if membership.role == Role.ADMIN and project.memberships.filter(role=Role.ADMIN).count() == 1:
-        raise ValidationError({"membership": "a project keeps at least one admin"})
+        raise ConflictError("last_admin", "a project keeps at least one admin")
     details = {"user_id": membership.user_id, "role": membership.role}
     membership.delete()
     audit_record(actor=actor, action="membership.remove", project=project, details=details)

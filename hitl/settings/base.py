@@ -139,6 +139,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "annotations.apis.pagination.Pagination",
+    # JSON bodies only (uploads declare multipart themselves): form encodings cannot say what a list is.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "annotations.apis.schema.AutoSchema",
     "EXCEPTION_HANDLER": "annotations.apis.errors.exception_handler",
@@ -188,6 +190,7 @@ SPECTACULAR_SETTINGS = {
         "ImageStatusEnum": "annotations.models.image.ImageStatus",
         "ImportStatusEnum": "annotations.models.imports.ImportStatus",
         "ImportFileStatusEnum": ["queued", "running", "imported", "duplicate", "failed"],
+        "ExplanationMethodEnum": "workers.ml.explain_policy.ALL_METHODS",
         "AssignmentStatusEnum": "annotations.models.queue.AssignmentStatus",
         "RunStatusEnum": "workers.models.modeling.RunStatus",
         "VersionStateEnum": "workers.models.modeling.VersionState",

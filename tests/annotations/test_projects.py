@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from annotations.models import AuditEvent, Role
 from annotations.services.projects import membership_add, membership_remove, project_create, project_update
 from tests.factories import UserFactory
+from workers.services.registry import ConflictError
 
 LABELS = [{"value": 1, "name": "liver", "color": "#aa0000"}]
 
@@ -53,8 +54,9 @@ def test_project_keeps_one_admin(project):
     admin = membership_add(
         project=project, actor=actor, username=UserFactory(username="a1").username, role=Role.ADMIN
     )
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConflictError) as err:  # a state the request conflicts with: 409 over the API
         membership_remove(project=project, actor=actor, membership_id=admin.pk)
+    assert err.value.code == "last_admin"
     second = membership_add(
         project=project, actor=actor, username=UserFactory(username="a2").username, role=Role.ADMIN
     )

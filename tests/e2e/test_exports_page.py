@@ -38,7 +38,7 @@ def test_data_manager_creates_watches_and_downloads_an_export(page, login, proje
     page.check("input[name=format][value=png]")
     page.check("input[name=split][value=pool]")
     page.click("#export-create")
-    page.wait_for_selector("#notice:has-text('no mask revision matches this request [invalid]')")
+    page.wait_for_selector("#notice:has-text('no mask revision matches this request [nothing_to_export]')")
     with server_idle():
         assert not ExportJob.objects.exists()
 

@@ -74,7 +74,10 @@ def test_expensive_method_is_queued_then_ready(ml_client, project, pool):
 def test_attention_needs_the_attention_network(ml_client, project, pool):
     make_version(project, number=1, state=VersionState.ACTIVE)
     r = _ask(ml_client, pool[0], "attention")
-    assert r.status_code == 400 and "attention" in str(r.json()["error"]["details"])
+    assert (
+        r.status_code == 409 and r.json()["error"]["code"] == "method_unavailable"
+    )  # this model, not this request
+    assert "attention" in r.json()["error"]["message"]
     assert "attention" not in {m["method"] for m in case_ml_payload(pool[0])["explain_catalogue"]}
 
 

@@ -126,7 +126,6 @@ def test_no_reference_case_with_foreground_is_a_validation_error(project, ml, ac
     "methods, field",
     [
         (["psychic"], "methods"),
-        (["attention"], "methods"),
         (["saliency", "saliency"], "methods"),
         ([], "methods"),
     ],
@@ -135,6 +134,13 @@ def test_bad_methods_are_refused(project, ml, cases, active, methods, field):
     with pytest.raises(ValidationError) as err:
         _start(project, ml, methods=methods)
     assert field in err.value.message_dict
+
+
+def test_methods_the_active_model_cannot_produce_conflict_with_it(project, ml, cases, active):
+    """attention on a plain U-Net: valid input, refused because of the active model (a 409 over the API)."""
+    with pytest.raises(ConflictError) as err:
+        _start(project, ml, methods=["attention"])
+    assert err.value.code == "method_unavailable"
 
 
 def test_a_redelivered_run_does_nothing(project, ml, cases, active, monkeypatch):
@@ -228,9 +234,11 @@ def test_api_conflicts_and_bad_input(project, ml, cases, client_for):
     resp = client.post(url, {}, format="json")
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "no_model"
     make_version(project, number=1, state=VersionState.ACTIVE)
-    for body in ({"methods": ["psychic"]}, {"max_cases": 0}, {"max_cases": 33}, {"methods": ["attention"]}):
+    for body in ({"methods": ["psychic"]}, {"max_cases": 0}, {"max_cases": 33}, {"methods": ["gradcam"] * 2}):
         resp = client.post(url, body, format="json")
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid", body
+    resp = client.post(url, {"methods": ["attention"]}, format="json")  # the active model is a plain U-Net
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "method_unavailable"
     assert client.post(url, {"methods": FAST}, format="json").status_code == 201
     resp = client.post(url, {"methods": FAST}, format="json")
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "report_open"

@@ -241,7 +241,18 @@ def test_label_policies_filters_and_agreement(
     resp = client.post(
         f"/api/v1/projects/{project.pk}/exports", {"formats": ["png"], "date_to": "2000-01-01"}, format="json"
     )
-    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid"
+    assert (
+        resp.status_code == 409 and resp.json()["error"]["code"] == "nothing_to_export"
+    )  # valid, matches none
+    reversed_range = {"formats": ["png"], "date_from": today, "date_to": "2000-01-01"}
+    resp = client.post(f"/api/v1/projects/{project.pk}/exports", reversed_range, format="json")
+    assert resp.status_code == 409 and "date_to is before date_from" in resp.json()["error"]["message"]
+    resp = client.post(
+        f"/api/v1/projects/{project.pk}/exports",
+        {"formats": ["png"], "model_version_ids": [99999]},
+        format="json",
+    )
+    assert resp.status_code == 404
     job, _ = _export(
         client, project, django_capture_on_commit_callbacks, formats=["png"], date_from=today, date_to=today
     )

@@ -8,7 +8,8 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
+from annotations.apis.strict import DistinctListField, StrictSerializer
 from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user
 from annotations.storage import bytes_load
@@ -57,8 +58,11 @@ class ExplanationReportDetailOutputSerializer(ExplanationReportOutputSerializer)
 
 
 class ExplanationReportListApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        methods = serializers.ListField(
+    pagination_class = Pagination
+    error_statuses = {"post": [409]}  # no active model; a report already open
+
+    class InputSerializer(StrictSerializer):
+        methods = DistinctListField(
             child=serializers.ChoiceField(choices=KNOWN_METHODS),
             required=False,
             allow_empty=False,

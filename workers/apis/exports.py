@@ -10,7 +10,8 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
+from annotations.apis.strict import StrictSerializer
 from annotations.models import CaseSplit
 from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user
@@ -67,7 +68,10 @@ class ExportJobOutputSerializer(serializers.ModelSerializer):
 
 
 class ExportListApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    pagination_class = Pagination
+    error_statuses = {"post": [409]}  # nothing to export
+
+    class InputSerializer(StrictSerializer):
         formats = serializers.ListField(
             child=serializers.ChoiceField(choices=ExportFormat.choices), allow_empty=False
         )
@@ -122,6 +126,8 @@ class ExportDetailApi(APIView):
 
 
 class ExportDownloadApi(APIView):
+    error_statuses = {"get": [409, 410]}  # not ready yet; expired
+
     @extend_schema(
         responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="the zip")},
         operation_id="exports_download",

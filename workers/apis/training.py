@@ -1,12 +1,13 @@
 """Training runs, model versions and the learning curve. Everyone in the project may read them; starting,
 cancelling, promoting and rolling back need Action.TRAIN (ML engineers, admins)."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import paginated_response
+from annotations.apis.pagination import Pagination, paginated_response
+from annotations.apis.strict import StrictSerializer
 from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user
 from workers.models import ModelVersion, TrainingRun
@@ -19,6 +20,13 @@ from workers.selectors.modeling import (
 )
 from workers.services.registry import model_version_promote, model_version_rollback
 from workers.services.training import training_run_cancel, training_run_start
+from workers.services.training_config import config_json_schema
+
+
+@extend_schema_field(config_json_schema())
+class TrainingConfigField(serializers.DictField):
+    """Training overrides; the schema states every rule `training_config_validate` applies (the service
+    checks them again)."""
 
 
 class Conflict(exceptions.APIException):
@@ -92,10 +100,11 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
 
 
 class TrainingRunListApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        config = serializers.DictField(
-            required=False, default=dict, help_text="overrides, e.g. {epochs, lr, patch_size, channels, seed}"
-        )
+    pagination_class = Pagination
+    error_statuses = {"post": [409]}  # a run already open
+
+    class InputSerializer(StrictSerializer):
+        config = TrainingConfigField(required=False, default=dict)
 
     @extend_schema(responses=TrainingRunOutputSerializer(many=True), operation_id="training_runs_list")
     def get(self, request, project_id: int):
@@ -133,6 +142,8 @@ class TrainingRunDetailApi(APIView):
 
 
 class TrainingRunCancelApi(APIView):
+    error_statuses = {"post": [409]}  # the run has ended
+
     @extend_schema(
         request=None, responses=TrainingRunDetailOutputSerializer, operation_id="training_runs_cancel"
     )
@@ -144,6 +155,8 @@ class TrainingRunCancelApi(APIView):
 
 
 class ModelVersionListApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=ModelVersionOutputSerializer(many=True), operation_id="model_versions_list")
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
@@ -157,6 +170,8 @@ class ModelVersionListApi(APIView):
 
 
 class ModelVersionPromoteApi(APIView):
+    error_statuses = {"post": [409]}  # not a candidate, gating
+
     @extend_schema(
         request=None, responses=ModelVersionOutputSerializer, operation_id="model_versions_promote"
     )
@@ -168,6 +183,8 @@ class ModelVersionPromoteApi(APIView):
 
 
 class ModelVersionRollbackApi(APIView):
+    error_statuses = {"post": [409]}  # nothing to roll back to
+
     @extend_schema(
         request=None, responses=ModelVersionOutputSerializer, operation_id="model_versions_rollback"
     )
@@ -188,7 +205,10 @@ class LearningCurveApi(APIView):
         test_dice = serializers.FloatField(allow_null=True)
         created_at = serializers.DateTimeField()
 
-    @extend_schema(responses=OutputSerializer(many=True), operation_id="learning_curve")
+    @extend_schema(
+        responses=inline_serializer("LearningCurve", {"points": OutputSerializer(many=True)}),
+        operation_id="learning_curve",
+    )
     def get(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.VIEW)

@@ -18,6 +18,7 @@ METHODS: tuple[str, ...] = (
 )
 # Methods that need a particular architecture (see workers.ml.explanations).
 MODEL_SPECIFIC_METHODS: tuple[str, ...] = ("attention",)
+ALL_METHODS: tuple[str, ...] = (*METHODS, *MODEL_SPECIFIC_METHODS)
 
 # Cost policy. Nominal cost with default parameters in forward-pass units (a backward pass counted as two
 # forwards): what a scheduler can know before running a method. Interactive methods (<= 3 units: one forward

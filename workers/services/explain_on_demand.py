@@ -9,7 +9,6 @@ result is cached: one row per (case, model version, method), so asking again cos
 import logging
 from typing import Literal
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotations.models import Case
@@ -31,14 +30,17 @@ OUTCOMES: tuple[Outcome, ...] = ("ready", "computed", "queued")
 def explanation_request(*, case: Case, method: str, user) -> tuple[Outcome, Explanation | None]:
     """("ready", row) when the active version already explains the case with `method`; ("computed", row)
     after computing an interactive method now; ("queued", None) after enqueueing an expensive one.
-    Raises ConflictError("no_model") without an active version and ValidationError for a method the active
-    model's architecture cannot use."""
+    Raises ConflictError("no_model") without an active version and ConflictError("method_unavailable") for a
+    method the active model's architecture cannot use (the same request succeeds once such a model is)."""
     version = active_version(project=case.project_id)
     if version is None:
         raise ConflictError("no_model", "this project has no active model to explain the case with yet")
     allowed = methods_for_arch(version.arch)
     if method not in allowed:
-        raise ValidationError({"method": [f"{method!r} cannot explain this model; choose from {allowed}"]})
+        raise ConflictError(
+            "method_unavailable",
+            f"{method!r} cannot explain the active model; choose from {', '.join(allowed)}",
+        )
     existing = Explanation.objects.filter(case=case, model_version=version, method=method).first()
     if existing is not None:
         return "ready", existing

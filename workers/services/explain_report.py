@@ -54,8 +54,10 @@ def _methods_validate(methods: list[str] | None, arch: str) -> list[str]:
     unknown = [m for m in methods if m not in KNOWN_METHODS]
     if unknown:
         raise ValidationError({"methods": [f"unknown methods {unknown}; choose from {list(KNOWN_METHODS)}"]})
-    if not any(applies_to_arch(m, arch) for m in methods):
-        raise ValidationError({"methods": [f"none of {methods} can explain this model (arch {arch})"]})
+    if not any(applies_to_arch(m, arch) for m in methods):  # the active model decides: a state, not the input
+        raise ConflictError(
+            "method_unavailable", f"none of {methods} can explain the active model (arch {arch})"
+        )
     return list(methods)
 
 

@@ -1,6 +1,7 @@
 """A training run's configuration: project overrides validated key by key, then the full JSON config
 (network, training, scoring, explanations) a run records and executes."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -30,91 +31,130 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _int(lo: int, hi: int):
-    def check(name: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValidationError({"config": [f"{name} must be an integer in {lo}..{hi}"]})
-        return v
-
-    return check
+PATCH_MULTIPLE = 32  # every network here downsamples at most 5 times (channels: 2..6 levels)
 
 
-def _float(lo: float, hi: float):
-    def check(name: str, v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-            raise ValidationError({"config": [f"{name} must be a number in [{lo}, {hi}]"]})
-        return float(v)
+@dataclass(frozen=True)
+class Rule:
+    """One override: its kind ("int", "float", "bool", "choice", "list") and bounds. For "list", `lo`/`hi`
+    bound the length and `items` is the rule of each element; `multiple_of` and `unique` as in JSON Schema."""
 
-    return check
-
-
-def _bool(name: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValidationError({"config": [f"{name} must be true or false"]})
-    return v
-
-
-def _channels(name: str, v: Any) -> list[int]:
-    if (
-        not isinstance(v, list)
-        or not 2 <= len(v) <= 6
-        or not all(isinstance(c, int) and not isinstance(c, bool) and 2 <= c <= 512 for c in v)
-    ):
-        raise ValidationError({"config": [f"{name} must be a list of 2..6 integers in 2..512"]})
-    return v
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    items: "Rule | None" = None
+    multiple_of: int | None = None
+    unique: bool = False
 
 
-def _methods(name: str, v: Any) -> list[str]:
-    known = methods_for_arch("attention_unet")  # every method; the arch check is in training_config_validate
-    if not isinstance(v, list) or not all(m in known for m in v) or len(set(v)) != len(v):
-        raise ValidationError({"config": [f"{name} must be a list of distinct methods from {known}"]})
-    return v
-
-
-def _arch(name: str, v: Any) -> str:
-    if v not in ARCHITECTURES:
-        raise ValidationError({"config": [f"{name} must be one of {', '.join(ARCHITECTURES)}"]})
-    return v
-
-
-OVERRIDES = {
-    "epochs": _int(1, 500),
-    "batch_size": _int(1, 128),
-    "lr": _float(1e-6, 1.0),
-    "patch_size": _int(16, 1024),
-    "early_stopping_patience": _int(0, 100),
-    "max_steps_per_epoch": _int(1, 100_000),
-    "augment": _bool,
-    "seed": _int(0, 2**31 - 1),
-    "arch": _arch,
-    "channels": _channels,
-    "num_res_units": _int(0, 4),
-    "dropout": _float(0.0, 0.9),
-    "mc_samples": _int(1, 50),
-    "explain_methods": _methods,
-    "warm_start": _bool,
+_ALL_METHODS = methods_for_arch("attention_unet")  # every method; which arch needs which: cross rule below
+RULES: dict[str, Rule] = {
+    "epochs": Rule("int", 1, 500),
+    "batch_size": Rule("int", 1, 128),
+    "lr": Rule("float", 1e-6, 1.0),
+    "patch_size": Rule("int", PATCH_MULTIPLE, 1024, multiple_of=PATCH_MULTIPLE),
+    "early_stopping_patience": Rule("int", 0, 100),
+    "max_steps_per_epoch": Rule("int", 1, 100_000),
+    "augment": Rule("bool"),
+    "seed": Rule("int", 0, 2**31 - 1),
+    "arch": Rule("choice", choices=ARCHITECTURES),
+    "channels": Rule("list", 2, 6, items=Rule("int", 2, 512)),
+    "num_res_units": Rule("int", 0, 4),
+    "dropout": Rule("float", 0.0, 0.9),
+    "mc_samples": Rule("int", 1, 50),
+    "explain_methods": Rule(
+        "list", 0, len(_ALL_METHODS), items=Rule("choice", choices=_ALL_METHODS), unique=True
+    ),
+    "warm_start": Rule("bool"),
 }
 
 
+def _fits(rule: Rule, v: Any) -> bool:
+    if rule.kind == "bool":
+        return isinstance(v, bool)
+    if rule.kind == "choice":
+        return isinstance(v, str) and v in rule.choices
+    if rule.kind == "list":
+        return (
+            isinstance(v, list)
+            and rule.lo <= len(v) <= rule.hi  # type: ignore[operator]
+            and all(_fits(rule.items, x) for x in v)  # type: ignore[arg-type]
+            and (not rule.unique or len(set(map(str, v))) == len(v))
+        )
+    numbers = int if rule.kind == "int" else int | float
+    return (
+        isinstance(v, numbers)
+        and not isinstance(v, bool)
+        and rule.lo <= v <= rule.hi  # type: ignore[operator]
+        and (rule.multiple_of is None or v % rule.multiple_of == 0)
+    )
+
+
+def _describe(rule: Rule) -> str:
+    if rule.kind == "bool":
+        return "true or false"
+    if rule.kind == "choice":
+        return f"one of {', '.join(rule.choices)}"
+    if rule.kind == "list":
+        distinct = "distinct " if rule.unique else ""
+        return f"a list of {rule.lo:g}..{rule.hi:g} {distinct}values, each {_describe(rule.items)}"  # type: ignore[arg-type]
+    multiple = f", a multiple of {rule.multiple_of}" if rule.multiple_of else ""
+    return f"{'an integer' if rule.kind == 'int' else 'a number'} in {rule.lo:g}..{rule.hi:g}{multiple}"
+
+
 def training_config_validate(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Known keys only, each within a sane range; the patch must fit the network's downsampling.
-    Raises django ValidationError (HTTP 400)."""
+    """Known keys only, each within RULES; explanation methods the chosen network can produce. Raises
+    django ValidationError (HTTP 400). `config_json_schema` states exactly these rules for the API schema."""
     if not isinstance(overrides, dict):
         raise ValidationError({"config": ["config overrides must be an object"]})
-    unknown = sorted(set(overrides) - set(OVERRIDES))
+    unknown = sorted(set(overrides) - set(RULES))
     if unknown:
         raise ValidationError({"config": [f"unknown config keys: {', '.join(unknown)}"]})
-    clean = {k: OVERRIDES[k](k, v) for k, v in overrides.items()}
-    merged = {**DEFAULTS, **clean}
-    divisor = 2 ** (len(merged["channels"]) - 1)
-    if merged["patch_size"] % divisor:
-        raise ValidationError({"config": [f"patch_size must be a multiple of {divisor} for these channels"]})
+    for key, value in overrides.items():
+        if not _fits(RULES[key], value):
+            raise ValidationError({"config": [f"{key} must be {_describe(RULES[key])}"]})
+    merged = {**DEFAULTS, **overrides}
     unusable = [m for m in merged["explain_methods"] if m not in methods_for_arch(merged["arch"])]
     if unusable:
         raise ValidationError(
             {"config": [f"explain_methods {unusable} need another network (arch); {merged['arch']} cannot"]}
         )
-    return clean
+    return {k: float(v) if RULES[k].kind == "float" else v for k, v in overrides.items()}
+
+
+def _rule_schema(rule: Rule) -> dict[str, Any]:
+    if rule.kind == "bool":
+        return {"type": "boolean"}
+    if rule.kind == "choice":
+        return {"type": "string", "enum": list(rule.choices)}
+    if rule.kind == "list":
+        items = {"type": "array", "items": _rule_schema(rule.items), "minItems": rule.lo, "maxItems": rule.hi}  # type: ignore[arg-type]
+        return {**items, "uniqueItems": True} if rule.unique else items
+    out: dict[str, Any] = {"type": "integer" if rule.kind == "int" else "number"}
+    out.update(minimum=rule.lo, maximum=rule.hi)
+    return {**out, "multipleOf": rule.multiple_of} if rule.multiple_of else out
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The overrides as JSON Schema (OpenAPI 3.0): the keys of RULES, nothing else, and the one rule across
+    keys: a method that needs a particular network (attention) is allowed only with that network chosen."""
+    props = {key: _rule_schema(rule) for key, rule in RULES.items()}
+    generic = [m for m in _ALL_METHODS if m in methods_for_arch(DEFAULTS["arch"])]
+    plain = {**props, "arch": {"type": "string", "enum": [a for a in ARCHITECTURES if a == DEFAULTS["arch"]]}}
+    plain["explain_methods"] = {**props["explain_methods"], "items": {"type": "string", "enum": generic}}
+    special = {
+        **props,
+        "arch": {"type": "string", "enum": [a for a in ARCHITECTURES if a != DEFAULTS["arch"]]},
+    }
+    return {
+        "type": "object",
+        "description": "training overrides; every key optional (defaults in workers/services/training_config.py)",
+        "anyOf": [
+            {"type": "object", "properties": plain, "additionalProperties": False},
+            {"type": "object", "properties": special, "required": ["arch"], "additionalProperties": False},
+        ],
+    }
 
 
 def training_config_build(*, project: Project, overrides: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max, Q
+from django.http import Http404
 from django.utils import timezone
 
 from annotations.models import Annotation, CaseSplit, Project
@@ -33,6 +34,7 @@ from workers.services.exports.manifest import build_manifest, manifest_bytes, sh
 from workers.services.exports.nifti import write_nifti
 from workers.services.exports.png import write_png
 from workers.services.exports.selection import export_revision_ids
+from workers.services.registry import ConflictError
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,11 @@ def export_job_create(
         raise ValidationError({"labels": f"labels must be one of {', '.join(ExportLabels.values)}"})
     if any(s not in CaseSplit.values for s in splits or []):
         raise ValidationError({"splits": f"splits must be among {', '.join(CaseSplit.values)}"})
-    if date_from and date_to and date_from > date_to:
-        raise ValidationError({"date_to": "date_to is before date_from"})
+    reversed_dates = bool(date_from and date_to and date_from > date_to)
     model_version_ids = sorted(set(model_version_ids or []))
     known = ModelVersion.objects.filter(project=project, pk__in=model_version_ids).count()
     if known != len(model_version_ids):
-        raise ValidationError({"model_version_ids": "unknown model version for this project"})
+        raise Http404("unknown model version for this project")
     splits, reader_ids = sorted(set(splits or [])), sorted(set(reader_ids or []))
     revision_ids = export_revision_ids(
         project=project,
@@ -90,8 +91,9 @@ def export_job_create(
         reader_ids=reader_ids,
         model_version_ids=model_version_ids,
     )
-    if not revision_ids:
-        raise ValidationError({"detail": "no mask revision matches this request"})
+    if not revision_ids or reversed_dates:
+        why = " (date_to is before date_from)" if reversed_dates else ""
+        raise ConflictError("nothing_to_export", f"no mask revision matches this request{why}")
     snapshot = Annotation.objects.aggregate(m=Max("pk"))["m"] or 0
     params = {
         "formats": formats,
