@@ -18,6 +18,17 @@ from tests.hostile import corpus
 NAMES = list(corpus())
 
 
+def _upload(client, project, name: str):
+    """POST one corpus file and run its import job as the ingest worker would (after commit)."""
+    data, filename, _ = corpus()[name]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(
+            f"/api/v1/projects/{project.pk}/images",
+            {"file": SimpleUploadedFile(filename, data)},
+            format="multipart",
+        )
+
+
 def _media_files() -> list[Path]:
     root = Path(settings.MEDIA_ROOT)
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
@@ -28,12 +39,7 @@ def _media_files() -> list[Path]:
 def test_hostile_upload_is_refused_with_a_clear_4xx_and_nothing_stored(dm_client, project, name, settings):
     settings.HITL_INGEST_MEMORY_BYTES = 1 << 30  # a tight child: exhaustion must end in a clean refusal
     data, filename, codes = corpus()[name]
-    with TestCase.captureOnCommitCallbacks(execute=True):
-        resp = dm_client.post(
-            f"/api/v1/projects/{project.pk}/images",
-            {"file": SimpleUploadedFile(filename, data)},
-            format="multipart",
-        )
+    resp = _upload(dm_client, project, name)
     if resp.status_code == 202:  # the headers passed: the sandboxed parse refused it
         job = dm_client.get(f"/api/v1/imports/{resp.json()['id']}").json()
         assert job["status"] == "failed", job
@@ -54,14 +60,12 @@ def test_hostile_upload_is_refused_with_a_clear_4xx_and_nothing_stored(dm_client
 @pytest.mark.django_db
 def test_the_corpus_covers_both_stages(dm_client, project):
     """Guard against a corpus that only ever exercises one of the two defences."""
-    refused_at_once = {"1-bit PNG 13000 x 13000", "nifti header claiming 2^31 voxels", "zip with 100000 entries"}
+    refused_at_once = {
+        "1-bit PNG 13000 x 13000",
+        "nifti header claiming 2^31 voxels",
+        "zip with 100000 entries",
+    }
     parsed_then_refused = {"deflated DICOM bomb", "nii.gz bomb behind a valid header", "zip whose sizes lie"}
     for name in refused_at_once | parsed_then_refused:
-        data, filename, _ = corpus()[name]
-        with TestCase.captureOnCommitCallbacks(execute=True):
-            resp = dm_client.post(
-                f"/api/v1/projects/{project.pk}/images",
-                {"file": SimpleUploadedFile(filename, data)},
-                format="multipart",
-            )
+        resp = _upload(dm_client, project, name)
         assert (resp.status_code == 202) == (name in parsed_then_refused), (name, resp.status_code)

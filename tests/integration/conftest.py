@@ -60,20 +60,10 @@ def services():
 @pytest.fixture(scope="session")
 def celery_worker(services, django_db_setup, django_db_blocker):
     """A real `celery worker` process on the test database, the test media folder and Redis."""
-    from django.conf import settings
 
     from hitl.celery import app
 
-    db = settings.DATABASES["default"]
-    db_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = dict(
-        os.environ,
-        DATABASE_URL=db_url,
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        DJANGO_SETTINGS_MODULE="hitl.settings.test",
-        CELERY_TASK_ALWAYS_EAGER="false",
-        HITL_WORKER_HEARTBEAT_SECONDS="1",
-    )
+    env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1")
     app.control.purge()
     hostname = f"itest-{uuid.uuid4().hex[:8]}@%h"
     queues = "default,ingest,score,explain,train,export"
@@ -98,11 +88,32 @@ def celery_worker(services, django_db_setup, django_db_blocker):
         _wait_for_heartbeat(django_db_blocker, proc)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker or web server process on this session's test database and media."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return dict(
+        os.environ,
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        DJANGO_SETTINGS_MODULE="hitl.settings.test",
+        CELERY_TASK_ALWAYS_EAGER="false",
+        **extra,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def _wait_for_heartbeat(django_db_blocker, proc, timeout: float = 90) -> None:
@@ -132,49 +143,34 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def web_server(services, transactional_db, settings):
+def web_server(services, transactional_db):
     """A real web server (gunicorn, 1 worker x 4 threads, hitl.settings.test) as a subprocess on this test's
     PostgreSQL database and media folder; yields WebServer(url, pid) once /healthz answers.
 
     It sees only committed rows, hence `transactional_db`; it is stopped before that fixture empties the
     tables. Environment variables the test sets before requesting it reach the server too."""
-    db = settings.DATABASES["default"]
+    proc, url = start_gunicorn(workers=1, threads=4)
+    try:
+        yield WebServer(url=url, pid=proc.pid)
+    finally:
+        stop(proc)
+
+
+def start_gunicorn(*, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+    """gunicorn on a free port with `subprocess_env()`, once /healthz answers: (process, base URL)."""
     port = _free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        DJANGO_SETTINGS_MODULE="hitl.settings.test",
-        CELERY_TASK_ALWAYS_EAGER="false",
+    cmd = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    cmd += ["--workers", str(workers), "--threads", str(threads), "--access-logfile", "/dev/null"]
+    proc = subprocess.Popen(
+        [*cmd, "hitl.wsgi:application"], cwd=ROOT, env=subprocess_env(), start_new_session=True
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "deploy/gunicorn.conf.py",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--threads",
-        "4",
-        "--access-logfile",
-        "/dev/null",
-        "hitl.wsgi:application",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_http(f"{url}/healthz", proc)
-        yield WebServer(url=url, pid=proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
 
 
 def _wait_for_http(url: str, proc, timeout: float = 90) -> None:

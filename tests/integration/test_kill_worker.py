@@ -9,12 +9,11 @@ import time
 import uuid
 
 import pytest
-from django.conf import settings
 
 from annotations.models import Case, Role
 from annotations.services.queue import case_claim_next
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
-from tests.integration.conftest import ROOT, wait_until
+from tests.integration.conftest import ROOT, subprocess_env, wait_until
 from tests.workers.test_training_helpers import TINY, make_version, seed_project
 from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState, WorkerHeartbeat
 from workers.services import training as training_service
@@ -28,15 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def own_worker(services):
     """A worker of our own on a private queue (the session's worker must not take this run)."""
-    db = settings.DATABASES["default"]
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        DJANGO_SETTINGS_MODULE="hitl.settings.test",
-        CELERY_TASK_ALWAYS_EAGER="false",
-        HITL_WORKER_HEARTBEAT_SECONDS="1",
-    )
+    env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1")
     queue = f"kill-{uuid.uuid4().hex[:8]}"
     hostname = f"{queue}@itest"
     cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", queue, "-c", "1", "-n", hostname]

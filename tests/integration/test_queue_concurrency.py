@@ -5,12 +5,8 @@ latency p50/p99 and statements per claim are measured and written to artifacts/q
 
 import base64
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +25,7 @@ from annotations.services.imports import image_import
 from annotations.services.queue import case_claim_next
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.helpers import png_bytes
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, start_gunicorn, stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # 600 claims: the p99 is then the 6th-slowest claim rather than the 2nd of 200, so one scheduler hiccup on a
@@ -39,52 +35,13 @@ READING_S = (2.0, 4.0)  # seconds a reader spends on a case (clinically 30-120 s
 MASK = base64.b64encode(png_bytes(np.pad(np.ones((4, 4), np.uint8), 6))).decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(settings):
-    db = settings.DATABASES["default"]
-    port = _free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        DJANGO_SETTINGS_MODULE="hitl.settings.test",
-        CELERY_TASK_ALWAYS_EAGER="false",
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "deploy/gunicorn.conf.py",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--threads",
-        "8",
-        "--access-logfile",
-        "/dev/null",
-        "hitl.wsgi:application",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1)  # noqa: S310
-            break
-        except urllib.error.HTTPError:
-            break  # 503 without a worker is fine: the server is up
-        except OSError:
-            time.sleep(0.25)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(services):
+    proc, url = start_gunicorn(workers=2, threads=8)
+    try:
+        yield url
+    finally:
+        stop(proc)
 
 
 def _post(url: str, token: str, body: dict | None = None) -> tuple[int, dict, float]:

@@ -108,3 +108,21 @@ def checked_manifest(members: dict[str, bytes]) -> dict:
     for name, digest in sums.items():
         assert hashlib.sha256(members[name]).hexdigest() == digest, name
     return manifest
+
+
+def export_everything(project, requested_by):
+    """Every format, every revision of every reader, with the images: the finished ExportJob."""
+    from workers.models import ExportStatus
+    from workers.services.exports.job import export_job_create, export_job_run
+
+    job = export_job_create(
+        project=project,
+        requested_by=requested_by,
+        formats=["nifti", "dicom_seg", "png", "coco", "csv"],
+        labels="all",
+        include_images=True,
+        enqueue=False,
+    )
+    job = export_job_run(job_id=job.pk)
+    assert job.status == ExportStatus.SUCCEEDED, job.error
+    return job

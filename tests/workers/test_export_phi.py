@@ -16,9 +16,7 @@ from pydicom.data import get_testdata_file
 from annotations.models import Image, Role
 from annotations.storage import bytes_load
 from tests.helpers import upload_images
-from tests.workers.test_export_helpers import blob_mask, checked_manifest, read_zip, revise
-from workers.models import ExportStatus
-from workers.services.exports.job import export_job_create, export_job_run
+from tests.workers.test_export_helpers import blob_mask, checked_manifest, export_everything, read_zip, revise
 
 pytestmark = pytest.mark.django_db
 
@@ -85,16 +83,7 @@ def test_no_exported_byte_carries_phi_or_usernames(project, member, client_for):
             shape = tuple(image.shape[1:3])
             revise(case, blob_mask(shape, case.pk), r1, time_spent_s=4.0)
             revise(case, blob_mask(shape, case.pk + 1), r2, time_spent_s=5.0)  # multi-read: agreement too
-    job = export_job_create(
-        project=project,
-        requested_by=dm,
-        formats=["nifti", "dicom_seg", "png", "coco", "csv"],
-        labels="all",
-        include_images=True,
-        enqueue=False,
-    )
-    job = export_job_run(job_id=job.pk)
-    assert job.status == ExportStatus.SUCCEEDED, job.error
+    job = export_everything(project, dm)
     raw = bytes_load(job.result_path)
     members = read_zip(raw)
     manifest = checked_manifest(members)

@@ -18,9 +18,7 @@ from annotations.models import Image, Project, Role
 from annotations.storage import bytes_load
 from tests.helpers import upload_images
 from tests.ml.test_deid_planted import planted_dataset
-from tests.workers.test_export_helpers import blob_mask, revise
-from workers.models import ExportStatus
-from workers.services.exports.job import export_job_create, export_job_run
+from tests.workers.test_export_helpers import blob_mask, export_everything, revise
 
 pytestmark = pytest.mark.django_db
 FILE_NAME = "DOE_JOHN_MRN123456_19650412.dcm"
@@ -70,17 +68,9 @@ def test_no_planted_value_survives_anywhere(project, member, client_for):
     for case in image.cases.all():
         for seed, reader in enumerate(readers):
             revise(case, blob_mask(tuple(image.shape[1:3]), case.pk + seed), reader, time_spent_s=3.0)
-    job = export_job_create(
-        project=project,
-        requested_by=dm,
-        formats=["nifti", "dicom_seg", "png", "coco", "csv"],
-        labels="all",
-        include_images=True,
-        enqueue=False,
-    )
-    job = export_job_run(job_id=job.pk)
-    assert job.status == ExportStatus.SUCCEEDED, job.error
-    export = _inflated("export.zip", bytes_load(job.result_path))
+    job = export_everything(project, dm)
+    raw = bytes_load(job.result_path)
+    export = _inflated("export.zip", raw)
     assert any(b"DICM" in blob[:200] for blob in export), "the export holds the de-identified DICOM"
 
     needles = {p.needle for p in plants if p.needle} | {b"DOE_JOHN", b"MRN123456", b"19650412"}

@@ -56,14 +56,7 @@ def inflate_limited(data: bytes, max_bytes: int) -> bytes:
     out = bytearray()
     inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
     try:
-        chunk = inflater.decompress(data, _CHUNK)
-        while True:
-            out += chunk
-            if len(out) > max_bytes:
-                raise IngestError("archive_too_large", f"inflated data exceeds {max_bytes} bytes")
-            if inflater.eof or not (chunk or inflater.unconsumed_tail):
-                break
-            chunk = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+        _inflate_into(out, inflater, data, max_bytes)
     except zlib.error:
         raise IngestError("malformed_dicom", "the deflated DICOM data is corrupt") from None
     if not inflater.eof:
@@ -82,17 +75,23 @@ def gunzip_limited(data: bytes, max_bytes: int) -> bytes:
     try:
         while pending:
             inflater = zlib.decompressobj(wbits=31)
-            chunk = inflater.decompress(pending, _CHUNK)
-            while True:
-                out += chunk
-                if len(out) > max_bytes:
-                    raise IngestError("archive_too_large", f"decompressed data exceeds {max_bytes} bytes")
-                if inflater.eof or not (chunk or inflater.unconsumed_tail):
-                    break  # done, or no progress possible (flushing b"" gave nothing)
-                chunk = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+            _inflate_into(out, inflater, pending, max_bytes)
             if not inflater.eof:
                 raise IngestError("not_an_image", "the gzip stream is truncated")
             pending = inflater.unused_data.lstrip(b"\x00")  # trailing padding is legal
     except zlib.error:
         raise IngestError("not_an_image", "the gzip stream is corrupt") from None
     return bytes(out)
+
+
+def _inflate_into(out: bytearray, inflater: "zlib._Decompress", data: bytes, max_bytes: int) -> None:
+    """Feed `data` to `inflater` in output chunks of at most _CHUNK, appending to `out`; raises
+    archive_too_large as soon as `out` passes `max_bytes` (so a bomb never fills memory)."""
+    chunk = inflater.decompress(data, _CHUNK)
+    while True:
+        out += chunk
+        if len(out) > max_bytes:
+            raise IngestError("archive_too_large", f"decompressed data exceeds {max_bytes} bytes")
+        if inflater.eof or not (chunk or inflater.unconsumed_tail):
+            return  # done, or no progress possible (flushing b"" gave nothing)
+        chunk = inflater.decompress(inflater.unconsumed_tail, _CHUNK)
