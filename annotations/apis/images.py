@@ -128,7 +128,10 @@ class ImageListApi(APIView):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.IMPORT_IMAGES)
         _refuse_oversized_body(request)
-        ser = self.InputSerializer(data=request.data)
+        data = request.data  # parses the body, through UploadSizeGuard
+        if getattr(request._request, "upload_too_large", False):
+            raise PayloadTooLarge(f"uploads are limited to {settings.HITL_MAX_UPLOAD_BYTES} bytes per file")
+        ser = self.InputSerializer(data=data)
         ser.is_valid(raise_exception=True)
         job = import_job_create(
             project=project,

@@ -129,6 +129,11 @@ HITL_INGEST_MEMORY_BYTES = env.int("HITL_INGEST_MEMORY_BYTES", default=4 * 1024 
 HITL_INGEST_TIMEOUT_SECONDS = env.int("HITL_INGEST_TIMEOUT_SECONDS", default=600)  # per file
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads stream to a temporary file, not the heap
+FILE_UPLOAD_HANDLERS = [
+    "annotations.apis.uploads.UploadSizeGuard",  # stops a file at HITL_MAX_UPLOAD_BYTES, before the disk
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 FILE_UPLOAD_TEMP_DIR = None
 
 REST_FRAMEWORK = {

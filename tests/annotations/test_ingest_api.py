@@ -20,7 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 from pydicom.data import get_testdata_file
 
-from annotations.models import Annotation, AuditEvent, Case, DicomInstance, Image
+from annotations.models import Annotation, AuditEvent, Case, DicomInstance, Image, ImportJob
 from tests.helpers import png_bytes, png_upload
 
 
@@ -146,6 +146,27 @@ def test_oversized_upload_gets_413(dm_client, project, settings):
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "too_large"
     assert Image.objects.count() == 0 and _media_files() == []
+
+
+@pytest.mark.django_db
+def test_an_oversized_file_stops_at_the_limit_on_its_way_to_disk(dm_client, project, settings, monkeypatch):
+    """The guard stops receiving at the limit: the temporary upload file gets at most the limit (plus one
+    chunk), not the whole body."""
+    from django.core.files.uploadhandler import TemporaryFileUploadHandler
+
+    written = []
+    original = TemporaryFileUploadHandler.receive_data_chunk
+    monkeypatch.setattr(
+        TemporaryFileUploadHandler,
+        "receive_data_chunk",
+        lambda self, raw, start: written.append(len(raw)) or original(self, raw, start),
+    )
+    settings.HITL_MAX_UPLOAD_BYTES = 3 * 1024 * 1024  # over FILE_UPLOAD_MAX_MEMORY_SIZE: a temp file is used
+    big = SimpleUploadedFile("big.nii", b"\0" * (40 * 1024 * 1024))
+    resp = dm_client.post(f"/api/v1/projects/{project.pk}/images", {"file": big}, format="multipart")
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "too_large"
+    assert 0 < sum(written) <= settings.HITL_MAX_UPLOAD_BYTES  # 3 MB reached the disk, not 40
+    assert not ImportJob.objects.exists() and _media_files() == []
 
 
 @pytest.mark.django_db
