@@ -73,7 +73,9 @@ def _zip(entries: list[tuple[str, bytes, int, int, int]]) -> bytes:
     for name, data, method, size, crc in entries:
         offset = out.tell()
         raw = name.encode()
-        out.write(struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data), size, len(raw), 0))
+        out.write(
+            struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data), size, len(raw), 0)
+        )
         out.write(raw + data)
         central.write(
             struct.pack(
@@ -203,7 +205,11 @@ def corpus() -> dict[str, tuple[bytes, str, set[str]]]:
     too_big = {"too_large", "archive_too_large"}
     return {
         "nifti header 512x512x1000 float64, no data": (nifti_header((512, 512, 1000)), "a.nii", too_big),
-        "nifti header 256x256x100 float64, no data": (nifti_header((256, 256, 100)), "b.nii", {"not_an_image"}),
+        "nifti header 256x256x100 float64, no data": (
+            nifti_header((256, 256, 100)),
+            "b.nii",
+            {"not_an_image"},
+        ),
         "nifti header claiming 2^31 voxels": (nifti_header((2048, 1024, 1024)), "c.nii", too_big),
         "nii.gz declaring 512x512x1000 float64": (nifti_gz_honest((512, 512, 1000)), "d.nii.gz", too_big),
         "nii.gz bomb behind a valid header": (nifti_gz_bomb(512 * _MB), "e.nii.gz", too_big),

@@ -35,7 +35,12 @@ MATRIX = [
     ("get", "/api/v1/projects/{p}/cases", None, _status_for(ALL, 200)),
     # an annotator reads blind: a case the queue did not give them does not exist for them
     ("get", "/api/v1/cases/{c}", None, {**_status_for(ALL - {"annotator"}, 200), "annotator": 404}),
-    ("get", "/api/v1/cases/{c}/thumbnail.png", None, {**_status_for(ALL - {"annotator"}, 200), "annotator": 404}),
+    (
+        "get",
+        "/api/v1/cases/{c}/thumbnail.png",
+        None,
+        {**_status_for(ALL - {"annotator"}, 200), "annotator": 404},
+    ),
     ("get", "/api/v1/projects/{p}/audit", None, _status_for({"admin"}, 200)),
     ("get", "/api/v1/projects/{p}/explanation-reports", None, _status_for(ALL, 200)),
     # no active model in this world: the roles that may start one get past the permission check to a 409

@@ -84,7 +84,7 @@ def gunzip_limited(data: bytes, max_bytes: int) -> bytes:
     return bytes(out)
 
 
-def _inflate_into(out: bytearray, inflater: "zlib._Decompress", data: bytes, max_bytes: int) -> None:
+def _inflate_into(out: bytearray, inflater: zlib._Decompress, data: bytes, max_bytes: int) -> None:
     """Feed `data` to `inflater` in output chunks of at most _CHUNK, appending to `out`; raises
     archive_too_large as soon as `out` passes `max_bytes` (so a bomb never fills memory)."""
     chunk = inflater.decompress(data, _CHUNK)
