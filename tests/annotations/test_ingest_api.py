@@ -251,3 +251,18 @@ def test_dicom_series_zip_keeps_grouping_and_instances(dm_client, project):
         and image.series_uid != pydicom.dcmread(get_testdata_file("CT_small.dcm")).SeriesInstanceUID
     )
     assert os.path.getsize(Path(settings.MEDIA_ROOT) / image.pixels_path) > 0
+
+
+@pytest.mark.django_db
+def test_a_bare_dicom_dataset_passes_the_header_check_and_text_does_not(dm_client, project):
+    """Without a preamble, only what can begin a DICOM dataset (group 0002 or 0008) goes to the parser."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+    assert _outcome(dm_client, _upload(dm_client, project, fp.getvalue(), "bare")) == (201, None)
+    text = _upload(dm_client, project, b"PatientName: DOE^JOHN\n" * 20, "notes.dcm")
+    assert text.status_code == 400 and text.json()["error"]["code"] == "not_an_image"  # at once: no job
+    assert "DOE" not in text.json()["error"]["message"]

@@ -79,6 +79,7 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
     assert page.locator("#upload-progress").evaluate("el => el.value") == 100
     page.wait_for_selector("#images >> text=image-0001")
     assert "DOE" not in page.content()  # the file name names nothing
+    page.wait_for_selector("#imports >> text=file 1: 1 image(s)")  # the import job, kept for later
     with server_idle():
         assert project.images.get().shape[1:3] == [48, 40]
 
@@ -89,6 +90,29 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
         project.refresh_from_db()
     assert project.readers_per_case == 2
     assert page.locator("#btn-start").count() == 0  # not the ML page
+
+
+def test_a_refused_upload_says_why_for_each_file(page, login, project, member, tmp_path):
+    """A file refused from its headers fails the upload at once; one refused by the sandboxed parse is
+    listed with its code under the upload and in the recent imports; nothing is stored."""
+    from tests.hostile import dicom_deflated_bomb
+
+    member(Role.DATA_MANAGER, username="dm")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"not an image at all\n" * 20)
+    bomb = tmp_path / "bomb.dcm"
+    bomb.write_bytes(dicom_deflated_bomb(64 << 20))
+    login(page, "dm")
+    page.goto(f"/projects/{project.pk}/data/")
+    page.set_input_files("#file", str(notes))
+    page.click("#upload button[type=submit]")
+    page.wait_for_selector("#notice >> text=Upload failed")
+    page.set_input_files("#file", str(bomb))
+    page.click("#upload button[type=submit]")
+    page.wait_for_selector("#upload-errors >> text=archive_too_large")
+    page.wait_for_selector("#imports >> text=failed")
+    with server_idle():
+        assert not project.images.exists()
 
 
 def test_ml_engineer_runs_the_explanation_quality_report_and_reads_the_table(

@@ -1,4 +1,4 @@
-// The data manager's page: upload with progress, readers per case, members and roles, the image list.
+// The data manager's page: upload with progress, recent imports, readers per case, members and roles, images.
 
 import { api, bootData, csrfToken, get, getAll, patch, post } from "./api.js";
 import { $, cell, notice } from "./dom.js";
@@ -17,6 +17,29 @@ async function refreshImages() {
     body.append(tr);
   }
   if (!images.length) { const tr = document.createElement("tr"); cell(tr, "No images yet.").colSpan = 7; body.append(tr); }
+}
+
+function fileOutcome(f) {
+  if (f.error) return `file ${f.index}: ${f.error.code}: ${f.error.message}`;
+  if (f.status === "duplicate") return `file ${f.index}: duplicate of image ${f.duplicates.map((d) => d.existing_image_id).join(", ")}`;
+  if (f.status === "imported") return `file ${f.index}: ${f.image_ids.length} image(s)`;
+  return `file ${f.index}: ${f.status}`;
+}
+
+/** The last imports (first page), so an upload can be followed after leaving the page. */
+async function refreshImports() {
+  const body = $("imports");
+  if (!body) return;  // only data managers and admins see imports
+  const page = await get(`/api/v1/projects/${pid}/imports?page_size=20`);
+  body.replaceChildren();
+  for (const job of page.results) {
+    const tr = document.createElement("tr");
+    cell(tr, `#${job.id}`); cell(tr, new Date(job.created_at).toLocaleString()); cell(tr, job.split);
+    cell(tr, job.files.length); cell(tr, job.finished_at ? job.status : `${job.status} ${job.progress}%`);
+    cell(tr, job.files.map(fileOutcome).join(" · "));
+    body.append(tr);
+  }
+  if (!page.results.length) { const tr = document.createElement("tr"); cell(tr, "No imports yet.").colSpan = 6; body.append(tr); }
 }
 
 async function refreshMembers() {
@@ -112,6 +135,7 @@ $("upload").onsubmit = async (ev) => {
     notice(job.status === "succeeded" ? null : `Import #${job.id} ${job.status}: see the files below.`);
     ev.target.reset();
     refreshImages();
+    refreshImports();
   } catch (e) {
     $("upload-status").textContent = "upload failed";
     notice(`Upload failed: ${e.message}`);
@@ -142,4 +166,4 @@ if (add) {
   };
 }
 
-Promise.all([refreshImages(), refreshMembers()]).catch((e) => notice(e.message));
+Promise.all([refreshImages(), refreshMembers(), refreshImports()]).catch((e) => notice(e.message));

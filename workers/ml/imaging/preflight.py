@@ -19,8 +19,8 @@ _HEAD_BYTES = 4096
 def preflight(fh: SeekableFile, size: int, limits: Limits) -> str:
     """The sniffed kind of the file in `fh` (seekable; left at offset 0), or IngestError: too_large over
     `limits.max_file_bytes` or over a pixel limit its header declares; not_an_image when empty, when a
-    NIfTI is shorter than its header says, or a gzip holds no NIfTI; unsafe_archive / archive_too_large
-    from a zip's listing. "unknown" passes: it may be DICOM without a preamble, which only parsing tells.
+    NIfTI is shorter than its header says, a gzip holds no NIfTI, or what is left cannot begin a DICOM
+    dataset; unsafe_archive / archive_too_large from a zip's listing.
     """
     if size > limits.max_file_bytes:
         raise IngestError("too_large", f"the file is {size} bytes, more than {limits.max_file_bytes}")
@@ -38,7 +38,16 @@ def preflight(fh: SeekableFile, size: int, limits: Limits) -> str:
         _check_gzip(head, limits)
     elif kind == "zip":
         _check_zip(fh, limits)
+    elif kind == "unknown":
+        _check_bare_dicom(head)
     return kind
+
+
+def _check_bare_dicom(head: bytes) -> None:
+    """Without a preamble only a DICOM dataset is left, and it starts with its lowest tag: group 0002 (file
+    meta) or 0008 (SOP Common, mandatory), in either byte order. Anything else is not an image."""
+    if len(head) < 8 or not {head[:2], head[1::-1]} & {b"\x02\x00", b"\x08\x00"}:
+        raise IngestError("not_an_image", "the file is not a recognised image format")
 
 
 def _check_png(head: bytes, limits: Limits) -> None:
