@@ -101,6 +101,7 @@ class ImageListApi(APIView):
         file = serializers.ListField(
             child=serializers.FileField(),
             min_length=1,
+            max_length=settings.HITL_IMPORT_MAX_FILES,
             help_text="one or more files: DICOM, zip of a DICOM series, PNG, TIFF or NIfTI",
         )
         mask = serializers.FileField(
