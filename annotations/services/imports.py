@@ -257,24 +257,33 @@ def _abandon(job: ImportJob) -> None:
     _finish(job)
 
 
+def import_file_now(
+    *, project: Project, user, path: Path, mask: Path | None = None, split: str = CaseSplit.POOL
+) -> dict[str, Any]:
+    """Import one local file (and mask) in this process, through the same header checks and sandboxed
+    parse as an upload, without a worker (the CLI, the demo seeder, tests). Returns the job's file entry;
+    a file refused by its headers raises that IngestError (nothing staged)."""
+    with ExitStack() as stack:
+        files = [File(stack.enter_context(path.open("rb")))]
+        mask_file = File(stack.enter_context(mask.open("rb"))) if mask is not None else None
+        job = import_job_create(
+            project=project, user=user, files=files, mask=mask_file, split=split, enqueue=False
+        )
+    return (import_job_execute(job_id=job.pk) or job).files[0]
+
+
 def image_import(
     *, project: Project, user, data: bytes, mask_data: bytes | None = None, split: str = CaseSplit.POOL
 ) -> ImportResult:
-    """Import one file's bytes now, in this process, through the same checks and sandboxed parse as an
-    upload (the demo seeder, tests). Raises the file's IngestError; returns what was stored."""
-    with tempfile.TemporaryDirectory(prefix="hitl-import-") as tmp, ExitStack() as stack:
-
-        def opened(name: str, blob: bytes) -> File:
-            path = Path(tmp) / name
-            path.write_bytes(blob)
-            return File(stack.enter_context(path.open("rb")))
-
-        mask = opened("mask", mask_data) if mask_data is not None else None
-        files = [opened("upload", data)]
-        job = import_job_create(
-            project=project, user=user, files=files, mask=mask, split=split, enqueue=False
+    """`import_file_now` for bytes: raises the file's IngestError, returns what was stored."""
+    with tempfile.TemporaryDirectory(prefix="hitl-import-") as tmp:
+        path, mask = Path(tmp) / "upload", Path(tmp) / "mask"
+        path.write_bytes(data)
+        if mask_data is not None:
+            mask.write_bytes(mask_data)
+        entry = import_file_now(
+            project=project, user=user, path=path, mask=mask if mask_data is not None else None, split=split
         )
-    entry = (import_job_execute(job_id=job.pk) or job).files[0]
     if entry["status"] == "failed":
         raise IngestError(entry["error"]["code"], entry["error"]["message"])
     images = list(Image.objects.filter(pk__in=entry["image_ids"]).order_by("id"))

@@ -8,17 +8,15 @@ sandboxed parse (an import job, run here without a worker); local file names are
 import io
 import tempfile
 import zipfile
-from contextlib import ExitStack
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotations.models import CaseSplit, Project
 from annotations.permissions import Action, allows, user_roles
-from annotations.services.imports import import_job_create, import_job_execute
+from annotations.services.imports import import_file_now
 from workers.ml.imaging import IngestError
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".nii", ".gz", ".zip", ".dcm"}
@@ -114,22 +112,15 @@ class Command(BaseCommand):
     def _import_one(
         self, proj: Project, actor, src: Path, prebuilt: bytes | None, mask: Path | None, split: str
     ):
-        """One upload through the same header checks and sandboxed parse as the API, run in this process
-        (no worker needed). Returns the import job's file entry."""
-        with tempfile.TemporaryDirectory(prefix="hitl-cli-") as tmp, ExitStack() as stack:
+        """One upload, run in this process (no worker needed). Returns the import job's file entry."""
+        with tempfile.TemporaryDirectory(prefix="hitl-cli-") as tmp:
             if prebuilt is not None:
                 src = Path(tmp) / "series.zip"
                 src.write_bytes(prebuilt)
-            files = [File(stack.enter_context(src.open("rb")))]
-            mask_file = File(stack.enter_context(mask.open("rb"))) if mask else None
             try:
-                job = import_job_create(
-                    project=proj, user=actor, files=files, mask=mask_file, split=split, enqueue=False
-                )
-            except IngestError as exc:
+                return import_file_now(project=proj, user=actor, path=src, mask=mask, split=split)
+            except IngestError as exc:  # refused by its headers
                 return {"status": "failed", "error": {"code": exc.code, "message": str(exc)}}
-        done = import_job_execute(job_id=job.pk)
-        return (done or job).files[0]
 
     def _project(self, ref: str) -> Project:
         qs = Project.objects.filter(pk=int(ref)) if ref.isdigit() else Project.objects.filter(name=ref)
