@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from annotations.apis.errors import PayloadTooLarge
 from annotations.apis.pagination import Pagination, paginated_response
 from annotations.models import CaseSplit, Image, ImportStatus
+from annotations.models.imports import IMPORT_FILE_STATUSES
 from annotations.permissions import Action, reads_blind, require
 from annotations.selectors.images import (
     image_list,
@@ -54,7 +55,7 @@ class ImportErrorSerializer(serializers.Serializer):
 class ImportFileSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="position in the upload (file names are never kept)")
     size = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["queued", "running", "imported", "duplicate", "failed"])
+    status = serializers.ChoiceField(choices=IMPORT_FILE_STATUSES)
     image_ids = serializers.ListField(child=serializers.IntegerField(), default=list)
     duplicates = serializers.ListField(child=serializers.DictField(), default=list)
     error = ImportErrorSerializer(allow_null=True, default=None)

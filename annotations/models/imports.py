@@ -14,6 +14,8 @@ class ImportStatus(models.TextChoices):
     FAILED = "failed", "Failed"  # no file imported
 
 
+# What one file of an import job is at: waiting, being parsed, or its outcome.
+IMPORT_FILE_STATUSES = ("queued", "running", "imported", "duplicate", "failed")
 FINISHED_IMPORT = (ImportStatus.SUCCEEDED, ImportStatus.PARTIAL, ImportStatus.FAILED)
 
 

@@ -194,7 +194,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ImageStatusEnum": "annotations.models.image.ImageStatus",
         "ImportStatusEnum": "annotations.models.imports.ImportStatus",
-        "ImportFileStatusEnum": ["queued", "running", "imported", "duplicate", "failed"],
+        "ImportFileStatusEnum": "annotations.models.imports.IMPORT_FILE_STATUSES",
         "ExplanationMethodEnum": "workers.ml.explain_policy.ALL_METHODS",
         "AssignmentStatusEnum": "annotations.models.queue.AssignmentStatus",
         "RunStatusEnum": "workers.models.modeling.RunStatus",
