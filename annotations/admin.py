@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.db import transaction
 
-from annotations.models import Annotation, AuditEvent, Case, DicomInstance, Image, Membership, Project
-from annotations.services.audit import audit_record
+from annotations.models import Annotation, Case, DicomInstance, Image, Membership, Project
+from hitl.core.audit import audit_record
 
 
 def _membership_details(membership: Membership, **extra) -> dict:
@@ -126,21 +126,6 @@ class AnnotationAdmin(admin.ModelAdmin):
 
     list_display = ["id", "case", "revision", "kind", "author", "time_spent_s", "created_at"]
     list_filter = ["kind"]
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor", "project", "action", "target_type", "target_id"]
-    list_filter = ["action", "project"]
-
-    def has_add_permission(self, request):
-        return False
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -8,7 +8,7 @@ The password never reaches them: Django masks it in `credentials`, and only the 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 
 from annotations.auth_guard import client_ip
-from annotations.services.audit import audit_record
+from hitl.core.audit import audit_record
 
 USERNAME_MAX = 150  # Django's username length; anything longer is junk worth only a prefix
 

@@ -11,7 +11,7 @@ app = Celery("hitl")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in ("default", "ingest", "score", "explain", "train", "export")]
 app.conf.task_default_queue = "default"
-app.autodiscover_tasks(["workers"], related_name="tasks")
+app.autodiscover_tasks(["hitl.core", "annotations", "workers"], related_name="tasks")
 
 from workers.heartbeat import HeartbeatStep  # noqa: E402  (needs the app configured first)
 

@@ -23,7 +23,7 @@ def upload_images(client, project, files: dict, *, expect: str = "succeeded") ->
     transaction (not transactional_db): a real worker could not see the job's row."""
     from django.test import TestCase
 
-    from annotations.services.imports import import_job_execute
+    from workers.services.imports import import_job_execute
 
     with TestCase.captureOnCommitCallbacks(execute=True):
         resp = client.post(f"/api/v1/projects/{project.pk}/images", files, format="multipart")

@@ -27,5 +27,5 @@ def test_every_registered_model_lists_for_a_superuser(client, model):
 
 def test_the_admin_is_closed_to_non_staff(client):
     client.force_login(UserFactory(username="reader"))
-    resp = client.get(reverse("admin:workers_outboxmessage_changelist"))
+    resp = client.get(reverse("admin:core_outboxmessage_changelist"))
     assert resp.status_code == 302 and "/admin/login/" in resp["Location"]

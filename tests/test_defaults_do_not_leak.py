@@ -20,8 +20,8 @@ def _boom(request):
 
 
 urlpatterns = [path("boom/", _boom), path("api/v1/boom", _boom), *real_patterns]
-handler404 = "annotations.views.not_found"
-handler500 = "annotations.views.server_error"
+handler404 = "annotations.pages.not_found"
+handler500 = "annotations.pages.server_error"
 
 
 def _debug_for(**env: str) -> str:

@@ -6,7 +6,6 @@ from workers.models import (
     ExplanationReport,
     ExportJob,
     ModelVersion,
-    OutboxMessage,
     Prediction,
     TrainingRun,
     WorkerHeartbeat,
@@ -59,12 +58,3 @@ class ExportJobAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "status", "progress", "size_bytes", "created_at", "expires_at"]
     list_filter = ["status"]
     readonly_fields = ["params", "result_path", "sha256", "size_bytes", "counts", "error"]
-
-
-@admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
-    """What the outbox still has to send (sent_at empty) and why it failed, for the operator."""
-
-    list_display = ["id", "task", "created_at", "sent_at", "attempts", "last_error"]
-    list_filter = ["task"]
-    readonly_fields = ["task", "kwargs", "created_at", "sent_at", "attempts", "last_error"]

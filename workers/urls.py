@@ -1,10 +1,27 @@
-"""API routes of the machine side (training runs, model versions, explanation reports, exports), mounted under /api/v1/."""
+"""Routes of the machine side: its JSON API under api/v1/ (imports, model layers of a case, training runs,
+model versions, explanation reports, exports), its pages and the health check; mounted at the site root."""
 
-from django.urls import path
+from django.urls import include, path
 
-from workers.apis import explain_report, exports, training
+from workers import pages
+from workers.apis import explain_report, exports, health, imports, layers, training
 
-urlpatterns: list = [
+api: list = [
+    path("projects/<int:project_id>/images", imports.ImageListApi.as_view(), name="image-list"),
+    path("projects/<int:project_id>/imports", imports.ImportJobListApi.as_view(), name="import-list"),
+    path("imports/<int:import_id>", imports.ImportJobDetailApi.as_view(), name="import-detail"),
+    path("cases/<int:case_id>/proposal.png", layers.ProposalPngApi.as_view(), name="case-proposal"),
+    path(
+        "cases/<int:case_id>/explanations",
+        layers.ExplanationRequestApi.as_view(),
+        name="case-explanation-request",
+    ),
+    path("cases/<int:case_id>/uncertainty.png", layers.UncertaintyPngApi.as_view(), name="case-uncertainty"),
+    path(
+        "explanations/<int:explanation_id>/map.png",
+        layers.ExplanationMapApi.as_view(),
+        name="explanation-map",
+    ),
     path(
         "projects/<int:project_id>/training-runs",
         training.TrainingRunListApi.as_view(),
@@ -54,4 +71,11 @@ urlpatterns: list = [
     path("projects/<int:project_id>/exports", exports.ExportListApi.as_view(), name="export-list"),
     path("exports/<int:job_id>", exports.ExportDetailApi.as_view(), name="export-detail"),
     path("exports/<int:job_id>/download", exports.ExportDownloadApi.as_view(), name="export-download"),
+]
+
+urlpatterns: list = [
+    path("api/v1/", include(api)),
+    path("projects/<int:project_id>/ml/", pages.ml_page, name="ml-page"),
+    path("projects/<int:project_id>/data/", pages.data_page, name="data-page"),
+    path("healthz", health.healthz, name="healthz"),
 ]

@@ -14,8 +14,6 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.query import query_params
-from annotations.permissions import Action, require
 from annotations.selectors.agreement import (
     agreement_csv_rows,
     agreement_for_case,
@@ -27,6 +25,8 @@ from annotations.selectors.agreement import (
 from annotations.selectors.editor import require_case_access
 from annotations.selectors.images import case_get_for_user
 from annotations.selectors.projects import project_get_for_user
+from hitl.core.apis.query import query_params
+from hitl.core.permissions import Action, require
 
 
 class ReaderRowSerializer(serializers.Serializer):

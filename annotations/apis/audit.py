@@ -2,10 +2,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.models import AuditEvent
-from annotations.permissions import Action, require
 from annotations.selectors.projects import audit_list, project_get_for_user
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.models import AuditEvent
+from hitl.core.permissions import Action, require
 
 
 class AuditOutputSerializer(serializers.ModelSerializer):

@@ -11,10 +11,10 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from annotations.apis.authentication import TokenAuthentication
-from annotations.apis.errors import LockedOut
-from annotations.apis.strict import StrictSerializer
 from annotations.auth_guard import cooloff_seconds, lockout_details, lockout_message
 from annotations.services.auth import token_issue, token_revoke, token_revoke_all
+from hitl.core.apis.errors import LockedOut
+from hitl.core.apis.strict import StrictSerializer
 
 
 class TokenApi(APIView):

@@ -5,15 +5,15 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.apis.query import query_params
 from annotations.models import Annotation, Case, CaseSplit
-from annotations.permissions import Action, reads_blind, require
 from annotations.render import slice_png
 from annotations.selectors.editor import require_case_access
 from annotations.selectors.images import case_get_for_user, case_list
 from annotations.selectors.projects import project_get_for_user
-from annotations.storage import array_load
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.query import query_params
+from hitl.core.permissions import Action, reads_blind, require
+from hitl.core.storage import array_load
 
 
 class AnnotationOutputSerializer(serializers.ModelSerializer):

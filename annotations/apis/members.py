@@ -4,12 +4,12 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.apis.strict import StrictSerializer
 from annotations.models import Membership, Role
-from annotations.permissions import Action, require
 from annotations.selectors.projects import membership_list, project_get_for_user
 from annotations.services.projects import membership_add, membership_remove
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.strict import StrictSerializer
+from hitl.core.permissions import Action, require
 
 
 class MembershipOutputSerializer(serializers.ModelSerializer):

@@ -4,12 +4,12 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.apis.strict import StrictSerializer
 from annotations.models import LabelPolicy, Modality, Project, QueryStrategy
-from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user, project_list_for_user
 from annotations.services.projects import project_create, project_update
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.strict import StrictSerializer
+from hitl.core.permissions import Action, require
 from workers.apis.training import TrainingConfigField
 
 

@@ -6,15 +6,15 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.query import query_params
-from annotations.apis.strict import StrictSerializer
 from annotations.models import AnnotationKind, AssignmentStatus, Case, Role
-from annotations.permissions import Action, require
 from annotations.selectors.images import case_get_for_user, queue_head
 from annotations.selectors.projects import project_get_for_user
 from annotations.services import queue
 from annotations.services.annotations import annotation_submit
 from annotations.services.masks import mask_decode
+from hitl.core.apis.query import query_params
+from hitl.core.apis.strict import StrictSerializer
+from hitl.core.permissions import Action, require
 
 
 # Declared fields rather than a ModelSerializer: it is built on every claim, and introspecting the model

@@ -1,6 +1,5 @@
 from .agreement import Agreement, ReaderAgreement
 from .annotation import Annotation, AnnotationKind
-from .audit import AuditEvent
 from .image import Case, CaseSplit, DicomInstance, Image, ImageStatus, SourceKind
 from .imports import FINISHED_IMPORT, ImportJob, ImportStatus
 from .project import LabelPolicy, Membership, Modality, Project, QueryStrategy, Role
@@ -15,7 +14,6 @@ __all__ = [
     "Agreement",
     "Annotation",
     "AnnotationKind",
-    "AuditEvent",
     "Case",
     "CaseSplit",
     "DicomInstance",

@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from hitl.core.permissions import Role
+
 
 class Modality(models.TextChoices):
     CT = "CT", "CT"
@@ -31,13 +33,6 @@ class LabelPolicy(models.TextChoices):
     CONSENSUS = "consensus", "STAPLE consensus"
     MAJORITY = "majority", "Majority vote"
     LATEST = "latest", "Latest revision"
-
-
-class Role(models.TextChoices):
-    ANNOTATOR = "annotator", "Annotator"
-    ML_ENGINEER = "ml_engineer", "ML engineer"
-    DATA_MANAGER = "data_manager", "Data manager"
-    ADMIN = "admin", "Admin"
 
 
 def _new_salt() -> str:

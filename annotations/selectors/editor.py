@@ -5,9 +5,19 @@ from typing import Any
 from rest_framework.exceptions import NotFound
 
 from annotations.models import Annotation, Assignment, AssignmentStatus, Case, Role
-from annotations.permissions import reads_blind
+from annotations.selectors.images import case_get_for_user
 from annotations.services.annotations import visible_head
-from workers.selectors.modeling import case_ml_payload
+from hitl.core.permissions import Action, reads_blind, require
+from workers.selectors.registry import case_ml_payload
+
+
+def case_get_for_viewer(*, user, case_id: int) -> tuple[Case, set[str]]:
+    """The case and the caller's roles, for anyone who may view it: a member of its project, and for a
+    blind reader only a case the queue gave them (404 otherwise, so ids never leak)."""
+    case, roles = case_get_for_user(user=user, case_id=case_id, annotations=False)
+    require(roles, Action.VIEW)
+    require_case_access(user=user, roles=roles, case=case)
+    return case, roles
 
 
 def require_case_access(*, user, roles: set[str], case: Case) -> None:

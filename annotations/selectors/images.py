@@ -1,8 +1,8 @@
 from django.db.models import Count, Prefetch, QuerySet
 
 from annotations.models import Annotation, Assignment, Case, Image, ImportJob, Project
-from annotations.permissions import project_object_for_user
 from annotations.services.reading_policy import readers_wanted
+from hitl.core.permissions import project_object_for_user
 
 
 def image_list(*, project: Project, reader=None) -> QuerySet[Image]:

@@ -1,8 +1,11 @@
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
+from django.http import Http404
 from rest_framework.exceptions import NotFound
 
-from annotations.models import AuditEvent, Membership, Project
-from annotations.permissions import user_roles
+from annotations.models import Membership, Project
+from hitl.core.models import AuditEvent
+from hitl.core.permissions import Action, allows, user_roles
 
 
 def project_list_for_user(*, user) -> QuerySet[Project]:
@@ -39,3 +42,15 @@ def membership_list(*, project: Project) -> QuerySet[Membership]:
 
 def audit_list(*, project: Project) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(project=project).select_related("actor").order_by("-at", "-id")
+
+
+def project_for_page(*, user, project_id: int, action: Action) -> tuple[Project, set[str]]:
+    """`project_get_for_user` for a server-rendered page: 404 for non-members, 403 for a member whose roles
+    do not allow `action`."""
+    try:
+        project, roles = project_get_for_user(user=user, project_id=project_id)
+    except NotFound as exc:
+        raise Http404("project not found") from exc
+    if not allows(roles, action):
+        raise PermissionDenied(f"your role in this project does not allow: {action.value.replace('_', ' ')}")
+    return project, roles

@@ -6,7 +6,7 @@ from annotations.models import Annotation, AnnotationKind
 from annotations.selectors.agreement import reader_stats as agreement_reader_stats
 
 
-def reader_stats(*, project, reader) -> dict:
+def reader_progress(*, project, reader) -> dict:
     """The reader's own running numbers in this project: cases done and median time per case (seconds)."""
     times = list(
         Annotation.objects.filter(case__project=project, author=reader, kind=AnnotationKind.READER)

@@ -8,22 +8,29 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Case
-from annotations.services.audit import audit_record
 from annotations.services.masks import MaskError, check_labels, correction_effort
 from annotations.services.queue import active_assignment_lock_case, assignment_end
 from annotations.services.reading_policy import case_readers
-from annotations.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
-from workers.models import ModelVersion, Prediction
-from workers.services.outbox import outbox_enqueue
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import DomainError
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
+from workers.selectors.registry import ProposalRef, proposal_ref
 
 READER = AnnotationKind.READER.value
 
 
-class StaleBase(Exception):
+class StaleBase(DomainError):
     """The reader edited an older revision than the current one (HTTP 409 with the current revision)."""
 
+    code = "stale_base"
+
     def __init__(self, current: Annotation | None) -> None:
-        super().__init__("the case changed since you opened it")
+        revision = current.revision if current is not None else None
+        super().__init__(
+            message="the case changed since you opened it", details={"current_revision": revision}
+        )
         self.current = current
 
 
@@ -35,22 +42,13 @@ def visible_head(*, case: Case, reader) -> Annotation | None:
     return case.annotations.filter(author=reader, kind=AnnotationKind.READER).order_by("-revision").first()
 
 
-def _proposal_effort(
-    case: Case, version: ModelVersion | None, mask: np.ndarray
-) -> tuple[float | None, int | None]:
-    if version is None:
+def _proposal_effort(proposal: ProposalRef | None, mask: np.ndarray) -> tuple[float | None, int | None]:
+    if proposal is None or not proposal.mask_path:
         return None, None
-    path = (
-        Prediction.objects.filter(case=case, model_version=version)
-        .values_list("mask_path", flat=True)
-        .first()
-    )
-    if not path:
+    start = mask_from_png(bytes_load(proposal.mask_path))
+    if start.shape != mask.shape:
         return None, None
-    proposal = mask_from_png(bytes_load(path))
-    if proposal.shape != mask.shape:
-        return None, None
-    return correction_effort(proposal, mask)
+    return correction_effort(start, mask)
 
 
 @dataclass(frozen=True)
@@ -108,12 +106,12 @@ def annotation_submit(
         raise StaleBase(Annotation.objects.filter(pk=head_id).first() if head_id else None)
     if not 0 <= time_spent_s <= 24 * 3600:
         raise MaskError("invalid_time", "time spent must be between 0 and 24 hours")
-    version = None
+    proposal = None
     if proposal_model_version_id is not None:
-        version = ModelVersion.objects.filter(pk=proposal_model_version_id, project=case.project).first()
-        if version is None:
+        proposal = proposal_ref(case=case, version_id=proposal_model_version_id)
+        if proposal is None:
             raise MaskError("invalid_model_version", "that model version does not belong to this project")
-    effort_dice, pixels_changed = _proposal_effort(case, version, mask)
+    effort_dice, pixels_changed = _proposal_effort(proposal, mask)
     png = mask_to_png(mask)
     revision = history.next_revision()
     path = bytes_save(f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}.png", png)
@@ -130,7 +128,7 @@ def annotation_submit(
             label_counts={str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
             time_spent_s=float(time_spent_s),
             assignment=assignment,
-            proposal_model_version=version,
+            proposal_model_version_id=proposal.version_id if proposal else None,
             effort_dice=effort_dice,
             pixels_changed=pixels_changed,
         )
@@ -154,8 +152,6 @@ def _enqueue_followups(*, case: Case, readers: set[int], blind: bool) -> None:
     """Follow-up work, in the submission's transaction (outbox): the retraining check when the project
     retrains automatically, and the agreement of a case that now has two or more readers' masks."""
     if case.project.auto_retrain_every > 0:
-        outbox_enqueue(
-            task="workers.tasks.training.training_auto_check", kwargs={"project_id": case.project_id}
-        )
+        outbox_enqueue(task=task_names.TRAINING_AUTO_CHECK, kwargs={"project_id": case.project_id})
     if blind and len(readers) >= 2:
-        outbox_enqueue(task="workers.tasks.agreement.agreement_update", kwargs={"case_id": case.pk})
+        outbox_enqueue(task=task_names.AGREEMENT_UPDATE, kwargs={"case_id": case.pk})

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 from knox.models import AuthToken
 
-from annotations.services.audit import audit_record
+from hitl.core.audit import audit_record
 
 
 @transaction.atomic

@@ -7,13 +7,18 @@ import io
 import numpy as np
 from PIL import Image as PILImage
 
-from annotations.storage import mask_from_png
+from hitl.core.errors import DomainError
+from hitl.core.storage import mask_from_png
 
 
-class MaskError(ValueError):
+class MaskError(DomainError):
+    """A submitted mask that cannot be used (HTTP 400, listed under the `mask` field)."""
+
+    status = 400
+    field = "mask"
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(code, message)
 
 
 def mask_decode(payload: dict, *, shape: tuple[int, int], max_bytes: int = 20 * 1024 * 1024) -> np.ndarray:

@@ -7,9 +7,9 @@ from django.http import Http404
 
 from annotations.models import Membership, Modality, Project, QueryStrategy, Role
 from annotations.models.project import validate_label_classes
-from annotations.permissions import Action, allows
-from annotations.services.audit import audit_record
-from workers.services.registry import ConflictError
+from hitl.core.audit import audit_record
+from hitl.core.errors import ConflictError
+from hitl.core.permissions import Action, allows
 
 # Which role may change which project setting (admins may change all of them).
 FIELD_ACTIONS: dict[str, Action] = {

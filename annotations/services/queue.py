@@ -21,17 +21,17 @@ from django.utils import timezone
 
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
-from annotations.services.audit import audit_record
 from annotations.services.queue_pg import claim_one_statement
 from annotations.services.reading_policy import case_readers, readers_wanted, share_decide
+from hitl.core.audit import audit_record
+from hitl.core.errors import DomainError
 
 
-class QueueError(Exception):
-    """A queue action that cannot be done; `code` is shown to the client."""
+class QueueError(DomainError):
+    """A queue action that cannot be done (HTTP 409; 400 when a required reason is missing)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(code, message, status=400 if code == "reason_required" else 409)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from datetime import datetime
 
 from django.db import connection
 
-from annotations.models import Assignment, AssignmentStatus, AuditEvent, Case, CaseSplit, Project
+from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
+from hitl.core.models import AuditEvent
 
 _SQL = """
 WITH pick AS (

@@ -20,7 +20,7 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Greatest
 
 from annotations.models import Case, CaseSplit, Project
-from annotations.services.audit import audit_record
+from hitl.core.audit import audit_record
 
 
 def share_draw(*, seed: int, case_id: int) -> float:

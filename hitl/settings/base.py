@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "axes",  # login lockout per user and per IP, in the database (shared by every process)
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "hitl.core",
     "annotations",
     "workers",
 ]
@@ -130,7 +131,7 @@ HITL_INGEST_TIMEOUT_SECONDS = env.int("HITL_INGEST_TIMEOUT_SECONDS", default=600
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads stream to a temporary file, not the heap
 FILE_UPLOAD_HANDLERS = [
-    "annotations.apis.uploads.UploadSizeGuard",  # stops a file at HITL_MAX_UPLOAD_BYTES, before the disk
+    "hitl.core.apis.uploads.UploadSizeGuard",  # stops a file at HITL_MAX_UPLOAD_BYTES, before the disk
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
@@ -143,12 +144,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "annotations.apis.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "hitl.core.apis.pagination.Pagination",
     # JSON bodies only (uploads declare multipart themselves): form encodings cannot say what a list is.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "annotations.apis.schema.AutoSchema",
-    "EXCEPTION_HANDLER": "annotations.apis.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "hitl.core.apis.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "hitl.core.apis.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": "20/min"},
 }
 # API tokens (knox): `Authorization: Token <key>`; the database keeps a SHA-512 digest, never the key.
@@ -231,7 +232,8 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.ingest.*": {"queue": "ingest"},  # parsing untrusted uploads, in sandboxed children
     "workers.tasks.imaging.*": {"queue": "default"},
     "workers.tasks.system.*": {"queue": "default"},
-    "workers.tasks.queue.*": {"queue": "default"},
+    "annotations.tasks.*": {"queue": "default"},
+    "hitl.core.tasks.*": {"queue": "default"},
     # housekeeping must not wait for a (possibly dead) training worker
     "workers.tasks.training.training_runs_reap": {"queue": "default"},
     "workers.tasks.training.training_auto_check": {"queue": "default"},
@@ -243,8 +245,8 @@ CELERY_TASK_ROUTES = {
 }
 # Periodic work (run `celery -A hitl beat`; the embedded run command starts the worker with -B).
 CELERY_BEAT_SCHEDULE = {
-    "expire-leases": {"task": "workers.tasks.queue.leases_expire", "schedule": 30.0},
-    "sweep-outbox": {"task": "workers.tasks.queue.outbox_sweep", "schedule": 15.0},
+    "expire-leases": {"task": "annotations.tasks.leases_expire", "schedule": 30.0},
+    "sweep-outbox": {"task": "hitl.core.tasks.outbox_sweep", "schedule": 15.0},
     "reap-dead-training-runs": {"task": "workers.tasks.training.training_runs_reap", "schedule": 60.0},
     "expire-exports": {"task": "workers.tasks.export.exports_expire", "schedule": 3600.0},
     "reap-abandoned-imports": {"task": "workers.tasks.ingest.import_jobs_reap", "schedule": 600.0},

@@ -11,13 +11,14 @@ import pytest
 
 from annotations.models import Agreement, Annotation, AnnotationKind, Case, ReaderAgreement, Role
 from annotations.selectors.agreement import bootstrap_ci
-from annotations.services.agreement import agreement_update
 from annotations.services.queue import QueueEntry, queue_priorities_set
-from annotations.storage import bytes_load, bytes_save, mask_from_png, mask_to_png
+from hitl.core.models import OutboxMessage
+from hitl.core.storage import bytes_load, bytes_save, mask_from_png, mask_to_png
 from tests.factories import UserFactory
 from tests.helpers import png_bytes
 from tests.workers.test_training_helpers import TINY, add_case, annotate, make_version, seed_project
-from workers.models import OutboxMessage, Prediction, VersionState
+from workers.models import Prediction, VersionState
+from workers.services.agreement import agreement_update
 from workers.services.datasets import training_sets_build
 
 pytestmark = pytest.mark.django_db

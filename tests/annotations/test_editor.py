@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from annotations.models import Assignment, Role
 from annotations.services.queue import case_claim_next
-from annotations.storage import bytes_save, mask_to_png
+from hitl.core.storage import bytes_save, mask_to_png
 from tests.annotations.test_queue import H, W, _mask, _submit, pool  # noqa: F401  (fixtures)
 from workers.models import Explanation, ModelVersion, Prediction
 
@@ -64,7 +64,7 @@ def test_proposal_uncertainty_and_stale_explanations(project, claimed):
     assert body["model_version"]["number"] == 2 and body["proposal"]["model_version"] == 2
     assert {(e["model_version"], e["stale"]) for e in body["explanations"]} == {(1, True), (2, False)}
     assert not any(k.endswith("_path") for e in body["explanations"] for k in e)
-    from annotations.storage import mask_from_png
+    from hitl.core.storage import mask_from_png
 
     np.testing.assert_array_equal(mask_from_png(client.get(body["proposal"]["mask_url"]).content), proposal)
     assert client.get(body["uncertainty_url"]).status_code == 200

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 
-from annotations.models import AuditEvent, Case, Image, ImportJob
+from annotations.models import Case, Image, ImportJob
+from hitl.core.models import AuditEvent
 from tests.hostile import corpus
 
 NAMES = list(corpus())

@@ -20,7 +20,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 from pydicom.data import get_testdata_file
 
-from annotations.models import Annotation, AuditEvent, Case, DicomInstance, Image, ImportJob
+from annotations.models import Annotation, Case, DicomInstance, Image, ImportJob
+from hitl.core.models import AuditEvent
 from tests.helpers import png_bytes, png_upload
 
 
@@ -201,7 +202,7 @@ def test_png_with_mask_creates_reference_revision(dm_client, project):
     case = Case.objects.get()
     assert case.split == "validation" and case.current_annotation.kind == "reference"
     assert case.current_annotation.label_counts == {"0": 236, "1": 16, "2": 4}
-    from annotations.storage import mask_from_png
+    from hitl.core.storage import mask_from_png
 
     stored = mask_from_png((Path(settings.MEDIA_ROOT) / case.current_annotation.mask_path).read_bytes())
     np.testing.assert_array_equal(stored, mask)

@@ -15,7 +15,8 @@ from django.test import Client
 from django.utils import timezone
 from knox.models import AuthToken
 
-from annotations.models import AuditEvent, Membership, Role
+from annotations.models import Membership, Role
+from hitl.core.models import AuditEvent
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,10 +1,11 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from annotations.models import AuditEvent, Role
+from annotations.models import Role
 from annotations.services.projects import membership_add, membership_remove, project_create, project_update
+from hitl.core.errors import ConflictError
+from hitl.core.models import AuditEvent
 from tests.factories import UserFactory
-from workers.services.registry import ConflictError
 
 LABELS = [{"value": 1, "name": "liver", "color": "#aa0000"}]
 

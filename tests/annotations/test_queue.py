@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from annotations.models import Annotation, Assignment, AuditEvent, Case, Role
+from annotations.models import Annotation, Assignment, Case, Role
 from annotations.services.masks import rle_encode
 from annotations.services.queue import (
     QueueEntry,
@@ -20,10 +20,11 @@ from annotations.services.queue import (
     leases_expire,
     queue_priorities_set,
 )
-from annotations.storage import bytes_save, mask_to_png
+from hitl.core.models import AuditEvent, OutboxMessage
+from hitl.core.storage import bytes_save, mask_to_png
 from tests.factories import MembershipFactory, UserFactory
 from tests.helpers import png_bytes, upload_images
-from workers.models import ModelVersion, OutboxMessage, Prediction
+from workers.models import ModelVersion, Prediction
 
 H, W, S = 16, 12, 6
 

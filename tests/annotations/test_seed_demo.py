@@ -3,8 +3,8 @@ import io
 import pytest
 from django.core.management import call_command
 
-from annotations.management.commands.seed_demo import DEMO_PROJECT
 from annotations.models import AnnotationKind, Case, Project
+from workers.management.commands.seed_demo import DEMO_PROJECT
 
 
 @pytest.mark.django_db

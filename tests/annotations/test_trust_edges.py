@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from pydicom.data import get_testdata_file
 
-from annotations.models import AuditEvent, Case, Image, Role
+from annotations.models import Case, Image, Role
 from annotations.services.queue import (
     assignment_flag,
     assignment_release,
@@ -18,6 +18,7 @@ from annotations.services.queue import (
     case_claim_next,
     queue_priorities_set,
 )
+from hitl.core.models import AuditEvent
 from tests.factories import MembershipFactory, UserFactory
 from tests.helpers import upload_images
 from tests.workers.test_export_helpers import blob_mask, import_nifti, revise

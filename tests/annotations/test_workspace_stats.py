@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from annotations.models import Role
-from annotations.selectors.workspace import reader_stats
-from annotations.services.agreement import agreement_update
+from annotations.selectors.workspace import reader_progress as reader_stats
 from annotations.services.queue import case_claim_next
 from tests.annotations.test_queue import _mask, _submit, pool  # noqa: F401  (fixtures)
+from workers.services.agreement import agreement_update
 
 
 @pytest.mark.django_db

@@ -13,11 +13,11 @@ from django.conf import settings  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from annotations.models import Role  # noqa: E402
-from annotations.services.agreement import agreement_update  # noqa: E402
-from annotations.storage import bytes_save, mask_to_png  # noqa: E402
+from hitl.core.storage import bytes_save, mask_to_png  # noqa: E402
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory  # noqa: E402
 from tests.workers.test_training_helpers import add_case, annotate, make_version  # noqa: E402
 from workers.models import Prediction, VersionState  # noqa: E402
+from workers.services.agreement import agreement_update  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "e2e" / "agreement.png"

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Annotation, Role
-from annotations.storage import bytes_load, mask_from_png
+from hitl.core.storage import bytes_load, mask_from_png
 from tests.e2e.helpers import drag, editor_state, reading_world, server_idle, wait_ready
 
 pytestmark = pytest.mark.e2e

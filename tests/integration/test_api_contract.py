@@ -20,11 +20,11 @@ from django.conf import settings
 
 from annotations.models import Role
 from annotations.services.auth import token_issue
-from annotations.services.imports import image_import
 from annotations.services.queue import case_claim_next
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.helpers import png_bytes
 from tests.integration.conftest import ROOT
+from workers.services.imports import image_import
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

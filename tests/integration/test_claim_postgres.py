@@ -13,8 +13,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from annotations.models import Assignment, AssignmentStatus, AuditEvent, Case, Role
-from annotations.services.imports import image_import
+from annotations.models import Assignment, AssignmentStatus, Case, Role
 from annotations.services.queue import (
     QueueEntry,
     active_assignment_lock_case,
@@ -22,7 +21,9 @@ from annotations.services.queue import (
     case_claim_next,
     queue_priorities_set,
 )
+from hitl.core.models import AuditEvent
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from workers.services.imports import image_import
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import DicomInstance, Role
-from annotations.storage import bytes_load, mask_from_png
+from hitl.core.storage import bytes_load, mask_from_png
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.conftest import wait_until
 from tests.workers.test_export_helpers import blob_mask, checked_manifest, import_ct_series, read_zip, revise

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from annotations.models import AuditEvent
+from hitl.core.models import AuditEvent
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.integration.conftest import wait_until
 from tests.workers.test_training_helpers import TINY, seed_project
 from workers.models import CaseScore, Explanation, Prediction, RunStatus, TrainingRun, VersionState
-from workers.selectors.modeling import case_ml_payload
+from workers.selectors.registry import case_ml_payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

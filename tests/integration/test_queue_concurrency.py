@@ -21,11 +21,11 @@ from django.test.utils import CaptureQueriesContext
 from knox.models import AuthToken
 
 from annotations.models import Annotation, Assignment, Case, Role
-from annotations.services.imports import image_import
 from annotations.services.queue import case_claim_next
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.helpers import png_bytes
 from tests.integration.conftest import ROOT, start_gunicorn, stop
+from workers.services.imports import image_import
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # 600 claims: the p99 is then the 6th-slowest claim rather than the 2nd of 200, so one scheduler hiccup on a

@@ -5,11 +5,13 @@ pipeline precomputes expensive methods for the head of the queue only."""
 import pytest
 
 from annotations.models import Role
-from annotations.storage import bytes_load
+from hitl.core import task_names
+from hitl.core.models import OutboxMessage
+from hitl.core.storage import bytes_load
 from tests.workers.test_training_helpers import make_version, seed_project
 from workers.ml.explanations import map_from_png
-from workers.models import Explanation, OutboxMessage, VersionState
-from workers.selectors.modeling import case_ml_payload
+from workers.models import Explanation, VersionState
+from workers.selectors.registry import case_ml_payload
 from workers.services import scoring
 from workers.services.explain_on_demand import EXPLAIN_TASK
 from workers.services.proposals import explanations_compute
@@ -118,10 +120,11 @@ def test_who_may_ask(client_for, member, project, other_project, pool):
     assert not Explanation.objects.exists()
 
 
+@pytest.mark.django_db  # the follow-ups are outbox rows
 def test_pipeline_precomputes_expensive_methods_for_the_queue_head_only(monkeypatch):
     calls = []
-    monkeypatch.setattr("workers.tasks.scoring.proposal_compute.delay", lambda **kw: None)
-    monkeypatch.setattr("workers.tasks.explain.explanation_compute.delay", lambda **kw: calls.append(kw))
+    sent = lambda task, kwargs: calls.append(kwargs) if task == task_names.EXPLANATION_COMPUTE else None  # noqa: E731
+    monkeypatch.setattr(scoring, "outbox_enqueue", sent)
     ids = list(range(1, scoring.HEAD_SIZE + 6))
     scoring._enqueue_followups(7, ids, ["gradcam", "lime", "saliency"])
     assert calls[0] == {

@@ -9,16 +9,17 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from annotations.models import AuditEvent, CaseSplit, Role
-from annotations.storage import bytes_load
+from annotations.models import CaseSplit, Role
 from hitl.celery import app
+from hitl.core.errors import ConflictError
+from hitl.core.models import AuditEvent, OutboxMessage
+from hitl.core.storage import bytes_load
 from tests.factories import UserFactory
 from tests.workers.test_training_helpers import add_case, make_version, seed_project
 from workers.ml import explain_report as ml_report
-from workers.models import ExplanationReport, OutboxMessage, ReportStatus, VersionState
+from workers.models import ExplanationReport, ReportStatus, VersionState
 from workers.selectors.explain_report import explanation_report_list
 from workers.services.explain_report import explanation_report_run, explanation_report_start
-from workers.services.registry import ConflictError
 
 FAST = ["saliency", "uncertainty"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

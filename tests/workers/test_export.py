@@ -13,8 +13,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from annotations.models import AnnotationKind, AuditEvent, CaseSplit, DicomInstance, Role
-from annotations.storage import bytes_load, bytes_save, mask_from_png
+from annotations.models import AnnotationKind, CaseSplit, DicomInstance, Role
+from hitl.core.models import AuditEvent
+from hitl.core.storage import bytes_load, bytes_save, mask_from_png
 from tests.workers.test_export_helpers import (
     NIFTI_AFFINE,
     blob_mask,

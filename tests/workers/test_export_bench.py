@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from annotations.models import Annotation, Case, Image, ImageStatus, Role
-from annotations.storage import bytes_load, bytes_save, mask_to_png
+from hitl.core.storage import bytes_load, bytes_save, mask_to_png
 from tests.workers.test_export_helpers import blob_mask, checked_manifest, read_zip
 from workers.models import ExportStatus
 from workers.services.exports.job import export_job_create, export_job_run

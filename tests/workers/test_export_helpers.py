@@ -12,8 +12,8 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from annotations.models import Annotation, AnnotationKind, Case
-from annotations.services.imports import image_import
-from annotations.storage import bytes_save, mask_to_png
+from hitl.core.storage import bytes_save, mask_to_png
+from workers.services.imports import image_import
 
 NIFTI_AFFINE = np.array(
     [[-2.0, 0.0, 0.0, 10.0], [0.0, 1.5, 0.0, -5.0], [0.0, 0.0, 3.0, 7.0], [0.0, 0.0, 0.0, 1.0]]

@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from pydicom.data import get_testdata_file
 
 from annotations.models import Image, Role
-from annotations.storage import bytes_load
+from hitl.core.storage import bytes_load
 from tests.helpers import upload_images
 from tests.workers.test_export_helpers import blob_mask, checked_manifest, export_everything, read_zip, revise
 

@@ -5,8 +5,8 @@ from kombu.exceptions import OperationalError
 
 import workers.tasks  # noqa: F401  (registers the tasks)
 from hitl.celery import app
-from workers.models import OutboxMessage
-from workers.services.outbox import outbox_enqueue, outbox_send, outbox_sweep
+from hitl.core.models import OutboxMessage
+from hitl.core.outbox import outbox_enqueue, outbox_send, outbox_sweep
 
 
 @pytest.fixture

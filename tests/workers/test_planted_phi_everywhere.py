@@ -15,7 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from annotations.models import Image, Project, Role
-from annotations.storage import bytes_load
+from hitl.core.storage import bytes_load
 from tests.helpers import upload_images
 from tests.ml.test_deid_planted import planted_dataset
 from tests.workers.test_export_helpers import blob_mask, export_everything, revise

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from annotations.models import Role
-from annotations.storage import bytes_load, mask_from_png
+from hitl.core.storage import bytes_load, mask_from_png
 from tests.workers.test_training_helpers import make_version, seed_project
 from workers.ml.explanations import map_from_png
 from workers.models import Explanation, Prediction, VersionState
-from workers.selectors.modeling import case_ml_payload, explanations_for_case
+from workers.selectors.registry import case_ml_payload, explanations_for_case
 from workers.services.proposals import explanations_compute, proposals_compute
 from workers.services.registry import model_version_promote
 from workers.services.scoring import scoring_run

@@ -4,15 +4,12 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotations.models import AuditEvent, Role
+from annotations.models import Role
+from hitl.core.errors import ConflictError
+from hitl.core.models import AuditEvent
 from tests.workers.test_training_helpers import make_version
 from workers.models import ModelVersion, VersionState
-from workers.services.registry import (
-    ConflictError,
-    gating_decide,
-    model_version_promote,
-    model_version_rollback,
-)
+from workers.services.registry import gating_decide, model_version_promote, model_version_rollback
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import pytest
 from django.utils import timezone
 
 from annotations.models import Case, Role
+from hitl.core import task_names
 from tests.workers.test_training_helpers import make_version, seed_project
 from workers.models import CaseScore, VersionState
 from workers.services import scoring as scoring_service
@@ -70,9 +71,9 @@ def test_rescoring_replaces_scores_and_enqueues_the_queue_head_first(
 ):
     sent = []
     monkeypatch.setattr(scoring_service, "HEAD_SIZE", 3)
-    monkeypatch.setattr("workers.tasks.scoring.proposal_compute.delay", lambda **kw: sent.append(("p", kw)))
+    kind = {task_names.PROPOSAL_COMPUTE: "p", task_names.EXPLANATION_COMPUTE: "e"}
     monkeypatch.setattr(
-        "workers.tasks.explain.explanation_compute.delay", lambda **kw: sent.append(("e", kw))
+        scoring_service, "outbox_enqueue", lambda task, kwargs: sent.append((kind[task], kwargs))
     )
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     scoring_run(project_id=project.pk, version_id=version.pk)

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 
 from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Image, ImageStatus
-from annotations.storage import array_to_bytes, bytes_save, mask_to_png
+from hitl.core.storage import array_to_bytes, bytes_save, mask_to_png
 from workers.ml.phantoms import PhantomSpec, make_phantoms
 
 SPEC = PhantomSpec(size=(32, 32), modality="MR", num_classes=3, max_objects=2)

@@ -4,8 +4,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from annotations.models import AuditEvent, Role
-from annotations.storage import bytes_load
+from annotations.models import Role
+from hitl.core.errors import ConflictError
+from hitl.core.models import AuditEvent
+from hitl.core.storage import bytes_load
 from tests.workers.test_training_helpers import TINY, annotate, pool_masks, seed_project
 from workers.models import (
     CaseScore,
@@ -17,7 +19,7 @@ from workers.models import (
     VersionState,
 )
 from workers.services import training as training_service
-from workers.services.registry import ConflictError, model_version_register
+from workers.services.registry import model_version_register
 from workers.services.training import (
     training_autotrigger,
     training_run_cancel,

@@ -8,11 +8,11 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.apis.strict import DistinctListField, StrictSerializer
-from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user
-from annotations.storage import bytes_load
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.strict import DistinctListField, StrictSerializer
+from hitl.core.permissions import Action, require
+from hitl.core.storage import bytes_load
 from workers.models import ExplanationReport
 from workers.selectors.explain_report import explanation_report_get_for_user, explanation_report_list
 from workers.services.explain_report import KNOWN_METHODS, MAX_CASES, explanation_report_start

@@ -10,11 +10,11 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.apis.strict import StrictSerializer
 from annotations.models import CaseSplit
-from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.strict import StrictSerializer
+from hitl.core.permissions import Action, require
 from workers.models import ExportFormat, ExportJob, ExportLabels, ExportStatus
 from workers.services.exports.job import export_download_record, export_job_create
 from workers.services.exports.selection import export_job_get_for_user, export_job_list

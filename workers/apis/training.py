@@ -6,12 +6,12 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.pagination import Pagination, paginated_response
-from annotations.apis.strict import StrictSerializer
-from annotations.permissions import Action, require
 from annotations.selectors.projects import project_get_for_user
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.strict import StrictSerializer
+from hitl.core.permissions import Action, require
 from workers.models import ModelVersion, TrainingRun
-from workers.selectors.modeling import (
+from workers.selectors.registry import (
     learning_curve,
     model_version_get_for_user,
     model_version_list,

@@ -168,21 +168,3 @@ class Explanation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} case {self.case_id} v{self.model_version_id}"
-
-
-class OutboxMessage(models.Model):
-    """Work to enqueue, written in the same transaction as the change that needs it. A periodic sweep sends
-    what the broker refused (e.g. while it was down), so no submission's follow-up work is lost."""
-
-    task = models.CharField(max_length=200)
-    kwargs = models.JSONField(default=dict)
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_error = models.CharField(max_length=500, blank=True)
-
-    class Meta:
-        ordering = ["id"]
-
-    def __str__(self) -> str:
-        return f"{self.task} ({'sent' if self.sent_at else 'pending'})"

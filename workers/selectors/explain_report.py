@@ -3,7 +3,7 @@
 from django.db.models import QuerySet
 
 from annotations.models import Project
-from annotations.permissions import project_object_for_user
+from hitl.core.permissions import project_object_for_user
 from workers.models import ExplanationReport
 
 

@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 
 from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Image, LabelPolicy, Project
 from annotations.services.reading_policy import readers_wanted
-from annotations.storage import array_load, bytes_load, mask_from_png
+from hitl.core.storage import array_load, bytes_load, mask_from_png
 from workers.ml.agreement import majority_vote
 from workers.ml.transforms import prepare_image
 

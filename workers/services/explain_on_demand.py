@@ -12,16 +12,18 @@ from typing import Literal
 from django.db import transaction
 
 from annotations.models import Case
-from annotations.services.audit import audit_record
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import ConflictError
+from hitl.core.outbox import outbox_enqueue
 from workers.ml.explain_policy import is_interactive, methods_for_arch
 from workers.models import Explanation
-from workers.services.outbox import outbox_enqueue
 from workers.services.proposals import explanations_compute
-from workers.services.registry import ConflictError, active_version
+from workers.services.registry import active_version
 
 log = logging.getLogger(__name__)
 
-EXPLAIN_TASK = "workers.tasks.explain.explanation_compute"
+EXPLAIN_TASK = task_names.EXPLANATION_COMPUTE
 
 Outcome = Literal["ready", "computed", "queued"]
 OUTCOMES: tuple[Outcome, ...] = ("ready", "computed", "queued")

@@ -18,8 +18,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotations.models import Case, CaseSplit, Project
-from annotations.services.audit import audit_record
-from annotations.storage import bytes_save
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import ConflictError
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import bytes_save
 from workers.ml.device import limit_cpu_threads
 from workers.ml.explain_report import (
     KNOWN_METHODS,
@@ -30,12 +33,11 @@ from workers.ml.explain_report import (
 )
 from workers.models import OPEN_REPORT, ExplanationReport, ModelVersion, ReportStatus
 from workers.services.datasets import SliceLoader, labelled_cases, load_mask, num_classes_for
-from workers.services.outbox import outbox_enqueue
-from workers.services.registry import ConflictError, active_version, model_load
+from workers.services.registry import active_version, model_load
 
 log = logging.getLogger(__name__)
 
-RUN_TASK = "workers.tasks.explain.explanation_report_task"
+RUN_TASK = task_names.EXPLANATION_REPORT
 MAX_CASES = 32
 CASE_SPLITS = (CaseSplit.TEST, CaseSplit.VALIDATION)  # held-out first; validation tops up
 STALE_AFTER = timedelta(hours=3)  # > the task's hard time limit (workers.tasks.explain)

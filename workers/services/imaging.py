@@ -6,7 +6,7 @@ import numpy as np
 from django.db import transaction
 
 from annotations.models import Image, ImageStatus, Modality
-from annotations.storage import array_load
+from hitl.core.storage import array_load
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 from django.db import IntegrityError, transaction
 
 from annotations.models import Case
-from annotations.storage import bytes_save, mask_to_png
+from hitl.core.storage import bytes_save, mask_to_png
 from workers.ml.device import limit_cpu_threads
 from workers.ml.explanations import explain, map_to_png, methods_for_arch
 from workers.ml.inference import predict_labels

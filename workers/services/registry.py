@@ -15,21 +15,15 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotations.models import Project
-from annotations.services.audit import audit_record
-from annotations.storage import bytes_load, delete_quietly
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import ConflictError
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import bytes_load, delete_quietly
 from workers.ml.checkpoint import checkpoint_from_bytes, read_checkpoint
 from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState
-from workers.services.outbox import outbox_enqueue
 
 log = logging.getLogger(__name__)
-
-
-class ConflictError(Exception):
-    """A request that contradicts the current state (HTTP 409); `code` is shown to the client."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def active_version(*, project: Project | int) -> ModelVersion | None:
@@ -98,9 +92,7 @@ def _activate(*, version: ModelVersion, previous: ModelVersion | None, first_tim
 
 def _enqueue_scoring(project_id: int, version_id: int) -> None:
     """Inside the caller's transaction, through the outbox (sent after commit, swept if the broker is down)."""
-    outbox_enqueue(
-        task="workers.tasks.scoring.scoring_run", kwargs={"project_id": project_id, "version_id": version_id}
-    )
+    outbox_enqueue(task=task_names.SCORING_RUN, kwargs={"project_id": project_id, "version_id": version_id})
 
 
 @transaction.atomic

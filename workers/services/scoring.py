@@ -17,6 +17,8 @@ from django.utils import timezone
 from annotations.models import Case, Project
 from annotations.services.queue import QueueEntry, queue_priorities_set
 from annotations.services.reading_policy import reading_policy_route
+from hitl.core import task_names
+from hitl.core.outbox import outbox_enqueue
 from workers.ml.device import limit_cpu_threads
 from workers.ml.explain_policy import is_interactive
 from workers.ml.scoring import PoolScores, score_pool
@@ -193,18 +195,19 @@ def _enqueue_followups(version_id: int, ordered_ids: list[int], methods: list[st
     """Proposals for every case, head of the queue first. Explanations by the cost policy: interactive
     methods (workers.ml.explanations.is_interactive) for every case, head first; expensive ones only for the
     head (what readers open next); any other case gets them on request (explanation_request)."""
-    from workers.tasks.explain import explanation_compute
-    from workers.tasks.scoring import proposal_compute
-
     batches = _batches(ordered_ids)
-    for batch in batches:
-        proposal_compute.delay(version_id=version_id, case_ids=batch)
     cheap = [m for m in methods if is_interactive(m)]
     expensive = [m for m in methods if not is_interactive(m)]
-    for i, batch in enumerate(batches):
-        todo = cheap + expensive if i == 0 else cheap
-        if todo:
-            explanation_compute.delay(version_id=version_id, case_ids=batch, methods=todo)
+    with transaction.atomic():  # one commit sends them all, in this order
+        for batch in batches:
+            outbox_enqueue(
+                task=task_names.PROPOSAL_COMPUTE, kwargs={"version_id": version_id, "case_ids": batch}
+            )
+        for i, batch in enumerate(batches):
+            todo = cheap + expensive if i == 0 else cheap
+            if todo:
+                kwargs = {"version_id": version_id, "case_ids": batch, "methods": todo}
+                outbox_enqueue(task=task_names.EXPLANATION_COMPUTE, kwargs=kwargs)
 
 
 def queue_cold_start(*, project: Project) -> int:

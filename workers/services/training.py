@@ -23,8 +23,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import Annotation, AnnotationKind, Project
-from annotations.services.audit import audit_record
-from annotations.storage import bytes_save
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import ConflictError
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import bytes_save
 from workers.ml.checkpoint import checkpoint_to_bytes
 from workers.ml.device import limit_cpu_threads
 from workers.ml.inference import predict_labels
@@ -36,13 +39,7 @@ from workers.services.datasets import (
     TrainingSets,
     training_sets_build,
 )
-from workers.services.outbox import outbox_enqueue
-from workers.services.registry import (
-    ConflictError,
-    active_version,
-    model_state_load,
-    model_version_register,
-)
+from workers.services.registry import active_version, model_state_load, model_version_register
 from workers.services.training_config import training_config_build, training_config_validate
 
 log = logging.getLogger(__name__)
@@ -101,7 +98,7 @@ def training_run_start(
 def _enqueue_execute(run_id: int) -> None:
     """Inside the caller's transaction, through the outbox: if the broker is down now, the sweep sends it
     later and the run is not left queued forever."""
-    outbox_enqueue(task="workers.tasks.training.training_run_execute", kwargs={"run_id": run_id})
+    outbox_enqueue(task=task_names.TRAINING_RUN_EXECUTE, kwargs={"run_id": run_id})
 
 
 @transaction.atomic

@@ -5,7 +5,6 @@ from .explain import explanation_compute, explanation_report_task
 from .export import export_job_run, exports_expire
 from .imaging import image_analyse
 from .ingest import import_job_execute, import_jobs_reap
-from .queue import leases_expire, outbox_sweep
 from .scoring import proposal_compute, queue_cold_start_task, scoring_run
 from .system import ping
 from .training import training_auto_check, training_run_execute, training_runs_reap
@@ -19,8 +18,6 @@ __all__ = [
     "image_analyse",
     "import_job_execute",
     "import_jobs_reap",
-    "leases_expire",
-    "outbox_sweep",
     "ping",
     "proposal_compute",
     "queue_cold_start_task",

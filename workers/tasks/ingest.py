@@ -5,13 +5,13 @@ from celery import shared_task
 def import_job_execute(self, job_id: int) -> None:
     """Parse and store an import job's files. Each file is bounded by its sandboxed child's limits; a
     redelivery after a lost worker resumes at the first unfinished file."""
-    from annotations.services.imports import import_job_execute as execute
+    from workers.services.imports import import_job_execute as execute
 
     execute(job_id=job_id)
 
 
 @shared_task(acks_late=True)
 def import_jobs_reap() -> int:
-    from annotations.services.imports import import_jobs_reap as reap
+    from workers.services.imports import import_jobs_reap as reap
 
     return reap()

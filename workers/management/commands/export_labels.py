@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotations.models import Project
-from annotations.permissions import Action, allows, user_roles
+from hitl.core.permissions import Action, allows, user_roles
 from workers.models import ExportFormat, ExportLabels, ExportStatus
 from workers.services.exports.job import export_job_create, export_job_run
 

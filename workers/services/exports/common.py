@@ -13,7 +13,7 @@ from typing import IO
 import numpy as np
 
 from annotations.models import Annotation, AnnotationKind, Image, Project
-from annotations.storage import mask_from_png
+from hitl.core.storage import mask_from_png
 
 
 def reader_pseudonym(project: Project, user_id: int | None) -> str | None:

@@ -10,7 +10,7 @@ import io
 from collections import defaultdict
 
 from annotations.models import Annotation, AnnotationKind, Project
-from annotations.storage import bytes_load, mask_from_png
+from hitl.core.storage import bytes_load, mask_from_png
 from workers.ml.agreement import case_agreement
 from workers.services.exports.common import Item, ZipOut, reader_pseudonym
 

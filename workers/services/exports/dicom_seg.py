@@ -12,7 +12,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from annotations.models import DicomInstance, Project
-from annotations.storage import bytes_load
+from hitl.core.storage import bytes_load
 from workers.services.exports.common import Item, ZipOut, group_stem, volume_groups
 
 SERIES_NUMBER = 9900

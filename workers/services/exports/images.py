@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from annotations.models import Image
-from annotations.storage import array_load, bytes_load
+from hitl.core.storage import array_load, bytes_load
 from workers.services.exports.common import Item, ZipOut
 from workers.services.exports.nifti import volume_bytes
 

@@ -22,8 +22,11 @@ from django.http import Http404
 from django.utils import timezone
 
 from annotations.models import Annotation, CaseSplit, Project
-from annotations.services.audit import audit_record
-from annotations.storage import bytes_load, delete_quietly
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import ConflictError, DomainError
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import bytes_load, delete_quietly
 from workers.models import ExportFormat, ExportJob, ExportLabels, ExportStatus, ModelVersion
 from workers.services.exports.coco import write_coco
 from workers.services.exports.common import Item, ZipOut, track_of
@@ -34,18 +37,20 @@ from workers.services.exports.manifest import build_manifest, manifest_bytes, sh
 from workers.services.exports.nifti import write_nifti
 from workers.services.exports.png import write_png
 from workers.services.exports.selection import export_revision_ids
-from workers.services.registry import ConflictError
 
 log = logging.getLogger(__name__)
 
-RUN_TASK = "workers.tasks.export.export_job_run"
+RUN_TASK = task_names.EXPORT_JOB_RUN
 # A RUNNING job older than this is taken over by the next delivery (its worker died: acks_late redelivers).
 STALE_AFTER = datetime.timedelta(hours=2)
 ProgressFn = Callable[[int, int], None]
 
 
-class ExportError(Exception):
-    """A job that cannot complete (e.g. a stored mask whose bytes no longer match its hash)."""
+class ExportError(DomainError):
+    """A job that cannot complete (e.g. a stored mask whose bytes no longer match its hash); the job fails
+    with this message."""
+
+    code = "export_failed"
 
 
 def export_ttl() -> datetime.timedelta:
@@ -116,9 +121,6 @@ def export_job_create(
         details={**{k: v for k, v in params.items() if k != "revision_ids"}, "masks": len(revision_ids)},
     )
     if enqueue:
-        import workers.tasks.export  # noqa: F401  (registers the task in this process, e.g. a web server)
-        from workers.services.outbox import outbox_enqueue
-
         outbox_enqueue(task=RUN_TASK, kwargs={"job_id": job.pk})
     return job
 

@@ -7,7 +7,7 @@ import datetime
 from django.db.models import QuerySet
 
 from annotations.models import Annotation, AnnotationKind, Case, Project
-from annotations.permissions import project_object_for_user
+from hitl.core.permissions import project_object_for_user
 from workers.models import ExportJob, ExportLabels
 
 

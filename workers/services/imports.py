@@ -23,16 +23,28 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import FINISHED_IMPORT, CaseSplit, Image, ImportJob, ImportStatus, Project
-from annotations.services.audit import audit_record
-from annotations.services.ingest import ImportResult, deid_context, ingest_limits, parsed_store
-from annotations.storage import delete_quietly
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.errors import DomainError
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import delete_quietly
 from workers.ml.imaging.errors import INGEST_ERROR_STATUS, IngestError
 from workers.ml.imaging.preflight import preflight
 from workers.ml.imaging.sandbox import SandboxJob, SandboxLimits, SandboxOutcome, run_sandboxed
-from workers.services.outbox import outbox_enqueue
+from workers.services.ingest import ImportResult, deid_context, ingest_limits, parsed_store
 
-TASK = "workers.tasks.ingest.import_job_execute"
+TASK = task_names.IMPORT_JOB_EXECUTE
 log = logging.getLogger(__name__)
+
+
+class UploadRefused(DomainError):
+    """An upload refused by its headers, before anything was staged: the ingest error's code and status
+    (413 too large, 409 a duplicate, 400 otherwise: listed under the `file` field)."""
+
+    @classmethod
+    def of(cls, err: IngestError) -> UploadRefused:
+        status = INGEST_ERROR_STATUS.get(err.code, 400)
+        return cls(err.code, str(err), status=status, field="file" if status == 400 else None)
 
 
 def import_job_create(
@@ -44,17 +56,25 @@ def import_job_create(
     split: str,
     enqueue: bool = True,
 ) -> ImportJob:
-    """Check each file's headers (`preflight`: raises IngestError, nothing staged), stage the files and
+    """Check each file's headers (`preflight`: raises UploadRefused, nothing staged), stage the files and
     create the job. `enqueue=False` leaves running it to the caller (the CLI runs it in-process)."""
     if split not in CaseSplit.values:
         raise ValidationError({"split": f"split must be one of {', '.join(CaseSplit.values)}"})
     if not 1 <= len(files) <= settings.HITL_IMPORT_MAX_FILES:
         raise ValidationError({"file": f"send 1 to {settings.HITL_IMPORT_MAX_FILES} files per upload"})
     if mask is not None and len(files) != 1:
-        raise IngestError("mask_shape_mismatch", "a mask can only accompany an upload holding one image")
+        raise UploadRefused(
+            "mask_shape_mismatch",
+            "a mask can only accompany an upload holding one image",
+            status=400,
+            field="file",
+        )
     limits = ingest_limits()
     for upload in [*files, *([mask] if mask is not None else [])]:
-        preflight(upload, int(upload.size or 0), limits)
+        try:
+            preflight(upload, int(upload.size or 0), limits)
+        except IngestError as err:
+            raise UploadRefused.of(err) from err
     folder = f"imports/{uuid.uuid4().hex}"
     staged: list[str] = []
     try:
@@ -262,7 +282,7 @@ def import_file_now(
 ) -> dict[str, Any]:
     """Import one local file (and mask) in this process, through the same header checks and sandboxed
     parse as an upload, without a worker (the CLI, the demo seeder, tests). Returns the job's file entry;
-    a file refused by its headers raises that IngestError (nothing staged)."""
+    a file refused by its headers raises UploadRefused (nothing staged)."""
     with ExitStack() as stack:
         files = [File(stack.enter_context(path.open("rb")))]
         mask_file = File(stack.enter_context(mask.open("rb"))) if mask is not None else None
@@ -281,9 +301,16 @@ def image_import(
         path.write_bytes(data)
         if mask_data is not None:
             mask.write_bytes(mask_data)
-        entry = import_file_now(
-            project=project, user=user, path=path, mask=mask if mask_data is not None else None, split=split
-        )
+        try:
+            entry = import_file_now(
+                project=project,
+                user=user,
+                path=path,
+                mask=mask if mask_data is not None else None,
+                split=split,
+            )
+        except UploadRefused as err:
+            raise IngestError(err.code, str(err)) from err
     if entry["status"] == "failed":
         raise IngestError(entry["error"]["code"], entry["error"]["message"])
     images = list(Image.objects.filter(pk__in=entry["image_ids"]).order_by("id"))

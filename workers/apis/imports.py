@@ -5,11 +5,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.apis.errors import PayloadTooLarge
-from annotations.apis.pagination import Pagination, paginated_response
 from annotations.models import CaseSplit, Image, ImportStatus
 from annotations.models.imports import IMPORT_FILE_STATUSES
-from annotations.permissions import Action, reads_blind, require
 from annotations.selectors.images import (
     image_list,
     import_job_get_for_user,
@@ -17,7 +14,10 @@ from annotations.selectors.images import (
     import_job_list,
 )
 from annotations.selectors.projects import project_get_for_user
-from annotations.services.imports import import_job_create
+from hitl.core.apis.errors import PayloadTooLarge
+from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.permissions import Action, reads_blind, require
+from workers.services.imports import import_job_create
 
 _MULTIPART_OVERHEAD = 1 << 20
 

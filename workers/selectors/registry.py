@@ -1,11 +1,12 @@
 """Reads of the machine side: runs, versions, learning curve, and the ML part of a case's payload."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
 
 from annotations.models import Case, Project
-from annotations.permissions import project_object_for_user
+from hitl.core.permissions import project_object_for_user
 from workers.ml.explain_policy import NOMINAL_COST, is_interactive, methods_for_arch
 from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, VersionState
 
@@ -167,3 +168,24 @@ def case_ml_payload(case: Case) -> dict[str, Any]:
         "explanations": explanations,
         "explain_catalogue": explain_catalogue(active, explanations),
     }
+
+
+@dataclass(frozen=True)
+class ProposalRef:
+    """What a model version proposed for a case: `mask_path` is None when it made no proposal for it."""
+
+    version_id: int
+    mask_path: str | None
+
+
+def proposal_ref(*, case: Case, version_id: int) -> ProposalRef | None:
+    """The proposal of version `version_id` for `case`; None when that version is not one of the case's
+    project (the clinical side measures correction effort against it)."""
+    if not ModelVersion.objects.filter(pk=version_id, project_id=case.project_id).exists():
+        return None
+    path = (
+        Prediction.objects.filter(case=case, model_version_id=version_id)
+        .values_list("mask_path", flat=True)
+        .first()
+    )
+    return ProposalRef(version_id=version_id, mask_path=path or None)

@@ -3,11 +3,19 @@ non-members, so other projects' existence never leaks) and then calls `require` 
 roles do not allow the action)."""
 
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from django.db import models
 from rest_framework.exceptions import NotFound, PermissionDenied
 
-from annotations.models import Project, Role
+
+class Role(models.TextChoices):
+    """A user's roles in a project (annotations.Membership); every permission below is stated in them."""
+
+    ANNOTATOR = "annotator", "Annotator"
+    ML_ENGINEER = "ml_engineer", "ML engineer"
+    DATA_MANAGER = "data_manager", "Data manager"
+    ADMIN = "admin", "Admin"
 
 
 class Action(StrEnum):
@@ -54,7 +62,7 @@ def require(roles: set[str], action: Action) -> None:
         raise PermissionDenied(f"your role in this project does not allow: {action.value.replace('_', ' ')}")
 
 
-def user_roles(user, project: Project) -> set[str]:
+def user_roles(user, project: Any) -> set[str]:
     """Roles of `user` in `project`; site superusers act as project admins everywhere."""
     roles = set(project.memberships.filter(user=user).values_list("role", flat=True))
     if user.is_superuser:
@@ -63,7 +71,7 @@ def user_roles(user, project: Project) -> set[str]:
 
 
 class _InProject(Protocol):
-    project: Project
+    project: Any  # an annotations.Project
 
 
 T = TypeVar("T", bound=_InProject)

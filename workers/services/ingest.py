@@ -23,10 +23,11 @@ from annotations.models import (
     Project,
     SourceKind,
 )
-from annotations.services.audit import audit_record
-from annotations.storage import bytes_save, delete_quietly, mask_to_png
+from hitl.core import task_names
+from hitl.core.audit import audit_record
+from hitl.core.outbox import outbox_enqueue
+from hitl.core.storage import bytes_save, delete_quietly, mask_to_png
 from workers.ml.imaging import DeidContext, IngestError, Limits
-from workers.services.outbox import outbox_enqueue
 
 
 @dataclass
@@ -94,11 +95,9 @@ def _after_import(job: ImportJob, result: ImportResult) -> None:
         details={"image_ids": ids, "duplicates": len(result.duplicates)},
     )
     for image_id in ids:  # the same outbox as all follow-up work: sent after commit, swept if refused
-        outbox_enqueue(task="workers.tasks.imaging.image_analyse", kwargs={"image_id": image_id})
+        outbox_enqueue(task=task_names.IMAGE_ANALYSE, kwargs={"image_id": image_id})
     if job.split == CaseSplit.POOL:  # no-op once a model is active: scoring owns the queue then
-        outbox_enqueue(
-            task="workers.tasks.scoring.queue_cold_start_task", kwargs={"project_id": job.project_id}
-        )
+        outbox_enqueue(task=task_names.QUEUE_COLD_START, kwargs={"project_id": job.project_id})
 
 
 def _display_name(project: Project, source_kind: str) -> str:

@@ -1,32 +1,17 @@
-"""Agreement dashboard pages: project statistics with server-rendered SVG plots (nothing from a CDN), and
-one case's readers side by side. Thin: selectors for the data, small SVG builders, templates for HTML."""
+"""Server-rendered plots of the agreement pages: small SVG builders (nothing from a CDN) and a mask
+overlay as a PNG data URI."""
 
 import base64
 import io
 from collections.abc import Sequence
 
 import numpy as np
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
-from django.shortcuts import render
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from PIL import Image as PILImage
-from rest_framework.exceptions import NotFound
 
 from annotations.render import apply_window, auto_window
-from annotations.selectors.agreement import (
-    DICE_BINS,
-    ReaderStats,
-    agreement_for_case,
-    project_stats,
-    reader_stats,
-    sees_all_readers,
-)
-from annotations.selectors.images import case_get_for_user
-from annotations.selectors.projects import project_get_for_user
-from annotations.storage import array_load, bytes_load, mask_from_png
+from annotations.selectors.agreement import DICE_BINS, ReaderStats
 
 W, H, PAD = 420, 220, 36
 PALETTE = ["#0b5cad", "#c2410c", "#15803d", "#7c3aed", "#be123c", "#0e7490", "#a16207", "#4d7c0f"]
@@ -143,33 +128,7 @@ def model_svg(agreements) -> SafeString:
     )
 
 
-def _project(request, project_id: int):
-    try:
-        return project_get_for_user(user=request.user, project_id=project_id)
-    except NotFound as exc:
-        raise Http404("project not found") from exc
-
-
-@login_required
-def agreement_page(request, project_id: int):
-    project, roles = _project(request, project_id)
-    all_readers = sees_all_readers(roles)
-    stats = project_stats(project=project)
-    readers = reader_stats(project=project, reader_ids=None if all_readers else {request.user.pk})
-    context = {
-        "project": project,
-        "stats": stats,
-        "readers": readers,
-        "sees_all_readers": all_readers,
-        "histogram_svg": histogram_svg(stats.dice_histogram),
-        "readers_svg": readers_svg(readers),
-        "trend_svg": trend_svg(readers),
-        "model_svg": model_svg(stats.disputed),
-    }
-    return render(request, "annotations/agreement.html", context)
-
-
-def _overlay_data_uri(pixels: np.ndarray, mask: np.ndarray | None, colors: dict[int, str]) -> str:
+def overlay_data_uri(pixels: np.ndarray, mask: np.ndarray | None, colors: dict[int, str]) -> str:
     """The slice with `mask` blended in its label colours, as a PNG data URI (max 384 px)."""
     if pixels.ndim == 2:
         grey = apply_window(pixels, *auto_window(pixels))
@@ -186,39 +145,3 @@ def _overlay_data_uri(pixels: np.ndarray, mask: np.ndarray | None, colors: dict[
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-@login_required
-def agreement_case_page(request, project_id: int, case_id: int):
-    """The readers' masks, the consensus and the model's proposal side by side (not for annotators:
-    blind reading)."""
-    try:
-        case, roles = case_get_for_user(user=request.user, case_id=case_id)
-    except NotFound as exc:
-        raise Http404("case not found") from exc
-    if case.project_id != project_id:
-        raise Http404("case not found")
-    if not sees_all_readers(roles):
-        raise PermissionDenied("annotators read blind: other readers' masks are not shown")
-    agreement = agreement_for_case(case=case)
-    if agreement is None:
-        raise Http404("no agreement for this case yet")
-    pixels = array_load(case.image.pixels_path)[case.slice_index]
-    colors = {int(c["value"]): c["color"] for c in case.project.label_classes}
-    panels = [
-        {
-            "title": f"{r.reader.username} · Dice {r.dice_vs_consensus:.3f}",
-            "src": _overlay_data_uri(pixels, mask_from_png(bytes_load(r.annotation.mask_path)), colors),
-        }
-        for r in agreement.readers.select_related("reader", "annotation")
-    ]
-    panels.append(
-        {
-            "title": f"STAPLE consensus · r{agreement.consensus.revision}",
-            "src": _overlay_data_uri(
-                pixels, mask_from_png(bytes_load(agreement.consensus.mask_path)), colors
-            ),
-        }
-    )
-    context = {"project": case.project, "case": case, "agreement": agreement, "panels": panels}
-    return render(request, "annotations/agreement_case.html", context)

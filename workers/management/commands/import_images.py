@@ -15,9 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotations.models import CaseSplit, Project
-from annotations.permissions import Action, allows, user_roles
-from annotations.services.imports import import_file_now
-from workers.ml.imaging import IngestError
+from hitl.core.permissions import Action, allows, user_roles
+from workers.services.imports import UploadRefused, import_file_now
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".nii", ".gz", ".zip", ".dcm"}
 
@@ -119,7 +118,7 @@ class Command(BaseCommand):
                 src.write_bytes(prebuilt)
             try:
                 return import_file_now(project=proj, user=actor, path=src, mask=mask, split=split)
-            except IngestError as exc:  # refused by its headers
+            except UploadRefused as exc:  # refused by its headers
                 return {"status": "failed", "error": {"code": exc.code, "message": str(exc)}}
 
     def _project(self, ref: str) -> Project:

@@ -1,12 +1,12 @@
 from typing import Any
 
-from annotations.models import AuditEvent, Project
+from hitl.core.models import AuditEvent
 
 
 def audit_record(
-    *, actor, action: str, project: Project | None = None, target: Any = None, details: dict | None = None
+    *, actor, action: str, project: Any = None, target: Any = None, details: dict | None = None
 ) -> AuditEvent:
-    """Append an audit row in the caller's transaction. `details` must hold ids/settings only, never PHI."""
+    """Append an audit row (`project`: an annotations.Project or None) in the caller's transaction. `details` must hold ids/settings only, never PHI."""
     return AuditEvent.objects.create(
         actor=actor if getattr(actor, "is_authenticated", False) else None,
         project=project,

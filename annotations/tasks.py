@@ -1,3 +1,5 @@
+"""The clinical side's periodic work (queue "default"): thin, like every task; the service does the work."""
+
 from celery import shared_task
 
 
@@ -6,10 +8,3 @@ def leases_expire() -> int:
     from annotations.services.queue import leases_expire as expire
 
     return expire()
-
-
-@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
-def outbox_sweep() -> int:
-    from workers.services.outbox import outbox_sweep as sweep
-
-    return sweep()

@@ -3,12 +3,13 @@ then sent after commit. If the broker is down the row stays unsent and the perio
 no submission's follow-up work is lost."""
 
 import logging
+from importlib import import_module
 
+from celery import current_app as app
 from django.db import transaction
 from django.utils import timezone
 
-from hitl.celery import app
-from workers.models import OutboxMessage
+from hitl.core.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,7 @@ def _send(message: OutboxMessage) -> bool:
     message_id = message.pk
     try:
         if app.conf.task_always_eager:  # tests: run the task object in-process
-            import workers.tasks  # noqa: F401  (registers the tasks)
-
+            import_module(message.task.rpartition(".")[0])  # registers it (the name is its module path)
             app.tasks[message.task].apply_async(kwargs=message.kwargs)
         else:  # by name: routed by CELERY_TASK_ROUTES, and the web process never imports torch
             app.send_task(message.task, kwargs=message.kwargs)

@@ -11,9 +11,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from annotations.models import CaseSplit, Membership, Modality, Project, QueryStrategy, Role
-from annotations.services.imports import image_import
 from annotations.services.projects import project_create
 from workers.ml.datasets import mni152_tissue
+from workers.services.imports import image_import
 
 DEMO_PROJECT = "Demo: brain tissue (MNI152 T1)"
 # Local demo only (the run command binds 127.0.0.1). Change or delete these users on any shared server.

@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import Max
 
 from annotations.models import Agreement, Annotation, AnnotationKind, Case, ReaderAgreement
-from annotations.services.audit import audit_record
-from annotations.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
+from hitl.core.audit import audit_record
+from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
 from workers.ml.agreement import CaseAgreement, case_agreement
 from workers.models import ModelVersion, Prediction, VersionState
 

@@ -4,10 +4,10 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from workers.ml.imaging import IngestError
-from workers.ml.imaging.errors import INGEST_ERROR_STATUS
+from hitl.core.errors import DomainError
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -40,58 +40,15 @@ class LockedOut(exceptions.APIException):
         self.hitl_details = details
 
 
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "conflict"
-
-
-def _translate_domain(exc):
-    """Map service-layer exceptions to HTTP ones; returns None when `exc` is not one of ours."""
-    from annotations.services.annotations import StaleBase
-    from annotations.services.masks import MaskError
-    from annotations.services.queue import QueueError
-
-    if isinstance(exc, StaleBase):
-        out = Conflict(str(exc))
-        out.hitl_code = "stale_base"
-        out.hitl_details = {"current_revision": exc.current.revision if exc.current else None}
-        return out
-    from workers.services.registry import ConflictError
-
-    if isinstance(exc, ConflictError):
-        out = Conflict(str(exc))
-        out.hitl_code = exc.code
-        return out
-    if isinstance(exc, QueueError):
-        out = (
-            exceptions.ValidationError({"detail": str(exc)})
-            if exc.code == "reason_required"
-            else Conflict(str(exc))
-        )
-        out.hitl_code = exc.code
-        return out
-    if isinstance(exc, MaskError):
-        out = exceptions.ValidationError({"mask": [str(exc)]})
-        out.hitl_code = exc.code
-        return out
-    return None
+def _domain_response(exc: DomainError) -> Response:
+    message, details = exc.body()
+    return Response({"error": {"code": exc.code, "message": message, "details": details}}, status=exc.status)
 
 
 def exception_handler(exc, context):
-    exc = _translate_domain(exc) or exc
-    if isinstance(exc, IngestError):
-        code = exc.code
-        http = INGEST_ERROR_STATUS.get(code, 400)
-        exc = (
-            PayloadTooLarge(str(exc))
-            if http == 413
-            else Conflict(str(exc))
-            if http == 409
-            else exceptions.ValidationError({"file": [str(exc)]}, code)
-        )
-        exc.hitl_code = code
-    elif isinstance(exc, DjangoValidationError):
+    if isinstance(exc, DomainError):
+        return _domain_response(exc)
+    if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         )

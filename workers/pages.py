@@ -1,0 +1,76 @@
+"""Server-rendered pages of the machine side: the ML engineer page (training, model versions, explanation
+settings) and the data manager page (imports and exports). Thin shells: the pages fetch their data from the
+JSON API with the session cookie."""
+
+from django.contrib.auth.decorators import login_required
+from django.urls import NoReverseMatch, reverse
+
+from annotations.models import CaseSplit, QueryStrategy, Role
+from annotations.selectors.projects import project_for_page
+from hitl.core.pages import render_project_page
+from hitl.core.permissions import Action
+from workers.ml.explain_policy import ARCH_LABELS, method_catalogue
+from workers.models import ExportFormat, ExportLabels
+
+# Pages that other issues add (exports, agreement); linked when their URL names exist.
+OPTIONAL_LINKS = [
+    ("agreement-page", "Inter-observer agreement"),
+    ("agreement-dashboard", "Inter-observer agreement"),
+    ("export-page", "Exports"),
+    ("exports-page", "Exports"),
+]
+
+
+def _links(project_id: int) -> list[dict]:
+    out, seen = [], set()
+    for name, title in OPTIONAL_LINKS:
+        if title in seen:
+            continue
+        try:
+            url = reverse(name, kwargs={"project_id": project_id})
+        except NoReverseMatch:
+            continue
+        seen.add(title)
+        out.append({"url": url, "title": title})
+    return out
+
+
+@login_required
+def ml_page(request, project_id: int):
+    project, roles = project_for_page(user=request.user, project_id=project_id, action=Action.VIEW)
+    return render_project_page(
+        request,
+        "annotations/ml.html",
+        project,
+        roles,
+        strategies=QueryStrategy.choices,
+        architectures=list(ARCH_LABELS.items()),
+        boot={"settings": _settings(project), "explain_methods": method_catalogue()},
+    )
+
+
+@login_required
+def data_page(request, project_id: int):
+    project, roles = project_for_page(user=request.user, project_id=project_id, action=Action.VIEW)
+    return render_project_page(
+        request,
+        "annotations/data.html",
+        project,
+        roles,
+        links=_links(project.pk),
+        role_choices=Role.choices,
+        export_formats=ExportFormat.choices,
+        export_labels=ExportLabels.choices,
+        export_splits=CaseSplit.choices,
+        boot={"settings": _settings(project)},
+    )
+
+
+def _settings(project) -> dict:
+    return {
+        "query_strategy": project.query_strategy,
+        "auto_retrain_every": project.auto_retrain_every,
+        "gating_tolerance": project.gating_tolerance,
+        "readers_per_case": project.readers_per_case,
+        "training_config": project.training_config,
+    }
