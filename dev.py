@@ -105,7 +105,10 @@ def stop(procs: list[subprocess.Popen]) -> None:
 def cmd_run() -> int:
     ensure_venv("")
     env = base_env()
-    (ROOT / "var" / "broker").mkdir(parents=True, exist_ok=True)
+    # The SQLite file and the beat schedule live in var/ (settings create nothing; Celery makes its
+    # filesystem broker's folders itself when it loads its configuration, hitl/celery.py).
+    (ROOT / "var").mkdir(exist_ok=True)
+    Path(env.get("HITL_VAR_DIR", ROOT / "var")).mkdir(parents=True, exist_ok=True)
     say("migrating the database")
     manage("migrate", "--noinput", env=env)
     manage("collectstatic", "--noinput", "-v", "0", env=env)

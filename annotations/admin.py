@@ -59,7 +59,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "modality", "readers_per_case", "query_strategy", "created_at"]
+    list_display = ["id", "name", "modality", "readers_per_case", "created_at"]
     search_fields = ["name"]
     exclude = ["deid_salt", "date_shift_days"]
     inlines = [MembershipInline]

@@ -9,6 +9,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 
 from annotations.auth_guard import client_ip
 from hitl.core.audit import audit_record
+from hitl.core.types import User
 
 USERNAME_MAX = 150  # Django's username length; anything longer is junk worth only a prefix
 
@@ -37,11 +38,11 @@ def on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     audit_record(actor=None, action="auth.login_failed", details=details)
 
 
-def on_logged_in(sender, request, user, **kwargs) -> None:
+def on_logged_in(sender, request, user: User, **kwargs) -> None:
     audit_record(actor=user, action="auth.login", target=user, details=_where(request))
 
 
-def on_logged_out(sender, request, user, **kwargs) -> None:
+def on_logged_out(sender, request, user: User | None, **kwargs) -> None:
     if user is None:  # logging out without being logged in: nothing happened
         return
     audit_record(actor=user, action="auth.logout", target=user, details=_where(request))

@@ -19,6 +19,7 @@ from annotations.selectors.workspace import reader_progress
 from hitl.core.pages import render_project_page
 from hitl.core.permissions import Action, reads_blind
 from hitl.core.storage import array_load, bytes_load, mask_from_png
+from workers.selectors.registry import query_strategy_label
 
 
 def _project(request, project_id: int):
@@ -45,7 +46,14 @@ def project_page(request, project_id: int):
         by_image.setdefault(case.image_id, []).append(case)
     rows = [{"image": img, "cases": by_image.get(img.pk, [])} for img in images]
     return render(
-        request, "annotations/project.html", {"project": project, "roles": sorted(roles), "rows": rows}
+        request,
+        "annotations/project.html",
+        {
+            "project": project,
+            "roles": sorted(roles),
+            "rows": rows,
+            "query_strategy": query_strategy_label(project_id=project.pk),
+        },
     )
 
 

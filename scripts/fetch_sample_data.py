@@ -39,7 +39,7 @@ class FetchError(RuntimeError):
 
 
 def data_dir() -> Path:
-    """Same rule as ``workers.ml.datasets.data_dir`` (kept in sync by hand: this script is stdlib-only)."""
+    """Same rule as ``workers.ml.imaging.datasets.data_dir`` (kept in sync by hand: this script is stdlib-only)."""
     env = os.environ.get("HITL_DATA_DIR")
     return Path(env).expanduser().resolve() if env else REPO_ROOT / "var" / "data"
 

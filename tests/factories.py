@@ -2,6 +2,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from annotations.models import Membership, Modality, Project, Role
+from workers.models import TrainingSettings
 
 LABELS = [
     {"value": 1, "name": "organ", "color": "#ff0000"},
@@ -35,3 +36,12 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     project = factory.SubFactory(ProjectFactory)
     user = factory.SubFactory(UserFactory)
     role = Role.ANNOTATOR
+
+
+class TrainingSettingsFactory(factory.django.DjangoModelFactory):
+    """A project's ML settings row (a project without one reads the defaults)."""
+
+    class Meta:
+        model = TrainingSettings
+
+    project = factory.SubFactory(ProjectFactory)

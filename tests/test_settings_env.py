@@ -21,7 +21,7 @@ def test_every_setting_read_from_the_environment_is_documented():
     for path in [
         *(ROOT / "hitl" / "settings").glob("*.py"),
         ROOT / "deploy" / "gunicorn.conf.py",
-        ROOT / "workers" / "ml" / "device.py",
+        ROOT / "workers" / "ml" / "models" / "device.py",
     ]:
         text = path.read_text()
         read |= set(ENV_READ.findall(text)) | set(ENVIRON_READ.findall(text))
@@ -51,3 +51,39 @@ def test_production_check_deploy_has_no_warnings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def _fresh_env(tmp: Path, settings_module: str) -> dict[str, str]:
+    """The embedded default's environment with every folder the settings name pointing into `tmp`."""
+    full = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "DATABASE_URL")}
+    full.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        SECRET_KEY="k3y-" + "x7Yq9#Lm2$Vb8!Rt5%Wn1&Zc6*Hp4(Jd0)Gf3-Ks9_Qa7+Ue2=" * 2,
+        HITL_VAR_DIR=str(tmp / "var"),
+        MEDIA_ROOT=str(tmp / "media"),
+        STATIC_ROOT=str(tmp / "static"),
+        CELERY_BROKER_DIR=str(tmp / "broker"),
+    )
+    return full
+
+
+def _python(code: str, env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_importing_the_settings_creates_no_files(tmp_path):
+    for module in ("hitl.settings.base", "hitl.settings.local", "hitl.settings.production"):
+        _python(f"import importlib; importlib.import_module({module!r})", _fresh_env(tmp_path, module))
+        assert list(tmp_path.rglob("*")) == [], module
+
+
+def test_the_first_publish_makes_the_filesystem_brokers_folders(tmp_path):
+    """The web process publishes (through the outbox) before any worker ran: kombu's filesystem transport
+    needs its folders then, and Celery makes them when it loads its configuration."""
+    code = "from hitl.celery import app; app.send_task('workers.tasks.system.ping', kwargs={'token': 't'})"
+    _python(code, _fresh_env(tmp_path, "hitl.settings.local"))
+    assert {p.name for p in (tmp_path / "broker").iterdir()} == {"queue", "processed", "control"}
+    assert [p.suffix for p in (tmp_path / "broker" / "queue").iterdir()] == [".msg"]

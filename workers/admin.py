@@ -1,4 +1,6 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
 from workers.models import (
     CaseScore,
@@ -8,8 +10,10 @@ from workers.models import (
     ModelVersion,
     Prediction,
     TrainingRun,
+    TrainingSettings,
     WorkerHeartbeat,
 )
+from workers.services.training_config import training_config_validate
 
 
 @admin.register(WorkerHeartbeat)
@@ -58,3 +62,24 @@ class ExportJobAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "status", "progress", "size_bytes", "created_at", "expires_at"]
     list_filter = ["status"]
     readonly_fields = ["params", "result_path", "sha256", "size_bytes", "counts", "error"]
+
+
+class TrainingSettingsForm(forms.ModelForm):
+    class Meta:
+        model = TrainingSettings
+        fields = ["project", "query_strategy", "auto_retrain_every", "gating_tolerance", "training_config"]
+
+    def clean_training_config(self):
+        """The same key-by-key rules as the training-settings API (the admin bypasses its service)."""
+        try:
+            return training_config_validate(self.cleaned_data["training_config"] or {})
+        except ValidationError as exc:  # keyed "config" by the service: this form's field is training_config
+            raise ValidationError([m for ms in exc.message_dict.values() for m in ms]) from exc
+
+
+@admin.register(TrainingSettings)
+class TrainingSettingsAdmin(admin.ModelAdmin):
+    form = TrainingSettingsForm
+    list_display = ["project", "query_strategy", "auto_retrain_every", "gating_tolerance"]
+    list_filter = ["query_strategy"]
+    raw_id_fields = ["project"]

@@ -5,12 +5,12 @@ JSON API with the session cookie."""
 from django.contrib.auth.decorators import login_required
 from django.urls import NoReverseMatch, reverse
 
-from annotations.models import CaseSplit, QueryStrategy, Role
+from annotations.models import CaseSplit, Role
 from annotations.selectors.projects import project_for_page
 from hitl.core.pages import render_project_page
 from hitl.core.permissions import Action
-from workers.ml.explain_policy import ARCH_LABELS, method_catalogue
-from workers.models import ExportFormat, ExportLabels
+from workers.ml.explain.policy import ARCH_LABELS, method_catalogue
+from workers.models import ExportFormat, ExportLabels, QueryStrategy
 
 # Pages that other issues add (exports, agreement); linked when their URL names exist.
 OPTIONAL_LINKS = [
@@ -45,7 +45,8 @@ def ml_page(request, project_id: int):
         roles,
         strategies=QueryStrategy.choices,
         architectures=list(ARCH_LABELS.items()),
-        boot={"settings": _settings(project), "explain_methods": method_catalogue()},
+        # The settings themselves are loaded (and saved) by the page through the training-settings API.
+        boot={"explain_methods": method_catalogue()},
     )
 
 
@@ -62,15 +63,5 @@ def data_page(request, project_id: int):
         export_formats=ExportFormat.choices,
         export_labels=ExportLabels.choices,
         export_splits=CaseSplit.choices,
-        boot={"settings": _settings(project)},
+        boot={"settings": {"readers_per_case": project.readers_per_case}},
     )
-
-
-def _settings(project) -> dict:
-    return {
-        "query_strategy": project.query_strategy,
-        "auto_retrain_every": project.auto_retrain_every,
-        "gating_tolerance": project.gating_tolerance,
-        "readers_per_case": project.readers_per_case,
-        "training_config": project.training_config,
-    }

@@ -1,10 +1,11 @@
-"""Routes of the machine side: its JSON API under api/v1/ (imports, model layers of a case, training runs,
-model versions, explanation reports, exports), its pages and the health check; mounted at the site root."""
+"""Routes of the machine side: its JSON API under api/v1/ (imports, model layers of a case, training
+settings, training runs, model versions, explanation reports, exports), its pages and the health check;
+mounted at the site root."""
 
 from django.urls import include, path
 
 from workers import pages
-from workers.apis import explain_report, exports, health, imports, layers, training
+from workers.apis import explain_report, exports, health, imports, layers, settings, training
 
 api: list = [
     path("projects/<int:project_id>/images", imports.ImageListApi.as_view(), name="image-list"),
@@ -21,6 +22,11 @@ api: list = [
         "explanations/<int:explanation_id>/map.png",
         layers.ExplanationMapApi.as_view(),
         name="explanation-map",
+    ),
+    path(
+        "projects/<int:project_id>/training-settings",
+        settings.TrainingSettingsApi.as_view(),
+        name="training-settings",
     ),
     path(
         "projects/<int:project_id>/training-runs",

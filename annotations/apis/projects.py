@@ -4,13 +4,12 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.models import LabelPolicy, Modality, Project, QueryStrategy
+from annotations.models import LabelPolicy, Modality, Project
 from annotations.selectors.projects import project_get_for_user, project_list_for_user
 from annotations.services.projects import project_create, project_update
 from hitl.core.apis.pagination import Pagination, paginated_response
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
-from workers.apis.training import TrainingConfigField
 
 
 class LabelClassSerializer(StrictSerializer):
@@ -38,10 +37,6 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "routing_readers",
             "reading_seed",
             "label_policy",
-            "query_strategy",
-            "auto_retrain_every",
-            "gating_tolerance",
-            "training_config",
             "created_at",
             "roles",
         ]
@@ -59,8 +54,6 @@ class ProjectListApi(APIView):
         modality = serializers.ChoiceField(choices=Modality.choices, default=Modality.OT)
         label_classes = LabelClassSerializer(many=True, allow_empty=False)
         readers_per_case = serializers.IntegerField(min_value=1, max_value=10, default=1)
-        query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, default=QueryStrategy.ENTROPY)
-        auto_retrain_every = serializers.IntegerField(min_value=0, default=0)
 
     @extend_schema(responses=ProjectOutputSerializer(many=True), operation_id="projects_list")
     def get(self, request):
@@ -107,10 +100,6 @@ class ProjectDetailApi(APIView):
         routing_readers = serializers.IntegerField(min_value=1, max_value=10, required=False)
         reading_seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
         label_policy = serializers.ChoiceField(choices=LabelPolicy.choices, required=False)
-        query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, required=False)
-        auto_retrain_every = serializers.IntegerField(min_value=0, required=False)
-        gating_tolerance = serializers.FloatField(min_value=0, max_value=1, required=False)
-        training_config = TrainingConfigField(required=False)
 
     @extend_schema(responses=ProjectOutputSerializer, operation_id="projects_retrieve")
     def get(self, request, project_id: int):

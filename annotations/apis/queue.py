@@ -6,7 +6,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.models import AnnotationKind, AssignmentStatus, Case, Role
+from annotations.models import AnnotationKind, Assignment, AssignmentStatus, Case, Role
 from annotations.selectors.images import case_get_for_user, queue_head
 from annotations.selectors.projects import project_get_for_user
 from annotations.services import queue
@@ -15,6 +15,7 @@ from annotations.services.masks import mask_decode
 from hitl.core.apis.query import query_params
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
+from hitl.core.types import User
 
 
 # Declared fields rather than a ModelSerializer: it is built on every claim, and introspecting the model
@@ -94,7 +95,7 @@ class _CaseLeaseApi(APIView):
         assignment = self.perform(case=case, reader=request.user, reason=reason)
         return Response(AssignmentOutputSerializer(assignment).data)
 
-    def perform(self, *, case, reader, reason: str):
+    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
         raise NotImplementedError
 
 
@@ -103,7 +104,7 @@ class HeartbeatApi(_CaseLeaseApi):
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case, reader, reason):
+    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
         return queue.assignment_heartbeat(case=case, reader=reader)
 
 
@@ -114,7 +115,7 @@ class SkipApi(_CaseLeaseApi):
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case, reader, reason):
+    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
         return queue.assignment_skip(case=case, reader=reader, reason=reason)
 
 
@@ -125,7 +126,7 @@ class FlagApi(_CaseLeaseApi):
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case, reader, reason):
+    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
         return queue.assignment_flag(case=case, reader=reader, reason=reason)
 
 
@@ -134,7 +135,7 @@ class ReleaseApi(_CaseLeaseApi):
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case, reader, reason):
+    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
         return queue.assignment_release(case=case, reader=reader)
 
 

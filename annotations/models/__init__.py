@@ -2,7 +2,7 @@ from .agreement import Agreement, ReaderAgreement
 from .annotation import Annotation, AnnotationKind
 from .image import Case, CaseSplit, DicomInstance, Image, ImageStatus, SourceKind
 from .imports import FINISHED_IMPORT, ImportJob, ImportStatus
-from .project import LabelPolicy, Membership, Modality, Project, QueryStrategy, Role
+from .project import LabelPolicy, Membership, Modality, Project, Role
 from .queue import HOLDING, READ_ONCE, Assignment, AssignmentStatus
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "Membership",
     "Modality",
     "Project",
-    "QueryStrategy",
     "ReaderAgreement",
     "Role",
     "SourceKind",

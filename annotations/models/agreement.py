@@ -27,7 +27,7 @@ class Agreement(models.Model):
     )
     model_dice_vs_consensus = models.FloatField(null=True, blank=True)
     model_within_spread = models.BooleanField(null=True, blank=True)
-    metrics = models.JSONField(default=dict, help_text="workers.ml.agreement.CaseAgreement.to_dict()")
+    metrics = models.JSONField(default=dict, help_text="workers.ml.agreement.metrics.CaseAgreement.to_dict()")
     seconds = models.FloatField(default=0.0, help_text="time the computation took")
     computed_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

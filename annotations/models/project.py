@@ -16,17 +16,6 @@ class Modality(models.TextChoices):
     OT = "OT", "Other"
 
 
-class QueryStrategy(models.TextChoices):
-    RANDOM = "random", "Random"
-    FG_RANDOM = "fg_random", "Foreground-aware random"
-    LEAST_CONFIDENCE = "least_confidence", "Least confidence"
-    MARGIN = "margin", "Margin"
-    ENTROPY = "entropy", "Entropy"
-    BALD = "bald", "BALD (MC dropout)"
-    COMMITTEE = "committee", "Query by committee"
-    DIVERSE = "diverse", "Uncertainty x diversity"
-
-
 class LabelPolicy(models.TextChoices):
     """Which mask a multi-reader case trains on (single-reader cases always train on their latest)."""
 
@@ -80,20 +69,6 @@ class Project(models.Model):
     routing_readers = models.PositiveSmallIntegerField(default=2)
     reading_seed = models.IntegerField(default=0, help_text="seed of the random multi-read share")
     label_policy = models.CharField(max_length=16, choices=LabelPolicy.choices, default=LabelPolicy.CONSENSUS)
-    query_strategy = models.CharField(
-        max_length=32, choices=QueryStrategy.choices, default=QueryStrategy.ENTROPY
-    )
-    auto_retrain_every = models.PositiveIntegerField(
-        default=0, help_text="retrain after N new labels; 0 = off"
-    )
-    gating_tolerance = models.FloatField(
-        default=0.01, help_text="a new model may lose at most this validation Dice"
-    )
-    training_config = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text="overrides of the training defaults, used by every run (incl. auto)",
-    )
     # De-identification secrets: never shown in the API, never logged.
     deid_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     date_shift_days = models.IntegerField(default=_new_date_shift, editable=False)
@@ -105,9 +80,6 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(readers_per_case__gte=1) & Q(readers_per_case__lte=10),
                 name="project_readers_1_10",
-            ),
-            models.CheckConstraint(
-                condition=Q(gating_tolerance__gte=0) & Q(gating_tolerance__lte=1), name="project_gating_0_1"
             ),
             models.CheckConstraint(
                 condition=Q(multi_read_share__gte=0)

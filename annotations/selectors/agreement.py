@@ -13,6 +13,7 @@ import numpy as np
 from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
 from annotations.models import Agreement, Annotation, AnnotationKind, Case, Project, ReaderAgreement, Role
+from hitl.core.types import User
 
 DICE_BINS = 10  # histogram of pairwise Dice over [0, 1]
 TREND_WINDOW = 5  # rolling mean of a reader's Dice vs consensus, over this many reads
@@ -72,7 +73,7 @@ def agreement_for_case(*, case: Case) -> Agreement | None:
     )
 
 
-def reader_rows_visible(*, agreement: Agreement, user, roles: set[str]) -> list[ReaderAgreement]:
+def reader_rows_visible(*, agreement: Agreement, user: User, roles: set[str]) -> list[ReaderAgreement]:
     rows = list(agreement.readers.all())
     return rows if sees_all_readers(roles) else [r for r in rows if r.reader_id == user.pk]
 

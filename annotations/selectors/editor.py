@@ -4,14 +4,23 @@ from typing import Any
 
 from rest_framework.exceptions import NotFound
 
-from annotations.models import Annotation, Assignment, AssignmentStatus, Case, Role
+from annotations.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, Case, Role
 from annotations.selectors.images import case_get_for_user
-from annotations.services.annotations import visible_head
+from annotations.selectors.reading_policy import case_readers
 from hitl.core.permissions import Action, reads_blind, require
+from hitl.core.types import User
 from workers.selectors.registry import case_ml_payload
 
 
-def case_get_for_viewer(*, user, case_id: int) -> tuple[Case, set[str]]:
+def visible_head(*, case: Case, reader: User) -> Annotation | None:
+    """The revision a reader builds on: the case's current one when the case has one reader; with several
+    readers each reads blind, so it is the reader's own latest revision."""
+    if case_readers(project=case.project, case=case) == 1:
+        return case.current_annotation
+    return case.annotations.filter(author=reader, kind=AnnotationKind.READER).order_by("-revision").first()
+
+
+def case_get_for_viewer(*, user: User, case_id: int) -> tuple[Case, set[str]]:
     """The case and the caller's roles, for anyone who may view it: a member of its project, and for a
     blind reader only a case the queue gave them (404 otherwise, so ids never leak)."""
     case, roles = case_get_for_user(user=user, case_id=case_id, annotations=False)
@@ -20,14 +29,14 @@ def case_get_for_viewer(*, user, case_id: int) -> tuple[Case, set[str]]:
     return case, roles
 
 
-def require_case_access(*, user, roles: set[str], case: Case) -> None:
+def require_case_access(*, user: User, roles: set[str], case: Case) -> None:
     """Readers read blind: a user who is only an annotator sees a case only after the queue gave it to
     them. Other roles see every case of their project."""
     if reads_blind(roles) and not Assignment.objects.filter(case=case, reader=user).exists():
         raise NotFound("case not found")
 
 
-def annotation_visible(*, user, roles: set[str], annotation: Annotation) -> bool:
+def annotation_visible(*, user: User, roles: set[str], annotation: Annotation) -> bool:
     """Other roles see every revision; an annotator sees their own, and the revision the editor gives them
     to build on (e.g. an imported reference on a one-reader case they were given by the queue)."""
     if roles - {Role.ANNOTATOR} or annotation.author_id == user.pk:
@@ -39,7 +48,7 @@ def annotation_visible(*, user, roles: set[str], annotation: Annotation) -> bool
     return head is not None and head.pk == annotation.pk
 
 
-def editor_payload(*, case: Case, user, roles: set[str]) -> dict[str, Any]:
+def editor_payload(*, case: Case, user: User, roles: set[str]) -> dict[str, Any]:
     base = f"/api/v1/cases/{case.pk}"
     lease = Assignment.objects.filter(case=case, reader=user, status=AssignmentStatus.ACTIVE).first()
     head = visible_head(case=case, reader=user)

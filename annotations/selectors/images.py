@@ -1,11 +1,12 @@
 from django.db.models import Count, Prefetch, QuerySet
 
 from annotations.models import Annotation, Assignment, Case, Image, ImportJob, Project
-from annotations.services.reading_policy import readers_wanted
+from annotations.selectors.reading_policy import readers_wanted
 from hitl.core.permissions import project_object_for_user
+from hitl.core.types import User
 
 
-def image_list(*, project: Project, reader=None) -> QuerySet[Image]:
+def image_list(*, project: Project, reader: User | None = None) -> QuerySet[Image]:
     """The project's images; with `reader` (a blind reader), only those holding a case given to them."""
     qs = project.images.annotate(num_cases=Count("cases"))
     if reader is not None:
@@ -19,7 +20,7 @@ def import_job_list(*, project: Project) -> QuerySet[ImportJob]:
     return project.import_jobs.order_by("-id")
 
 
-def import_job_get_for_user(*, user, import_id: int) -> tuple[ImportJob, set[str]]:
+def import_job_get_for_user(*, user: User, import_id: int) -> tuple[ImportJob, set[str]]:
     """An import job and the caller's roles in its project; 404 for non-members."""
     job = ImportJob.objects.select_related("project").filter(pk=import_id).first()
     return project_object_for_user(job, user=user, what="import")
@@ -31,7 +32,7 @@ def import_job_images(*, job: ImportJob) -> list[Image]:
 
 
 def case_list(
-    *, project: Project, split: str | None = None, image_id: int | None = None, reader=None
+    *, project: Project, split: str | None = None, image_id: int | None = None, reader: User | None = None
 ) -> QuerySet[Case]:
     """The project's cases; with `reader` (a blind reader), only the cases the queue gave them."""
     qs = project.cases.select_related("image", "current_annotation")
@@ -44,7 +45,7 @@ def case_list(
     return qs.order_by("id")
 
 
-def case_get_for_user(*, user, case_id: int, annotations: bool = True) -> tuple[Case, set[str]]:
+def case_get_for_user(*, user: User, case_id: int, annotations: bool = True) -> tuple[Case, set[str]]:
     """A case and the caller's roles in its project; 404 for non-members. `annotations=False` skips
     prefetching the revision history (one query) for the hot paths that do not show it (lease actions,
     submission, the editor's layers)."""

@@ -6,9 +6,10 @@ from rest_framework.exceptions import NotFound
 from annotations.models import Membership, Project
 from hitl.core.models import AuditEvent
 from hitl.core.permissions import Action, allows, user_roles
+from hitl.core.types import User
 
 
-def project_list_for_user(*, user) -> QuerySet[Project]:
+def project_list_for_user(*, user: User) -> QuerySet[Project]:
     qs = (
         Project.objects.all()
         if user.is_superuser
@@ -19,7 +20,7 @@ def project_list_for_user(*, user) -> QuerySet[Project]:
     ).order_by("id")
 
 
-def project_get_for_user(*, user, project_id: int) -> tuple[Project, set[str]]:
+def project_get_for_user(*, user: User, project_id: int) -> tuple[Project, set[str]]:
     """The project and the caller's roles in it. Non-members get 404, exactly like a missing project.
     One query for members (their memberships with the project joined): every project-scoped request,
     the reader's claim included, starts here."""
@@ -44,7 +45,7 @@ def audit_list(*, project: Project) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(project=project).select_related("actor").order_by("-at", "-id")
 
 
-def project_for_page(*, user, project_id: int, action: Action) -> tuple[Project, set[str]]:
+def project_for_page(*, user: User, project_id: int, action: Action) -> tuple[Project, set[str]]:
     """`project_get_for_user` for a server-rendered page: 404 for non-members, 403 for a member whose roles
     do not allow `action`."""
     try:

@@ -2,11 +2,12 @@
 
 import statistics
 
-from annotations.models import Annotation, AnnotationKind
+from annotations.models import Annotation, AnnotationKind, Project
 from annotations.selectors.agreement import reader_stats as agreement_reader_stats
+from hitl.core.types import User
 
 
-def reader_progress(*, project, reader) -> dict:
+def reader_progress(*, project: Project, reader: User) -> dict:
     """The reader's own running numbers in this project: cases done and median time per case (seconds)."""
     times = list(
         Annotation.objects.filter(case__project=project, author=reader, kind=AnnotationKind.READER)
@@ -21,7 +22,7 @@ def reader_progress(*, project, reader) -> dict:
     }
 
 
-def _own_agreement(*, project, reader) -> dict | None:
+def _own_agreement(*, project: Project, reader: User) -> dict | None:
     """Mean Dice vs the STAPLE consensus on the reader's multi-read cases, with its bootstrap 95% CI."""
     rows = agreement_reader_stats(project=project, reader_ids={reader.pk})
     if not rows or rows[0].mean_dice is None:

@@ -8,15 +8,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Case
+from annotations.selectors.reading_policy import case_readers
 from annotations.services.masks import MaskError, check_labels, correction_effort
 from annotations.services.queue import active_assignment_lock_case, assignment_end
-from annotations.services.reading_policy import case_readers
 from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
-from workers.selectors.registry import ProposalRef, proposal_ref
+from workers.selectors.registry import ProposalRef, auto_retrain_on, proposal_ref
 
 READER = AnnotationKind.READER.value
 
@@ -32,14 +32,6 @@ class StaleBase(DomainError):
             message="the case changed since you opened it", details={"current_revision": revision}
         )
         self.current = current
-
-
-def visible_head(*, case: Case, reader) -> Annotation | None:
-    """The revision a reader builds on: the case's current one when the case has one reader; with several
-    readers each reads blind, so it is the reader's own latest revision."""
-    if case_readers(project=case.project, case=case) == 1:
-        return case.current_annotation
-    return case.annotations.filter(author=reader, kind=AnnotationKind.READER).order_by("-revision").first()
 
 
 def _proposal_effort(proposal: ProposalRef | None, mask: np.ndarray) -> tuple[float | None, int | None]:
@@ -151,7 +143,7 @@ def annotation_submit(
 def _enqueue_followups(*, case: Case, readers: set[int], blind: bool) -> None:
     """Follow-up work, in the submission's transaction (outbox): the retraining check when the project
     retrains automatically, and the agreement of a case that now has two or more readers' masks."""
-    if case.project.auto_retrain_every > 0:
+    if auto_retrain_on(project_id=case.project_id):
         outbox_enqueue(task=task_names.TRAINING_AUTO_CHECK, kwargs={"project_id": case.project_id})
     if blind and len(readers) >= 2:
         outbox_enqueue(task=task_names.AGREEMENT_UPDATE, kwargs={"case_id": case.pk})

@@ -8,10 +8,11 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from hitl.core.audit import audit_record
+from hitl.core.types import User
 
 
 @transaction.atomic
-def token_issue(*, user) -> tuple[str, datetime | None]:
+def token_issue(*, user: User) -> tuple[str, datetime | None]:
     """Create a new token for `user` (one per login: scripts on two machines do not share one) and return
     the key, shown this once, and its expiry. The user's expired tokens are deleted here (API calls only
     check the token they present)."""
@@ -30,7 +31,7 @@ def token_issue(*, user) -> tuple[str, datetime | None]:
 
 
 @transaction.atomic
-def token_revoke(*, user, token: AuthToken) -> None:
+def token_revoke(*, user: User, token: AuthToken) -> None:
     """Revoke one token of `user` (the one the call was made with)."""
     token_key = token.token_key
     AuthToken.objects.filter(user=user, digest=token.digest).delete()
@@ -38,7 +39,7 @@ def token_revoke(*, user, token: AuthToken) -> None:
 
 
 @transaction.atomic
-def token_revoke_all(*, user) -> int:
+def token_revoke_all(*, user: User) -> int:
     """Revoke every token of `user`; returns how many there were."""
     count, _ = AuthToken.objects.filter(user=user).delete()
     audit_record(actor=user, action="token.revoke_all", target=user, details={"count": count})

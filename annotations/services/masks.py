@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from hitl.core.errors import DomainError
+from hitl.core.rle import expand_runs, runs
 from hitl.core.storage import mask_from_png
 
 
@@ -76,16 +77,13 @@ def _rle_decode(payload: dict, shape: tuple[int, int]) -> np.ndarray:
         raise MaskError("invalid_mask", f"RLE runs cover {int(lengths.sum())} pixels, not {h * w}")
     if values.size and (values.min() < 0 or values.max() > 255):
         raise MaskError("mask_labels_invalid", "label values must be 0..255")
-    return np.repeat(values.astype(np.uint8), lengths).reshape(h, w)
+    return expand_runs(values.astype(np.uint8), lengths).reshape(h, w)
 
 
 def rle_encode(mask: np.ndarray) -> dict:
+    """A label map -> the API's RLE payload (the format `mask_decode` reads): row-major runs."""
     flat = mask.reshape(-1)
-    if flat.size == 0:
-        return {"format": "rle", "size": list(mask.shape), "values": [], "lengths": []}
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    starts = np.concatenate([[0], edges])
-    lengths = np.diff(np.concatenate([starts, [flat.size]]))
+    starts, lengths = runs(flat)
     return {
         "format": "rle",
         "size": list(mask.shape),

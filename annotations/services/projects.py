@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404
 
-from annotations.models import Membership, Modality, Project, QueryStrategy, Role
+from annotations.models import Membership, Modality, Project, Role
 from annotations.models.project import validate_label_classes
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
@@ -24,11 +24,9 @@ FIELD_ACTIONS: dict[str, Action] = {
     "routing_readers": Action.SET_READERS,
     "reading_seed": Action.SET_READERS,
     "label_policy": Action.SET_TRAINING,
-    "query_strategy": Action.SET_TRAINING,
-    "auto_retrain_every": Action.SET_TRAINING,
-    "gating_tolerance": Action.SET_TRAINING,
-    "training_config": Action.SET_TRAINING,
 }
+# The machine-learning settings (query strategy, auto-retraining, gating, training overrides) are not the
+# project's: workers.services.training_settings.training_settings_update sets them.
 
 
 @transaction.atomic
@@ -40,8 +38,6 @@ def project_create(
     modality: str = Modality.OT,
     description: str = "",
     readers_per_case: int = 1,
-    query_strategy: str = QueryStrategy.ENTROPY,
-    auto_retrain_every: int = 0,
 ) -> Project:
     """Create a project; the creator becomes its admin."""
     validate_label_classes(label_classes)
@@ -51,8 +47,6 @@ def project_create(
         modality=modality,
         label_classes=label_classes,
         readers_per_case=readers_per_case,
-        query_strategy=query_strategy,
-        auto_retrain_every=auto_retrain_every,
     )
     project.full_clean()
     project.save()
@@ -73,10 +67,6 @@ def project_update(*, project: Project, actor, roles: set[str], changes: dict[st
             raise ValidationError({field: "this setting cannot be changed"})
         if not allows(roles, action):
             raise PermissionError(f"your role does not allow changing {field}")
-    if "training_config" in changes:
-        from workers.services.training_config import training_config_validate
-
-        changes["training_config"] = training_config_validate(changes["training_config"])
     for field, value in changes.items():
         setattr(project, field, value)
     project.full_clean()

@@ -10,9 +10,7 @@ gives it readers (`max(project.readers_per_case, case.readers_required)`, see se
 Database constraints back every rule: one holder per (case, slot), a reader reads a case once, one active
 lease per reader and project."""
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -21,10 +19,11 @@ from django.utils import timezone
 
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
+from annotations.selectors.reading_policy import case_readers, readers_wanted
 from annotations.services.queue_pg import claim_one_statement
-from annotations.services.reading_policy import case_readers, readers_wanted, share_decide
 from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
+from hitl.core.types import User
 
 
 class QueueError(DomainError):
@@ -34,43 +33,8 @@ class QueueError(DomainError):
         super().__init__(code, message, status=400 if code == "reason_required" else 409)
 
 
-@dataclass(frozen=True)
-class QueueEntry:
-    case_id: int
-    priority: float  # higher = read sooner
-    reason: dict[str, Any]  # {"strategy", "score", "rank", "model_version", "model_version_id", "scored_at"}
-
-
 def lease_seconds() -> int:
     return int(settings.HITL_LEASE_SECONDS)
-
-
-@transaction.atomic
-def queue_priorities_set(*, project: Project, entries: list[QueueEntry], reset_others: bool = True) -> int:
-    """Replace the queue order of the project's pool with `entries` (cases of other projects are ignored).
-    With `reset_others`, pool cases not in `entries` drop to the back. Cases entering the queue get their
-    readers from the multi-read share here (reading policy)."""
-    by_id = {e.case_id: e for e in entries}
-    cases = list(
-        Case.objects.filter(project=project, split=CaseSplit.POOL).only(
-            "id", "priority", "queue_reason", "readers_required", "reads_taken"
-        )
-    )
-    shared = share_decide(project=project, cases=cases)
-    if shared:
-        Case.objects.bulk_update(shared, ["readers_required"], batch_size=500)
-    changed = []
-    for case in cases:
-        entry = by_id.get(case.pk)
-        if entry is not None:
-            case.priority, case.queue_reason = float(entry.priority), entry.reason
-        elif reset_others:
-            case.priority, case.queue_reason = -1e9, {}
-        else:
-            continue
-        changed.append(case)
-    Case.objects.bulk_update(changed, ["priority", "queue_reason"], batch_size=500)
-    return len(changed)
 
 
 def _lowest_free_slot(mask: int, slots: int) -> int:
@@ -80,7 +44,7 @@ def _lowest_free_slot(mask: int, slots: int) -> int:
     raise QueueError("no_slot", "the case has no free reading slot")
 
 
-def _next_case(project: Project, reader, *, skip_locked: bool = True) -> Case | None:
+def _next_case(project: Project, reader: User, *, skip_locked: bool = True) -> Case | None:
     already_read = Assignment.objects.filter(project=project, reader=reader, status__in=READ_ONCE).values(
         "case_id"
     )
@@ -95,7 +59,7 @@ def _next_case(project: Project, reader, *, skip_locked: bool = True) -> Case | 
     )
 
 
-def case_claim_next(*, project: Project, reader) -> Assignment | None:
+def case_claim_next(*, project: Project, reader: User) -> Assignment | None:
     """The caller's active lease if it has one (claiming is idempotent), else a new lease on the
     highest-priority case the caller has not read and that still has a free slot; None when the queue is
     empty for this reader. On PostgreSQL the common claim is one statement (services.queue_pg); what it
@@ -113,7 +77,7 @@ def case_claim_next(*, project: Project, reader) -> Assignment | None:
 
 
 @transaction.atomic
-def _claim_orm(*, project: Project, reader) -> Assignment | None:
+def _claim_orm(*, project: Project, reader: User) -> Assignment | None:
     now = timezone.now()
     held = Assignment.objects.filter(project=project, reader=reader, status=AssignmentStatus.ACTIVE).first()
     if held is not None:
@@ -148,7 +112,7 @@ def _claim_orm(*, project: Project, reader) -> Assignment | None:
 
 
 def _audit(
-    assignment: Assignment, action: str, *, actor, project: Project, details: dict | None = None
+    assignment: Assignment, action: str, *, actor: User, project: Project, details: dict | None = None
 ) -> None:
     """Lease events in the audit trail: ids only (a skip or flag reason is free text, kept on the lease)."""
     audit_record(
@@ -184,12 +148,12 @@ def _checked(assignment: Assignment | None) -> Assignment:
     return assignment
 
 
-def active_assignment(*, case: Case, reader, lock: bool = False) -> Assignment:
+def active_assignment(*, case: Case, reader: User, lock: bool = False) -> Assignment:
     qs = Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
     return _checked((qs.select_for_update(no_key=True) if lock else qs).first())
 
 
-def active_assignment_lock_case(*, case: Case, reader) -> Assignment:
+def active_assignment_lock_case(*, case: Case, reader: User) -> Assignment:
     """The reader's active lease on `case`, with the lease row and the case row locked in one statement;
     `assignment.case` is the case as it is now (e.g. its current revision), read under the lock."""
     qs = (
@@ -202,7 +166,7 @@ def active_assignment_lock_case(*, case: Case, reader) -> Assignment:
 
 
 @transaction.atomic
-def assignment_heartbeat(*, case: Case, reader) -> Assignment:
+def assignment_heartbeat(*, case: Case, reader: User) -> Assignment:
     assignment = active_assignment(case=case, reader=reader, lock=True)
     assignment.expires_at = timezone.now() + timedelta(seconds=lease_seconds())
     assignment.save(update_fields=["expires_at"])
@@ -210,7 +174,7 @@ def assignment_heartbeat(*, case: Case, reader) -> Assignment:
 
 
 @transaction.atomic
-def assignment_skip(*, case: Case, reader, reason: str) -> Assignment:
+def assignment_skip(*, case: Case, reader: User, reason: str) -> Assignment:
     """Skip with a reason: the slot returns to the queue; this reader will not be offered the case again."""
     if not reason.strip():
         raise QueueError("reason_required", "say why you skip this case")
@@ -221,7 +185,7 @@ def assignment_skip(*, case: Case, reader, reason: str) -> Assignment:
 
 
 @transaction.atomic
-def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
+def assignment_flag(*, case: Case, reader: User, reason: str) -> Assignment:
     """Flag (e.g. "image unreadable"): the case leaves the queue for everyone until a data manager acts."""
     if not reason.strip():
         raise QueueError("reason_required", "say what is wrong with this case")
@@ -234,7 +198,7 @@ def assignment_flag(*, case: Case, reader, reason: str) -> Assignment:
 
 
 @transaction.atomic
-def assignment_release(*, case: Case, reader) -> Assignment:
+def assignment_release(*, case: Case, reader: User) -> Assignment:
     assignment = active_assignment(case=case, reader=reader, lock=True)
     assignment_end(assignment, AssignmentStatus.RELEASED, now=timezone.now())
     _audit(assignment, "case.release", actor=reader, project=case.project)

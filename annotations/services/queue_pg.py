@@ -17,6 +17,7 @@ from django.db import connection
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
 from hitl.core.models import AuditEvent
+from hitl.core.types import User
 
 _SQL = """
 WITH pick AS (
@@ -64,9 +65,11 @@ CLAIM_SQL = _SQL.format(
 )
 
 
-def claim_one_statement(*, project: Project, reader, now: datetime, expires: datetime) -> Assignment | None:
+def claim_one_statement(
+    *, project: Project, reader: User, now: datetime, expires: datetime
+) -> Assignment | None:
     """The new assignment, or None when this statement claimed nothing (see the module docstring)."""
-    params = {
+    params: dict[str, int | str | datetime] = {
         "project": project.pk,
         "reader": reader.pk,
         "readers": project.readers_per_case,

@@ -2,11 +2,16 @@
 non-members, so other projects' existence never leaks) and then calls `require` (403 for a member whose
 roles do not allow the action)."""
 
+from __future__ import annotations
+
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from django.db import models
 from rest_framework.exceptions import NotFound, PermissionDenied
+
+if TYPE_CHECKING:  # imported by the models modules: the user model may not be loaded yet
+    from hitl.core.types import User
 
 
 class Role(models.TextChoices):
@@ -62,7 +67,7 @@ def require(roles: set[str], action: Action) -> None:
         raise PermissionDenied(f"your role in this project does not allow: {action.value.replace('_', ' ')}")
 
 
-def user_roles(user, project: Any) -> set[str]:
+def user_roles(user: User, project: Any) -> set[str]:
     """Roles of `user` in `project`; site superusers act as project admins everywhere."""
     roles = set(project.memberships.filter(user=user).values_list("role", flat=True))
     if user.is_superuser:
@@ -77,7 +82,7 @@ class _InProject(Protocol):
 T = TypeVar("T", bound=_InProject)
 
 
-def project_object_for_user(obj: T | None, *, user, what: str) -> tuple[T, set[str]]:
+def project_object_for_user(obj: T | None, *, user: User, what: str) -> tuple[T, set[str]]:
     """`obj` (looked up by id, None when missing) and the caller's roles in its project. A missing object
     and one in a project the caller is not a member of are the same 404, so ids never leak across
     projects."""

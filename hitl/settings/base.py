@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "hitl.core",
     "annotations",
     "workers",
+    "hitl.demo",
 ]
 
 MIDDLEWARE = [
@@ -196,7 +197,7 @@ SPECTACULAR_SETTINGS = {
         "ImageStatusEnum": "annotations.models.image.ImageStatus",
         "ImportStatusEnum": "annotations.models.imports.ImportStatus",
         "ImportFileStatusEnum": "annotations.models.imports.IMPORT_FILE_STATUSES",
-        "ExplanationMethodEnum": "workers.ml.explain_policy.ALL_METHODS",
+        "ExplanationMethodEnum": "workers.ml.explain.policy.ALL_METHODS",
         "AssignmentStatusEnum": "annotations.models.queue.AssignmentStatus",
         "RunStatusEnum": "workers.models.modeling.RunStatus",
         "VersionStateEnum": "workers.models.modeling.VersionState",
@@ -209,9 +210,8 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_DIR = Path(env("CELERY_BROKER_DIR", default=str(VAR_DIR / "broker")))
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # kombu's filesystem transport expects its folders to exist.
-    for _sub in ("queue", "processed", "control"):
-        (CELERY_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    # kombu's filesystem transport expects these folders to exist; hitl/celery.py makes them when Celery
+    # loads this configuration (importing settings has no side effects).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
@@ -258,6 +258,11 @@ HITL_WORKER_HEARTBEAT_SECONDS = env.int("HITL_WORKER_HEARTBEAT_SECONDS", default
 HITL_TORCH_THREADS = env.int("HITL_TORCH_THREADS", default=1)
 HITL_LEASE_SECONDS = env.int("HITL_LEASE_SECONDS", default=1800)  # a reader's hold on a case
 HITL_EXPORT_TTL_DAYS = env.int("HITL_EXPORT_TTL_DAYS", default=7)  # export zips are deleted after this
+# On-demand explanations a reader waits for (interactive methods: one forward, at most one backward pass).
+# Off (default): the request enqueues them for a worker and waits up to HITL_EXPLAIN_WAIT_SECONDS for the
+# map, so the web process never imports torch. On: the web process computes them itself (imports torch).
+HITL_EXPLAIN_IN_WEB = env.bool("HITL_EXPLAIN_IN_WEB", default=False)
+HITL_EXPLAIN_WAIT_SECONDS = env.float("HITL_EXPLAIN_WAIT_SECONDS", default=5.0)
 
 LOGGING = {
     "version": 1,

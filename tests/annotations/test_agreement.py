@@ -11,7 +11,6 @@ import pytest
 
 from annotations.models import Agreement, Annotation, AnnotationKind, Case, ReaderAgreement, Role
 from annotations.selectors.agreement import bootstrap_ci
-from annotations.services.queue import QueueEntry, queue_priorities_set
 from hitl.core.models import OutboxMessage
 from hitl.core.storage import bytes_load, bytes_save, mask_from_png, mask_to_png
 from tests.factories import UserFactory
@@ -20,6 +19,7 @@ from tests.workers.test_training_helpers import TINY, add_case, annotate, make_v
 from workers.models import Prediction, VersionState
 from workers.services.agreement import agreement_update
 from workers.services.datasets import training_sets_build
+from workers.services.queue_order import QueueEntry, queue_priorities_set
 
 pytestmark = pytest.mark.django_db
 
@@ -233,7 +233,8 @@ def test_training_labels_follow_the_label_policy(project, member, policy):
 
 def test_training_run_records_the_policy(project, member, django_capture_on_commit_callbacks, monkeypatch):
     from workers.services import training as training_service
-    from workers.services.training import training_run_execute, training_run_start
+    from workers.services.training import training_run_start
+    from workers.services.training_run import training_run_execute
 
     monkeypatch.setattr("workers.services.registry._enqueue_scoring", lambda p, v: None)
     monkeypatch.setattr(training_service, "_enqueue_execute", lambda run_id: None)

@@ -33,10 +33,17 @@ def test_query_filters_are_validated(project, member, client_for, query):
 
 
 @pytest.mark.parametrize(
-    "body", [{"gating_tolerance": False}, {"readers_per_case": "2"}, {"name": 7}, {"auto_retrain_every": 1.5}]
+    "path, body",
+    [
+        ("/training-settings", {"gating_tolerance": False}),
+        ("", {"readers_per_case": "2"}),
+        ("", {"name": 7}),
+        ("/training-settings", {"auto_retrain_every": 1.5}),
+    ],
 )
-def test_json_types_are_not_coerced(project, member, client_for, body):
-    resp = client_for(member(Role.ADMIN)).patch(f"/api/v1/projects/{project.pk}", body, format="json")
+def test_json_types_are_not_coerced(project, member, client_for, path, body):
+    url = f"/api/v1/projects/{project.pk}{path}"
+    resp = client_for(member(Role.ADMIN)).patch(url, body, format="json")
     assert resp.status_code == 400, (body, resp.content)
 
 

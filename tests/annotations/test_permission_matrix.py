@@ -21,7 +21,12 @@ MATRIX = [
     ("get", "/api/v1/projects/{p}", None, _status_for(ALL, 200)),
     ("patch", "/api/v1/projects/{p}", {"description": "new"}, _status_for({"admin"}, 200)),
     ("patch", "/api/v1/projects/{p}", {"readers_per_case": 2}, _status_for({"data_manager", "admin"}, 200)),
-    ("patch", "/api/v1/projects/{p}", {"query_strategy": "bald"}, _status_for({"ml_engineer", "admin"}, 200)),
+    (
+        "patch",
+        "/api/v1/projects/{p}",
+        {"label_policy": "majority"},
+        _status_for({"ml_engineer", "admin"}, 200),
+    ),
     ("get", "/api/v1/projects/{p}/members", None, _status_for(ALL, 200)),
     (
         "post",
@@ -52,6 +57,14 @@ MATRIX = [
         "/api/v1/cases/{c}/explanations",
         {"method": "gradcam"},
         {**_status_for(ALL - {"annotator"}, 409), "annotator": 404},
+    ),
+    # the ML settings (workers.TrainingSettings): every member reads them, ML engineers and admins change them
+    ("get", "/api/v1/projects/{p}/training-settings", None, _status_for(ALL, 200)),
+    (
+        "patch",
+        "/api/v1/projects/{p}/training-settings",
+        {"query_strategy": "bald"},
+        _status_for({"ml_engineer", "admin"}, 200),
     ),
 ]
 

@@ -39,12 +39,12 @@ def test_field_level_permissions_on_update(project):
     project_update(project=project, actor=actor, roles={Role.DATA_MANAGER}, changes={"readers_per_case": 3})
     with pytest.raises(PermissionError):
         project_update(
-            project=project, actor=actor, roles={Role.DATA_MANAGER}, changes={"query_strategy": "bald"}
+            project=project, actor=actor, roles={Role.DATA_MANAGER}, changes={"label_policy": "majority"}
         )
     with pytest.raises(ValidationError):
         project_update(project=project, actor=actor, roles={Role.ADMIN}, changes={"deid_salt": "x"})
     project.refresh_from_db()
-    assert project.readers_per_case == 3 and project.query_strategy != "bald"
+    assert project.readers_per_case == 3 and project.label_policy != "majority"
     event = AuditEvent.objects.get(action="project.update")
     assert event.details == {"fields": ["readers_per_case"]}
 

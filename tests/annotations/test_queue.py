@@ -13,18 +13,13 @@ from django.utils import timezone
 
 from annotations.models import Annotation, Assignment, Case, Role
 from annotations.services.masks import rle_encode
-from annotations.services.queue import (
-    QueueEntry,
-    QueueError,
-    case_claim_next,
-    leases_expire,
-    queue_priorities_set,
-)
+from annotations.services.queue import QueueError, case_claim_next, leases_expire
 from hitl.core.models import AuditEvent, OutboxMessage
 from hitl.core.storage import bytes_save, mask_to_png
-from tests.factories import MembershipFactory, UserFactory
+from tests.factories import MembershipFactory, TrainingSettingsFactory, UserFactory
 from tests.helpers import png_bytes, upload_images
 from workers.models import ModelVersion, Prediction
+from workers.services.queue_order import QueueEntry, queue_priorities_set
 
 H, W, S = 16, 12, 6
 
@@ -258,8 +253,7 @@ def test_forged_mask_sizes_are_refused_before_decoding():
 
 @pytest.mark.django_db
 def test_submission_queues_the_retraining_check_when_auto_retraining_is_on(project, pool, reader, client_for):
-    project.auto_retrain_every = 5
-    project.save(update_fields=["auto_retrain_every"])
+    TrainingSettingsFactory(project=project, auto_retrain_every=5)
     client = client_for(reader)
     case_id = client.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
     assert _submit(client, case_id, _mask()).status_code == 201

@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 
 from annotations.models import Case, Image, Role
-from annotations.services.annotations import visible_head
-from annotations.services.queue import QueueEntry, case_claim_next, queue_priorities_set
-from annotations.services.reading_policy import (
-    reading_policy_apply,
-    reading_policy_route,
-    routing_pick,
-    share_draw,
-)
+from annotations.selectors.editor import visible_head
+from annotations.selectors.reading_policy import routing_pick, share_draw
+from annotations.services.queue import case_claim_next
+from annotations.services.reading_policy import reading_policy_apply
+from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import make_version, seed_project
 from workers.models import CaseScore, VersionState
+from workers.services.queue_order import QueueEntry, queue_priorities_set, reading_policy_route
 from workers.services.scoring import scoring_run
 
 pytestmark = pytest.mark.django_db
@@ -105,8 +103,9 @@ def test_routing_sends_exactly_the_top_q_cases_to_k_readers(project, member):
 
 
 def test_scoring_routes_the_most_uncertain_share(project, member):
-    project.query_strategy, project.routing_share, project.routing_readers = "entropy", 0.25, 2
+    project.routing_share, project.routing_readers = 0.25, 2
     project.save()
+    TrainingSettingsFactory(project=project, query_strategy="entropy")
     pool = seed_project(project, member(Role.ML_ENGINEER), n_train=0, n_val=0, n_test=0, n_pool=8)["pool"]
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     assert scoring_run(project_id=project.pk, version_id=version.pk) == len(pool)

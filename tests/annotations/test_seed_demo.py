@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from annotations.models import AnnotationKind, Case, Project
-from workers.management.commands.seed_demo import DEMO_PROJECT
+from hitl.demo.management.commands.seed_demo import DEMO_PROJECT
 
 
 @pytest.mark.django_db
@@ -27,6 +27,10 @@ def test_seed_demo_builds_real_mri_project_idempotently():
     from workers.models import TrainingRun
 
     run = TrainingRun.objects.get(project=project)  # the first model is queued for the worker
+    from workers.selectors.settings import training_settings_for
+
+    settings = training_settings_for(project)
+    assert (settings.query_strategy, settings.auto_retrain_every) == ("entropy", 10)
     assert run.trigger == "seed" and run.status == "queued"
     call_command("seed_demo", stdout=io.StringIO())
     assert Project.objects.filter(name=DEMO_PROJECT).count() == 1 and Case.objects.count() == cases.count()

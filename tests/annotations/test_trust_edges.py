@@ -11,19 +11,14 @@ from django.utils import timezone
 from pydicom.data import get_testdata_file
 
 from annotations.models import Case, Image, Role
-from annotations.services.queue import (
-    assignment_flag,
-    assignment_release,
-    assignment_skip,
-    case_claim_next,
-    queue_priorities_set,
-)
+from annotations.services.queue import assignment_flag, assignment_release, assignment_skip, case_claim_next
 from hitl.core.models import AuditEvent
 from tests.factories import MembershipFactory, UserFactory
 from tests.helpers import upload_images
 from tests.workers.test_export_helpers import blob_mask, import_nifti, revise
 from workers.models import ExportJob
 from workers.services.exports.job import export_job_create, export_job_run
+from workers.services.queue_order import queue_priorities_set
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,11 @@ import pytest
 
 from annotations.models import Role
 from tests.e2e.helpers import server_idle
+from tests.factories import TrainingSettingsFactory
 from tests.helpers import png_bytes
 from tests.workers.test_training_helpers import TINY, seed_project
 from workers.models import ModelVersion, RunStatus, TrainingRun
+from workers.selectors.settings import training_settings_for
 
 pytestmark = pytest.mark.e2e
 
@@ -16,8 +18,7 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
 ):
     engineer = member(Role.ML_ENGINEER, username="mleng")
     seed_project(project, engineer)
-    project.training_config = TINY
-    project.save(update_fields=["training_config"])
+    TrainingSettingsFactory(project=project, training_config=TINY)
 
     login(page, "mleng")
     page.goto(f"/projects/{project.pk}/ml/")
@@ -49,9 +50,9 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     page.click("#settings button[type=submit]")
     page.wait_for_selector("#settings-saved:visible")
     with server_idle():
-        project.refresh_from_db()
-    assert (project.query_strategy, project.auto_retrain_every) == ("margin", 5)
-    assert project.training_config == {
+        settings = training_settings_for(project)
+    assert (settings.query_strategy, settings.auto_retrain_every) == ("margin", 5)
+    assert settings.training_config == {
         **TINY,
         "arch": "attention_unet",
         "explain_methods": ["attention", "gradcam", "saliency", "lime"],  # cheapest first, as listed

@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Annotation, AnnotationKind, Role
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, TrainingSettingsFactory, UserFactory
 from tests.helpers import png_bytes
 from tests.integration.conftest import wait_until
 from tests.workers.test_training_helpers import SPEC, TINY, seed_project
@@ -36,7 +36,9 @@ def _agreement(client, case_id):
 
 
 def test_three_readers_agreement_consensus_and_training_on_it(celery_worker):
-    project = ProjectFactory(readers_per_case=3, training_config=TINY, gating_tolerance=1.0)
+    project = TrainingSettingsFactory(
+        project__readers_per_case=3, training_config=TINY, gating_tolerance=1.0
+    ).project
     ml_user = UserFactory(username="ml-agree")
     MembershipFactory(project=project, user=ml_user, role=Role.ML_ENGINEER)
     readers = [UserFactory(username=f"agree-reader-{i}") for i in range(3)]

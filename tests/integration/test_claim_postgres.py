@@ -14,16 +14,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from annotations.models import Assignment, AssignmentStatus, Case, Role
-from annotations.services.queue import (
-    QueueEntry,
-    active_assignment_lock_case,
-    assignment_skip,
-    case_claim_next,
-    queue_priorities_set,
-)
+from annotations.services.queue import active_assignment_lock_case, assignment_skip, case_claim_next
 from hitl.core.models import AuditEvent
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from workers.services.imports import image_import
+from workers.services.queue_order import QueueEntry, queue_priorities_set
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ import pytest
 
 from annotations.models import Case, Role
 from annotations.services.queue import case_claim_next
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, TrainingSettingsFactory, UserFactory
 from tests.integration.conftest import ROOT, subprocess_env, wait_until
 from tests.workers.test_training_helpers import TINY, make_version, seed_project
 from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState, WorkerHeartbeat
@@ -46,7 +46,7 @@ def own_worker(services):
 
 def test_kill_9_during_training(own_worker, monkeypatch):
     proc, queue = own_worker
-    project = ProjectFactory(query_strategy="entropy")
+    project = TrainingSettingsFactory(query_strategy="entropy").project
     ml, reader = UserFactory(), UserFactory()
     MembershipFactory(project=project, user=ml, role=Role.ML_ENGINEER)
     MembershipFactory(project=project, user=reader, role=Role.ANNOTATOR)

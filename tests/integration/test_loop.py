@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Role
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, TrainingSettingsFactory, UserFactory
 from tests.helpers import png_bytes
 from tests.integration.conftest import wait_until
 from tests.workers.test_training_helpers import TINY, pool_masks, seed_project
@@ -34,9 +34,9 @@ def _queue_scored_by(ml, project_id, number):
 
 
 def test_the_loop_improves_itself_without_a_terminal(celery_worker):
-    project = ProjectFactory(
+    project = TrainingSettingsFactory(
         query_strategy="entropy", auto_retrain_every=EVERY, gating_tolerance=1.0, training_config=TINY
-    )
+    ).project
     ml_user, reader = UserFactory(username="ml"), UserFactory(username="reader")
     MembershipFactory(project=project, user=ml_user, role=Role.ML_ENGINEER)
     MembershipFactory(project=project, user=reader, role=Role.ANNOTATOR)

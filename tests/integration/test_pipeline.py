@@ -5,7 +5,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Case, Role
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, TrainingSettingsFactory, UserFactory
 from tests.integration.conftest import wait_until
 from tests.workers.test_training_helpers import TINY, seed_project
 from workers.models import CaseScore, Explanation, Prediction, RunStatus, TrainingRun, VersionState
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_training_run_through_the_api_ends_in_a_scored_explained_queue(celery_worker):
-    project = ProjectFactory(query_strategy="bald")
+    project = TrainingSettingsFactory(query_strategy="bald").project
     ml = UserFactory()
     MembershipFactory(project=project, user=ml, role=Role.ML_ENGINEER)
     cases = seed_project(project, ml, n_pool=5)

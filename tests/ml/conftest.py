@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.wm_task import (  # noqa: F401  (re-exported for the tests)
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.research.wm_task import (  # noqa: F401  (re-exported for the tests)
     AXIAL_SLICES,
     HELD_OUT_EVERY,
     SLICE_SIZE,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from workers.ml import agreement as ag
-from workers.ml.device import limit_cpu_threads
+from workers.ml.agreement import metrics as ag
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 
@@ -199,7 +199,7 @@ def test_majority_vote_with_ties_to_background() -> None:
 
 @pytest.fixture(scope="module")
 def mni_slice() -> np.ndarray:
-    from workers.ml.datasets import mni152_tissue
+    from workers.ml.imaging.datasets import mni152_tissue
 
     return mni152_tissue().labels[:, :, 90].copy()  # axial, 197 x 233, 1 = GM, 2 = WM
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from workers.ml import bench
+from workers.ml.research import bench
 
 
 def test_quick_bench_prints_every_row(tmp_path, capsys):

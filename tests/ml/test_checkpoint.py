@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from workers.ml.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes, read_checkpoint
-from workers.ml.device import limit_cpu_threads
-from workers.ml.networks import NetworkConfig, build_network
+from workers.ml.models.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes, read_checkpoint
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.networks import NetworkConfig, build_network
 
 limit_cpu_threads(1)
 

@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from workers.ml import datasets
-from workers.ml.datasets import (
+from workers.ml.imaging import datasets
+from workers.ml.imaging.datasets import (
     AAL_DEEP_GREY,
     LabelledVolume,
     colin27_deep_grey,

@@ -15,7 +15,6 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from workers.ml.device import limit_cpu_threads
 from workers.ml.imaging import (
     BASIC_PROFILE_ACTIONS,
     MODIFIED_DATES_OPTION,
@@ -26,6 +25,7 @@ from workers.ml.imaging import (
     parse_upload,
 )
 from workers.ml.imaging.profile import KEEP_UID_TAGS
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 

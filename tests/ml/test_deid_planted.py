@@ -24,7 +24,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-from workers.ml.device import limit_cpu_threads
 from workers.ml.imaging import DeidContext, IngestError, Limits, deidentify, parse_upload
 from workers.ml.imaging.allowlist import ALLOWLIST
 from workers.ml.imaging.profile import (
@@ -36,6 +35,7 @@ from workers.ml.imaging.profile import (
     keyword_tag,
 )
 from workers.ml.imaging.quarantine import QUARANTINED_MODALITIES
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 

@@ -1,5 +1,5 @@
 """Tests for the explanation catalogue beyond the ML core: LIME, KernelSHAP, GradientSHAP, hybrids and
-attention maps (workers.ml.explain_lime / explain_shap / explain_hybrid / explain_attention)."""
+attention maps (workers.ml.explain.lime / explain_shap / explain_hybrid / explain_attention)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.explain_hybrid import fuse
-from workers.ml.explanations import METHODS, MODEL_SPECIFIC_METHODS, explain
-from workers.ml.networks import (
+from workers.ml.explain.explanations import METHODS, MODEL_SPECIFIC_METHODS, explain
+from workers.ml.explain.hybrid import fuse
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.networks import (
     NetworkConfig,
     attention_gates,
     bottleneck_embedding,

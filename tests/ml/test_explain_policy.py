@@ -5,8 +5,10 @@ import inspect
 
 import pytest
 
-from workers.ml import explain_lime, explain_methods, explain_shap
-from workers.ml.explain_policy import (
+from workers.ml.explain import lime as explain_lime
+from workers.ml.explain import methods as explain_methods
+from workers.ml.explain import shap as explain_shap
+from workers.ml.explain.policy import (
     INTERACTIVE_MAX_COST,
     METHODS,
     MODEL_SPECIFIC_METHODS,
@@ -14,7 +16,7 @@ from workers.ml.explain_policy import (
     is_interactive,
     methods_for_arch,
 )
-from workers.ml.networks import ARCHITECTURES
+from workers.ml.models.networks import ARCHITECTURES
 
 
 def _default(fn, name: str) -> int:
@@ -62,7 +64,7 @@ def test_methods_for_arch():
 
 
 def test_method_catalogue_lists_each_method_once_cheapest_first_with_its_networks():
-    from workers.ml.explain_policy import method_catalogue
+    from workers.ml.explain.policy import method_catalogue
 
     catalogue = method_catalogue()
     assert [m["method"] for m in catalogue][:2] == ["attention", "uncertainty"]

@@ -1,6 +1,6 @@
 import json
 
-from workers.ml.explain_report import main
+from workers.ml.research.explain_report import main
 
 
 def test_report_writes_table_json_and_plot(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from workers.ml.explain_report import (
+from workers.ml.explain.report import (
     default_methods,
     evaluate_method,
     markdown_table,
@@ -18,9 +18,9 @@ from workers.ml.explain_report import (
     skip_reason,
     target_class_of,
 )
-from workers.ml.networks import NetworkConfig, build_network
-from workers.ml.phantoms import PhantomSpec, make_phantoms
-from workers.ml.transforms import prepare_image
+from workers.ml.models.networks import NetworkConfig, build_network
+from workers.ml.models.transforms import prepare_image
+from workers.ml.research.phantoms import PhantomSpec, make_phantoms
 
 
 class BrightIsClassTwo(nn.Module):

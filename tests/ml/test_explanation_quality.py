@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from workers.ml import explanation_quality as eq
-from workers.ml.device import limit_cpu_threads
+from workers.ml.explain import quality as eq
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 

@@ -1,4 +1,4 @@
-"""Tests for workers.ml.explanations: contracts, known answers on a linear model, real-image localisation."""
+"""Tests for workers.ml.explain.explanations: contracts, known answers on a linear model, real-image localisation."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from PIL import Image
 from scipy import ndimage
 from torch import nn
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.explanations import (
+from workers.ml.explain.explanations import (
     METHODS,
     explain,
     map_from_png,
@@ -21,7 +20,8 @@ from workers.ml.explanations import (
     normalise_map,
     overlay_png,
 )
-from workers.ml.networks import NetworkConfig, build_network
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.networks import NetworkConfig, build_network
 
 limit_cpu_threads(1)
 
@@ -286,7 +286,7 @@ def test_cuda_matches_cpu(trained_wm_model, method: str) -> None:
 
 
 def _raw_context(model: nn.Module, image: np.ndarray, target_class: int = 1):
-    from workers.ml.explain_core import Context, RegionScore, graph_forward, region_weights, time_forward
+    from workers.ml.explain.core import Context, RegionScore, graph_forward, region_weights, time_forward
 
     x = torch.from_numpy(image)[None]
     logits, seconds = time_forward(model, x)
@@ -302,9 +302,9 @@ def _raw_context(model: nn.Module, image: np.ndarray, target_class: int = 1):
 def test_gradcam_equals_monai_gradcam(arch: str) -> None:
     from monai.visualize import GradCAM
 
-    from workers.ml import explain_methods
-    from workers.ml.explain_core import frozen_model
-    from workers.ml.networks import cam_layer_name
+    from workers.ml.explain import methods as explain_methods
+    from workers.ml.explain.core import frozen_model
+    from workers.ml.models.networks import cam_layer_name
 
     torch.manual_seed(3)
     model = build_network(NetworkConfig(channels=(4, 8, 16), num_classes=3, arch=arch)).eval()
@@ -324,8 +324,8 @@ def test_gradcam_equals_monai_gradcam(arch: str) -> None:
 
 
 def test_saliency_from_the_clean_forward_equals_a_second_pass() -> None:
-    from workers.ml import explain_methods
-    from workers.ml.explain_core import frozen_model
+    from workers.ml.explain import methods as explain_methods
+    from workers.ml.explain.core import frozen_model
 
     model = _tiny_unet(seed=4)
     image = np.random.default_rng(5).random((1, 40, 40), dtype=np.float32)
@@ -338,7 +338,7 @@ def test_saliency_from_the_clean_forward_equals_a_second_pass() -> None:
 
 
 def test_predicted_region_is_argmax_ties_included() -> None:
-    from workers.ml.explain_core import predicted_region
+    from workers.ml.explain.core import predicted_region
 
     rng = np.random.default_rng(0)
     logits = torch.from_numpy(rng.integers(0, 3, size=(4, 30, 20)).astype(np.float32))  # many ties

@@ -13,9 +13,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from workers.ml.datasets import data_dir
-from workers.ml.device import limit_cpu_threads
 from workers.ml.imaging import DeidContext, Limits, parse_mask, parse_upload
+from workers.ml.imaging.datasets import data_dir
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.inference import network_divisor, predict_labels, predict_proba
-from workers.ml.networks import NetworkConfig, build_network
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.inference import network_divisor, predict_labels, predict_proba
+from workers.ml.models.networks import NetworkConfig, build_network
 
 limit_cpu_threads(1)
 

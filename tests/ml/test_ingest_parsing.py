@@ -20,8 +20,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
-from workers.ml.device import limit_cpu_threads
 from workers.ml.imaging import DeidContext, IngestError, Limits, content_hash, parse_mask, parse_upload
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 

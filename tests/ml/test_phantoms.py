@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from workers.ml.phantoms import PhantomSpec, iter_phantoms, make_phantom, make_phantoms
-from workers.ml.transforms import prepare_image
+from workers.ml.models.transforms import prepare_image
+from workers.ml.research.phantoms import PhantomSpec, iter_phantoms, make_phantom, make_phantoms
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR", "RGB"])

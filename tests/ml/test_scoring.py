@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.networks import NetworkConfig, build_network
-from workers.ml.scoring import _case_scores, fast_dropout, mc_dropout, pixel_uncertainty, score_pool
+from workers.ml.al.scoring import _case_scores, fast_dropout, mc_dropout, pixel_uncertainty, score_pool
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.networks import NetworkConfig, build_network
 
 limit_cpu_threads(1)
 
@@ -97,7 +97,7 @@ def test_results_do_not_depend_on_batching_or_order():
 
 
 def test_embeddings_equal_the_deterministic_bottleneck_without_dropout():
-    from workers.ml.networks import bottleneck_embedding
+    from workers.ml.models.networks import bottleneck_embedding
 
     net = _net(0.0).eval()
     images = _images([(32, 32)] * 2, seed=3)

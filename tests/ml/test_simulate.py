@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workers.ml import simulate
-from workers.ml.datasets import VolumeSlice
-from workers.ml.scoring import PoolScores
-from workers.ml.sim_data import POOL, TEST, VAL, SimTask, assign_splits, global_dice
-from workers.ml.sim_loop import LoopConfig, RunResult, epochs_for, run_strategy, start_seed
+from workers.ml.al.scoring import PoolScores
+from workers.ml.imaging.datasets import VolumeSlice
+from workers.ml.research import simulate
+from workers.ml.research.sim_data import POOL, TEST, VAL, SimTask, assign_splits, global_dice
+from workers.ml.research.sim_loop import LoopConfig, RunResult, epochs_for, run_strategy, start_seed
 
 
 def _slice(axis: str, index: int, n: int) -> VolumeSlice:
@@ -125,7 +125,7 @@ def test_loop_labels_distinct_cases_up_to_the_budget(strategy, monkeypatch):
     task, cfg = _fake_task(), LoopConfig(initial=4, batch=5, budget=17)
     backend = FakeBackend(len(task.pool), 2)
     seen: list[int] = []
-    import workers.ml.sim_loop as loop
+    import workers.ml.research.sim_loop as loop
 
     real_select = loop.select
 

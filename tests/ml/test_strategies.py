@@ -7,9 +7,9 @@ import pytest
 from modAL.models import ActiveLearner, Committee
 from sklearn.base import clone
 
-from workers.ml import strategies
-from workers.ml.scoring import PoolScores
-from workers.ml.strategies import (
+from workers.ml.al import strategies
+from workers.ml.al.scoring import PoolScores
+from workers.ml.al.strategies import (
     STRATEGIES,
     ScoredPoolClassifier,
     as_samples,

@@ -1,4 +1,4 @@
-"""Tests for workers.ml.surrogate: per-case features by hand, a crafted rule recovered exactly, and a real
+"""Tests for workers.ml.explain.surrogate: per-case features by hand, a crafted rule recovered exactly, and a real
 failure surrogate for the trained white-matter model on noisy MNI152 slices."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.surrogate import (
+from workers.ml.explain.surrogate import (
     FEATURE_NAMES,
     case_features,
     failure_labels,
     fit_surrogate,
     uncertain_labels,
 )
+from workers.ml.models.device import limit_cpu_threads
 
 limit_cpu_threads(1)
 

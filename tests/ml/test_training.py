@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.networks import NetworkConfig
-from workers.ml.phantoms import PhantomSpec, make_phantoms
-from workers.ml.training import EpochReport, TrainConfig, dice_per_class, mean_foreground_dice, train
-from workers.ml.transforms import prepare_image
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.networks import NetworkConfig
+from workers.ml.models.training import EpochReport, TrainConfig, dice_per_class, mean_foreground_dice, train
+from workers.ml.models.transforms import prepare_image
+from workers.ml.research.phantoms import PhantomSpec, make_phantoms
 
 limit_cpu_threads(1)
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.ml.device import limit_cpu_threads
-from workers.ml.transforms import crop_to, ensure_prepared, pad_to_multiple, prepare_image, train_transforms
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.transforms import (
+    crop_to,
+    ensure_prepared,
+    pad_to_multiple,
+    prepare_image,
+    train_transforms,
+)
 
 limit_cpu_threads(1)
 

@@ -9,7 +9,7 @@ from hitl.core import task_names
 from hitl.core.models import OutboxMessage
 from hitl.core.storage import bytes_load
 from tests.workers.test_training_helpers import make_version, seed_project
-from workers.ml.explanations import map_from_png
+from workers.ml.explain.explanations import map_from_png
 from workers.models import Explanation, VersionState
 from workers.selectors.registry import case_ml_payload
 from workers.services import scoring
@@ -27,6 +27,12 @@ def ml_client(client_for, member):
     return client_for(member(Role.ML_ENGINEER))
 
 
+@pytest.fixture
+def in_web(settings):
+    """Interactive methods computed by the web process itself (HITL_EXPLAIN_IN_WEB)."""
+    settings.HITL_EXPLAIN_IN_WEB = True
+
+
 def _ask(client, case, method):
     return client.post(f"/api/v1/cases/{case.pk}/explanations", {"method": method}, format="json")
 
@@ -36,7 +42,7 @@ def test_without_a_model_the_request_conflicts(ml_client, pool):
     assert r.status_code == 409 and r.json()["error"]["code"] == "no_model"
 
 
-def test_interactive_method_is_computed_now_and_then_cached(ml_client, project, pool):
+def test_interactive_method_is_computed_now_and_then_cached(in_web, ml_client, project, pool):
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     r = _ask(ml_client, pool[0], "uncertainty")
     assert r.status_code == 201, r.content
@@ -51,6 +57,32 @@ def test_interactive_method_is_computed_now_and_then_cached(ml_client, project, 
     assert again.json()["explanation"]["id"] == row.pk
     assert Explanation.objects.filter(case=pool[0], method="uncertainty").count() == 1
     assert not OutboxMessage.objects.exists()  # nothing was queued for an interactive method
+
+
+def test_by_default_an_interactive_method_goes_to_a_worker_and_is_queued_when_none_answers(
+    ml_client, project, pool, settings
+):
+    """Default (HITL_EXPLAIN_IN_WEB off): the web process enqueues the method for a worker; with no answer
+    within HITL_EXPLAIN_WAIT_SECONDS the reader gets 202 and the page polls for the map."""
+    settings.HITL_EXPLAIN_WAIT_SECONDS = 0
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    r = _ask(ml_client, pool[0], "uncertainty")
+    assert r.status_code == 202 and r.json()["status"] == "queued" and r.json()["interactive"] is True
+    message = OutboxMessage.objects.get(task=EXPLAIN_TASK)
+    assert message.kwargs == {"version_id": version.pk, "case_ids": [pool[0].pk], "methods": ["uncertainty"]}
+    assert not Explanation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_by_default_the_reader_gets_the_map_a_worker_made_while_the_request_waited(ml_client, project, pool):
+    """Real commits (on_commit fires), the task run by Celery (eager here, a worker in production): the
+    request waits for the row and answers 201 with the map."""
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    r = _ask(ml_client, pool[0], "uncertainty")
+    assert r.status_code == 201, r.content
+    row = Explanation.objects.get(case=pool[0], model_version=version, method="uncertainty")
+    assert r.json()["explanation"]["id"] == row.pk and r.json()["status"] == "computed"
+    assert OutboxMessage.objects.get(task=EXPLAIN_TASK).sent_at is not None
 
 
 def test_expensive_method_is_queued_then_ready(ml_client, project, pool):
@@ -83,7 +115,7 @@ def test_attention_needs_the_attention_network(ml_client, project, pool):
     assert "attention" not in {m["method"] for m in case_ml_payload(pool[0])["explain_catalogue"]}
 
 
-def test_attention_maps_for_an_attention_unet_project(ml_client, project, pool):
+def test_attention_maps_for_an_attention_unet_project(in_web, ml_client, project, pool):
     make_version(project, number=1, state=VersionState.ACTIVE, arch="attention_unet")
     r = _ask(ml_client, pool[0], "attention")
     assert r.status_code == 201, r.content

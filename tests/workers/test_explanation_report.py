@@ -16,10 +16,11 @@ from hitl.core.models import AuditEvent, OutboxMessage
 from hitl.core.storage import bytes_load
 from tests.factories import UserFactory
 from tests.workers.test_training_helpers import add_case, make_version, seed_project
-from workers.ml import explain_report as ml_report
+from workers.ml.explain import report as ml_report
 from workers.models import ExplanationReport, ReportStatus, VersionState
 from workers.selectors.explain_report import explanation_report_list
-from workers.services.explain_report import explanation_report_run, explanation_report_start
+from workers.services.explain_report import explanation_report_start
+from workers.services.explain_report_run import explanation_report_run
 
 FAST = ["saliency", "uncertainty"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,7 +153,7 @@ def test_a_redelivered_run_does_nothing(project, ml, cases, active, monkeypatch)
     def must_not_run(*args, **kwargs):
         raise AssertionError("a redelivery recomputed the report")
 
-    monkeypatch.setattr("workers.services.explain_report.report_build", must_not_run)
+    monkeypatch.setattr("workers.services.explain_report_run.report_build", must_not_run)
     again = explanation_report_run(report_id=report.pk)
     assert (again.status, again.finished_at, again.plot_path, again.result) == (
         done.status,

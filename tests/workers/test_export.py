@@ -25,10 +25,10 @@ from tests.workers.test_export_helpers import (
     read_zip,
     revise,
 )
-from workers.ml.agreement import case_agreement
+from workers.ml.agreement.metrics import case_agreement
 from workers.ml.imaging.nifti import to_slices
 from workers.models import ExportJob, ExportStatus, ModelVersion
-from workers.services.exports.coco import coco_masks, label_rles, rle_decode, rle_encode
+from workers.services.exports.coco import coco_masks, coco_rle_decode, coco_rle_encode, label_rles
 from workers.services.exports.common import reader_pseudonym
 from workers.services.exports.dicom_seg import label_values
 from workers.services.exports.job import export_job_create, export_job_run, export_jobs_expire
@@ -61,15 +61,15 @@ def _stored(ann) -> np.ndarray:
 
 def test_rle_known_answer_and_round_trip():
     # column-major [0, 1, 1, 1]: one background pixel, then three foreground
-    assert rle_encode(np.array([[0, 1], [1, 1]], dtype=bool))["counts"] == [1, 3]
-    assert rle_encode(np.ones((2, 2), dtype=bool))["counts"] == [0, 4]
-    assert rle_encode(np.zeros((3, 2), dtype=bool)) == {"size": [3, 2], "counts": [6]}
+    assert coco_rle_encode(np.array([[0, 1], [1, 1]], dtype=bool))["counts"] == [1, 3]
+    assert coco_rle_encode(np.ones((2, 2), dtype=bool))["counts"] == [0, 4]
+    assert coco_rle_encode(np.zeros((3, 2), dtype=bool)) == {"size": [3, 2], "counts": [6]}
     rng = np.random.default_rng(0)
     for shape in [(1, 1), (7, 5), (64, 33)]:
         binary = rng.random(shape) > 0.5
-        assert np.array_equal(rle_decode(rle_encode(binary)), binary)
+        assert np.array_equal(coco_rle_decode(coco_rle_encode(binary)), binary)
     with pytest.raises(ValueError):
-        rle_decode({"size": [2, 2], "counts": [1, 2]})
+        coco_rle_decode({"size": [2, 2], "counts": [1, 2]})
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -83,7 +83,7 @@ def test_label_rles_match_the_per_label_encoder(seed):
     for value, (rle, area, bbox) in rles.items():
         binary = mask == value
         rows, cols = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
-        assert rle == rle_encode(binary) and area == int(binary.sum())
+        assert rle == coco_rle_encode(binary) and area == int(binary.sum())
         assert bbox == [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
 
 

@@ -4,7 +4,7 @@ import pytest
 from annotations.models import Role
 from hitl.core.storage import bytes_load, mask_from_png
 from tests.workers.test_training_helpers import make_version, seed_project
-from workers.ml.explanations import map_from_png
+from workers.ml.explain.explanations import map_from_png
 from workers.models import Explanation, Prediction, VersionState
 from workers.selectors.registry import case_ml_payload, explanations_for_case
 from workers.services.proposals import explanations_compute, proposals_compute

@@ -7,8 +7,10 @@ from django.utils import timezone
 from annotations.models import Role
 from hitl.core.errors import ConflictError
 from hitl.core.models import AuditEvent
+from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import make_version
 from workers.models import ModelVersion, VersionState
+from workers.selectors.settings import training_settings_for
 from workers.services.registry import gating_decide, model_version_promote, model_version_rollback
 
 
@@ -20,12 +22,13 @@ def scoring_calls(monkeypatch):
 
 
 def test_gating_uses_the_tolerance(project):
-    project.gating_tolerance = 0.02
+    TrainingSettingsFactory(project=project, gating_tolerance=0.02)
+    tolerance = training_settings_for(project).gating_tolerance
     active = ModelVersion(number=3, metrics={"validation_dice": 0.80})
-    assert gating_decide(project=project, metrics={"validation_dice": 0.7}, active=None)[0]
-    ok, outcome = gating_decide(project=project, metrics={"validation_dice": 0.785}, active=active)
+    assert gating_decide(tolerance=tolerance, metrics={"validation_dice": 0.7}, active=None)[0]
+    ok, outcome = gating_decide(tolerance=tolerance, metrics={"validation_dice": 0.785}, active=active)
     assert ok and "0.7850 >= active v3 0.8000" in outcome
-    ok, outcome = gating_decide(project=project, metrics={"validation_dice": 0.77}, active=active)
+    ok, outcome = gating_decide(tolerance=tolerance, metrics={"validation_dice": 0.77}, active=active)
     assert not ok and outcome == (
         "kept as candidate: validation Dice 0.7700 < active v3 0.8000 - tolerance 0.020 = 0.7800"
     )

@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from annotations.models import Case, Role
 from hitl.core import task_names
+from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import make_version, seed_project
 from workers.models import CaseScore, VersionState
 from workers.services import scoring as scoring_service
@@ -19,8 +20,7 @@ def pool(project, member):
 
 @pytest.mark.parametrize("strategy", ["entropy", "bald", "margin", "least_confidence", "random", "diverse"])
 def test_scoring_writes_scores_and_the_queue_follows_the_strategy(project, pool, strategy):
-    project.query_strategy = strategy
-    project.save()
+    TrainingSettingsFactory(project=project, query_strategy=strategy)
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     assert scoring_run(project_id=project.pk, version_id=version.pk) == len(pool)
     scores = list(CaseScore.objects.filter(model_version=version).order_by("rank"))
@@ -41,8 +41,7 @@ def test_scoring_writes_scores_and_the_queue_follows_the_strategy(project, pool,
 
 
 def test_bald_ranking_matches_the_components(project, pool):
-    project.query_strategy = "bald"
-    project.save()
+    TrainingSettingsFactory(project=project, query_strategy="bald")
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     scoring_run(project_id=project.pk, version_id=version.pk)
     bald = [s.components["bald"] for s in CaseScore.objects.filter(model_version=version).order_by("rank")]

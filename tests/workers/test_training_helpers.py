@@ -8,7 +8,7 @@ import numpy as np
 
 from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Image, ImageStatus
 from hitl.core.storage import array_to_bytes, bytes_save, mask_to_png
-from workers.ml.phantoms import PhantomSpec, make_phantoms
+from workers.ml.research.phantoms import PhantomSpec, make_phantoms
 
 SPEC = PhantomSpec(size=(32, 32), modality="MR", num_classes=3, max_objects=2)
 
@@ -100,8 +100,8 @@ def make_version(
     import torch
     from django.utils import timezone
 
-    from workers.ml.checkpoint import checkpoint_to_bytes
-    from workers.ml.networks import NetworkConfig, build_network
+    from workers.ml.models.checkpoint import checkpoint_to_bytes
+    from workers.ml.models.networks import NetworkConfig, build_network
     from workers.models import ModelVersion
 
     torch.manual_seed(seed)

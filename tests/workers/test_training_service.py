@@ -8,6 +8,7 @@ from annotations.models import Role
 from hitl.core.errors import ConflictError
 from hitl.core.models import AuditEvent
 from hitl.core.storage import bytes_load
+from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import TINY, annotate, pool_masks, seed_project
 from workers.models import (
     CaseScore,
@@ -19,15 +20,16 @@ from workers.models import (
     VersionState,
 )
 from workers.services import training as training_service
+from workers.services import training_run as run_service
 from workers.services.registry import model_version_register
 from workers.services.training import (
     training_autotrigger,
     training_run_cancel,
-    training_run_execute,
     training_run_start,
     training_runs_reap,
 )
 from workers.services.training_config import training_config_validate
+from workers.services.training_run import training_run_execute
 
 
 @pytest.fixture
@@ -87,12 +89,12 @@ def test_worse_second_version_stays_candidate_with_both_numbers(project, ml, see
     first = _run(project, ml)
     v1 = first.result_version
     assert v1.state == VersionState.ACTIVE
-    real = training_service.evaluate
+    real = run_service.evaluate
 
     def worse(*args, **kwargs):
         return {**real(*args, **kwargs), "validation_dice": v1.metrics["validation_dice"] - 0.2}
 
-    monkeypatch.setattr(training_service, "evaluate", worse)
+    monkeypatch.setattr(run_service, "evaluate", worse)
     second = _run(project, ml)
     assert second.base_version_id == v1.pk  # warm start: same network
     v2 = second.result_version
@@ -157,7 +159,7 @@ def test_exception_fails_the_run_with_the_reason(project, ml, seeded, no_enqueue
     def boom(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(training_service, "train", boom)
+    monkeypatch.setattr(run_service, "train", boom)
     run = _run(project, ml)
     assert run.status == RunStatus.FAILED and run.outcome == "failed: RuntimeError: out of memory"
     assert run.finished_at and not ModelVersion.objects.exists()
@@ -182,8 +184,8 @@ def test_network_architecture_is_a_project_setting_and_decides_the_explanations(
 
 
 def test_an_attention_unet_run_trains_a_fresh_attention_network(project, ml, seeded, no_enqueue):
-    from workers.ml.checkpoint import checkpoint_from_bytes
-    from workers.services.registry import weights_bytes
+    from workers.ml.models.checkpoint import checkpoint_from_bytes
+    from workers.services.weights import weights_bytes
 
     first = _run(project, ml)
     assert first.result_version.state == "active"  # a warm start would have been possible for a unet
@@ -236,8 +238,7 @@ def test_a_zombie_attempt_never_registers(project, ml, seeded, no_enqueue):
 def test_autotrigger_after_n_reader_annotations(
     project, ml, seeded, no_enqueue, member, django_capture_on_commit_callbacks
 ):
-    project.auto_retrain_every = 2
-    project.save()
+    TrainingSettingsFactory(project=project, auto_retrain_every=2)
     reader = member(Role.ANNOTATOR)
     assert training_autotrigger(project=project) is None  # only reference labels so far
     _run(project, ml)

@@ -16,8 +16,8 @@ from hitl.core.apis.pagination import Pagination, paginated_response
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
 from workers.models import ExportFormat, ExportJob, ExportLabels, ExportStatus
+from workers.selectors.exports import export_job_get_for_user, export_job_list
 from workers.services.exports.job import export_download_record, export_job_create
-from workers.services.exports.selection import export_job_get_for_user, export_job_list
 
 
 class ExportNotReady(exceptions.APIException):

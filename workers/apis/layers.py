@@ -12,7 +12,7 @@ from annotations.selectors.editor import case_get_for_viewer
 from hitl.core.apis.responses import png_response
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.storage import bytes_load
-from workers.ml.explain_policy import ALL_METHODS, is_interactive
+from workers.ml.explain.policy import ALL_METHODS, is_interactive
 from workers.models import Explanation
 from workers.selectors.registry import case_ml_payload, explanation_brief
 from workers.services.explain_on_demand import OUTCOMES, explanation_request

@@ -12,6 +12,7 @@ from .modeling import (
     VersionState,
 )
 from .probe import TaskProbe
+from .settings import QueryStrategy, TrainingSettings
 
 __all__ = [
     "OPEN_REPORT",
@@ -25,10 +26,12 @@ __all__ = [
     "ExportStatus",
     "ModelVersion",
     "Prediction",
+    "QueryStrategy",
     "ReportStatus",
     "RunStatus",
     "TaskProbe",
     "TrainingRun",
+    "TrainingSettings",
     "VersionState",
     "WorkerHeartbeat",
 ]

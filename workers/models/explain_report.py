@@ -15,7 +15,7 @@ OPEN_REPORT = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 
 class ExplanationReport(models.Model):
     """The explanation quality report of one model version on a project's own reference-labelled cases
-    (`workers.ml.explain_report.report_build`). `case_ids` are the exact cases, chosen when it was
+    (`workers.ml.explain.report.report_build`). `case_ids` are the exact cases, chosen when it was
     requested; `result` is the report dict and `plot_path` its PNG on the storage backend. It stays about
     its version even when another one becomes active."""
 

@@ -4,6 +4,7 @@ from django.db.models import QuerySet
 
 from annotations.models import Project
 from hitl.core.permissions import project_object_for_user
+from hitl.core.types import User
 from workers.models import ExplanationReport
 
 
@@ -17,7 +18,7 @@ def explanation_report_list(*, project: Project) -> QuerySet[ExplanationReport]:
     )
 
 
-def explanation_report_get_for_user(*, user, report_id: int) -> tuple[ExplanationReport, set[str]]:
+def explanation_report_get_for_user(*, user: User, report_id: int) -> tuple[ExplanationReport, set[str]]:
     """The report and the caller's roles in its project; 404 for non-members, like a missing report."""
     report = (
         ExplanationReport.objects.select_related("project", "requested_by", "model_version")

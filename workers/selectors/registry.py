@@ -7,8 +7,18 @@ from django.db.models import QuerySet
 
 from annotations.models import Case, Project
 from hitl.core.permissions import project_object_for_user
-from workers.ml.explain_policy import NOMINAL_COST, is_interactive, methods_for_arch
-from workers.models import CaseScore, Explanation, ModelVersion, Prediction, TrainingRun, VersionState
+from hitl.core.types import User
+from workers.ml.explain.policy import NOMINAL_COST, is_interactive, methods_for_arch
+from workers.models import (
+    CaseScore,
+    Explanation,
+    ModelVersion,
+    Prediction,
+    TrainingRun,
+    TrainingSettings,
+    VersionState,
+)
+from workers.selectors.settings import training_settings_for
 
 
 def training_run_list(*, project: Project) -> QuerySet[TrainingRun]:
@@ -19,7 +29,7 @@ def training_run_list(*, project: Project) -> QuerySet[TrainingRun]:
     )
 
 
-def training_run_get_for_user(*, user, run_id: int) -> tuple[TrainingRun, set[str]]:
+def training_run_get_for_user(*, user: User, run_id: int) -> tuple[TrainingRun, set[str]]:
     """The run and the caller's roles in its project; 404 for non-members, like a missing run."""
     run = (
         TrainingRun.objects.select_related("project", "requested_by", "result_version", "base_version")
@@ -33,7 +43,7 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).select_related("parent").order_by("-number")
 
 
-def model_version_get_for_user(*, user, version_id: int) -> tuple[ModelVersion, set[str]]:
+def model_version_get_for_user(*, user: User, version_id: int) -> tuple[ModelVersion, set[str]]:
     version = ModelVersion.objects.select_related("project", "parent").filter(pk=version_id).first()
     return project_object_for_user(version, user=user, what="model version")
 
@@ -189,3 +199,16 @@ def proposal_ref(*, case: Case, version_id: int) -> ProposalRef | None:
         .first()
     )
     return ProposalRef(version_id=version_id, mask_path=path or None)
+
+
+def auto_retrain_on(*, project_id: int) -> bool:
+    """Whether the project retrains automatically (its training settings' auto_retrain_every > 0; off for a
+    project that never saved any). One query. The clinical side asks this before queueing the retraining
+    check after a submission."""
+    return TrainingSettings.objects.filter(project_id=project_id, auto_retrain_every__gt=0).exists()
+
+
+def query_strategy_label(*, project_id: int) -> str:
+    """The project's query strategy in words (its default for a project that never saved settings), for
+    the clinical side's project page. One query."""
+    return training_settings_for(project_id).get_query_strategy_display()

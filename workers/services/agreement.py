@@ -18,7 +18,7 @@ from django.db.models import Max
 from annotations.models import Agreement, Annotation, AnnotationKind, Case, ReaderAgreement
 from hitl.core.audit import audit_record
 from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
-from workers.ml.agreement import CaseAgreement, case_agreement
+from workers.ml.agreement.metrics import CaseAgreement, case_agreement
 from workers.models import ModelVersion, Prediction, VersionState
 
 

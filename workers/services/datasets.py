@@ -15,13 +15,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import QuerySet
 
-from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Image, LabelPolicy, Project
-from annotations.services.reading_policy import readers_wanted
+from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, LabelPolicy, Project
 from hitl.core.storage import array_load, bytes_load, mask_from_png
-from workers.ml.agreement import majority_vote
-from workers.ml.transforms import prepare_image
+from workers.ml.agreement.metrics import majority_vote
+from workers.ml.models.transforms import prepare_image
+from workers.selectors.datasets import _current, _known_labels, labelled_cases, load_mask
+from workers.services.training_config import num_classes_for
 
 TRAIN_SPLITS = (CaseSplit.POOL, CaseSplit.TRAIN)
 
@@ -48,40 +48,6 @@ class TrainingSets:
     label_policy: str = LabelPolicy.LATEST
 
 
-def num_classes_for(project: Project) -> int:
-    """Background plus every label value up to the project's largest one."""
-    return max(project.label_values()) + 1
-
-
-def in_channels_for(project: Project) -> int:
-    """3 when the project holds RGB images (S, H, W, 3), else 1."""
-    shape = Image.objects.filter(project=project).values_list("shape", flat=True).first()
-    return 3 if shape is not None and len(shape) == 4 else 1
-
-
-def labelled_cases(*, project: Project, splits: Sequence[str]) -> QuerySet[Case]:
-    """Cases of `splits` with a current annotation, with their image and annotation joined."""
-    return (
-        Case.objects.filter(project=project, split__in=splits, current_annotation__isnull=False)
-        .select_related("image", "current_annotation")
-        .order_by("id")
-    )
-
-
-def open_pool_cases(*, project: Project) -> QuerySet[Case]:
-    """Pool cases still open for reading (reading slots left, not flagged): what scoring ranks."""
-    return (
-        Case.objects.filter(
-            project=project,
-            split=CaseSplit.POOL,
-            flagged_at__isnull=True,
-            reads_taken__lt=readers_wanted(project),
-        )
-        .select_related("image")
-        .order_by("id")
-    )
-
-
 class SliceLoader:
     """Loads case slices, reading each image's array from storage once per loader."""
 
@@ -102,23 +68,6 @@ def load_images(cases: Iterable[Case], loader: SliceLoader | None = None) -> lis
     """Prepared float32 (C, H, W) images of `cases` (which need `image` joined), in order."""
     loader = loader or SliceLoader()
     return [loader.prepared(c) for c in cases]
-
-
-def _known_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Label values the network does not know (>= num_classes) become 0."""
-    return np.where(mask < num_classes, mask, 0).astype(np.uint8)
-
-
-def _current(case: Case) -> Annotation:
-    """The case's current revision; training and export only ever select cases that have one."""
-    if case.current_annotation is None:
-        raise ValueError(f"case {case.pk} has no annotation")
-    return case.current_annotation
-
-
-def load_mask(case: Case, num_classes: int) -> np.ndarray:
-    """The case's current mask, with unknown labels set to 0."""
-    return _known_labels(mask_from_png(bytes_load(_current(case).mask_path)), num_classes)
 
 
 def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotation], Annotation | None]]:

@@ -1,14 +1,16 @@
 """A reader asks for an explanation the pipeline has not made for this case yet.
 
-Cost policy (workers.ml.explanations.is_interactive): an interactive method (one forward and at most one
+Cost policy (workers.ml.explain.explanations.is_interactive): an interactive method (one forward and at most one
 backward pass) is computed now, in the request, and stored like the pipeline's maps; an expensive one is
 queued on the `explain` queue (through the outbox) and appears in the case payload when done. Either way the
 result is cached: one row per (case, model version, method), so asking again costs nothing.
 """
 
 import logging
+import time
 from typing import Literal
 
+from django.conf import settings
 from django.db import transaction
 
 from annotations.models import Case
@@ -16,9 +18,8 @@ from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
-from workers.ml.explain_policy import is_interactive, methods_for_arch
-from workers.models import Explanation
-from workers.services.proposals import explanations_compute
+from workers.ml.explain.policy import is_interactive, methods_for_arch
+from workers.models import Explanation, ModelVersion
 from workers.services.registry import active_version
 
 log = logging.getLogger(__name__)
@@ -43,24 +44,50 @@ def explanation_request(*, case: Case, method: str, user) -> tuple[Outcome, Expl
             "method_unavailable",
             f"{method!r} cannot explain the active model; choose from {', '.join(allowed)}",
         )
-    existing = Explanation.objects.filter(case=case, model_version=version, method=method).first()
+    existing = _existing(case, version, method)
     if existing is not None:
         return "ready", existing
-    if is_interactive(method):
-        explanations_compute(version_id=version.pk, case_ids=[case.pk], methods=[method])
-        row = Explanation.objects.filter(case=case, model_version=version, method=method).first()
-        if row is None:  # the version stopped being active while we computed
-            raise ConflictError("model_changed", "the active model changed; open the case again")
-        return "computed", row
+    interactive = is_interactive(method)
+    if interactive and settings.HITL_EXPLAIN_IN_WEB:
+        return "computed", _compute_here(case, version, method)
     with transaction.atomic():
         outbox_enqueue(
             task=EXPLAIN_TASK, kwargs={"version_id": version.pk, "case_ids": [case.pk], "methods": [method]}
         )
-        audit_record(
-            actor=user,
-            project=case.project,
-            action="explanation.request",
-            target=case,
-            details={"method": method, "model_version": version.number},
-        )
-    return "queued", None
+        if not interactive:
+            audit_record(
+                actor=user,
+                project=case.project,
+                action="explanation.request",
+                target=case,
+                details={"method": method, "model_version": version.number},
+            )
+    row = _wait_for(case, version, method) if interactive else None
+    return ("computed", row) if row is not None else ("queued", None)
+
+
+def _existing(case: Case, version: ModelVersion, method: str) -> Explanation | None:
+    return Explanation.objects.filter(case=case, model_version=version, method=method).first()
+
+
+def _compute_here(case: Case, version: ModelVersion, method: str) -> Explanation:
+    from workers.services.proposals import explanations_compute  # torch: only in this configuration
+
+    explanations_compute(version_id=version.pk, case_ids=[case.pk], methods=[method])
+    row = _existing(case, version, method)
+    if row is None:  # the version stopped being active while we computed
+        raise ConflictError("model_changed", "the active model changed; open the case again")
+    return row
+
+
+def _wait_for(case: Case, version: ModelVersion, method: str) -> Explanation | None:
+    """The map once a worker stored it, polling the row (state lives in our rows, not in a result
+    backend); None after HITL_EXPLAIN_WAIT_SECONDS: the reader's page then polls the case payload."""
+    deadline = time.monotonic() + float(settings.HITL_EXPLAIN_WAIT_SECONDS)
+    delay = 0.05
+    while True:
+        row = _existing(case, version, method)
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)

@@ -9,31 +9,24 @@ rather than letting it block the project for ever.
 """
 
 import logging
-import math
 from datetime import timedelta
-from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotations.models import Case, CaseSplit, Project
+from annotations.models import CaseSplit, Project
 from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
-from hitl.core.storage import bytes_save
-from workers.ml.device import limit_cpu_threads
-from workers.ml.explain_report import (
-    KNOWN_METHODS,
-    applies_to_arch,
-    default_methods,
-    plot_png,
-    report_build,
-)
+from hitl.core.types import User
+from workers.ml.explain.policy import ALL_METHODS as KNOWN_METHODS
+from workers.ml.explain.policy import applies_to_arch, default_methods
 from workers.models import OPEN_REPORT, ExplanationReport, ModelVersion, ReportStatus
-from workers.services.datasets import SliceLoader, labelled_cases, load_mask, num_classes_for
-from workers.services.registry import active_version, model_load
+from workers.selectors.datasets import labelled_cases, load_mask
+from workers.services.registry import active_version
+from workers.services.training_config import num_classes_for
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +36,7 @@ CASE_SPLITS = (CaseSplit.TEST, CaseSplit.VALIDATION)  # held-out first; validati
 STALE_AFTER = timedelta(hours=3)  # > the task's hard time limit (workers.tasks.explain)
 
 
-def _num_classes(version: ModelVersion, project: Project) -> int:
+def num_classes_of(version: ModelVersion, project: Project) -> int:
     return int(version.config.get("network", {}).get("num_classes") or num_classes_for(project))
 
 
@@ -87,7 +80,7 @@ def _open_conflict() -> ConflictError:
 
 @transaction.atomic
 def explanation_report_start(
-    *, project: Project, requested_by, methods: list[str] | None = None, max_cases: int = 8
+    *, project: Project, requested_by: User, methods: list[str] | None = None, max_cases: int = 8
 ) -> ExplanationReport:
     """Create a QUEUED report on the active version and enqueue its run after commit.
     Raises ConflictError "no_model" (no active version) or "report_open" (one is queued or running), and
@@ -101,7 +94,7 @@ def explanation_report_start(
     _expire_stale(project)
     if ExplanationReport.objects.filter(project=project, status__in=OPEN_REPORT).exists():
         raise _open_conflict()
-    case_ids = _report_cases(project, _num_classes(version, project), max_cases)
+    case_ids = _report_cases(project, num_classes_of(version, project), max_cases)
     if not case_ids:
         raise ValidationError(
             {"cases": ["no test or validation case has a reference mask with foreground to report on"]}
@@ -126,85 +119,3 @@ def explanation_report_start(
     )
     outbox_enqueue(task=RUN_TASK, kwargs={"report_id": report.pk})
     return report
-
-
-def _claim(report_id: int) -> ExplanationReport | None:
-    """QUEUED -> RUNNING; None when the report is missing or not QUEUED (a redelivery)."""
-    now = timezone.now()
-    claimed = ExplanationReport.objects.filter(pk=report_id, status=ReportStatus.QUEUED).update(
-        status=ReportStatus.RUNNING, started_at=now, progress=0.0
-    )
-    if not claimed:
-        return None
-    return ExplanationReport.objects.select_related("project", "model_version").get(pk=report_id)
-
-
-def _running(report_id: int):
-    return ExplanationReport.objects.filter(pk=report_id, status=ReportStatus.RUNNING)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become None (PostgreSQL's jsonb refuses them); containers recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _cases(report: ExplanationReport) -> list[Case]:
-    by_id = {
-        c.pk: c
-        for c in Case.objects.filter(pk__in=report.case_ids, current_annotation__isnull=False).select_related(
-            "image", "current_annotation"
-        )
-    }
-    return [by_id[pk] for pk in report.case_ids if pk in by_id]
-
-
-def _run_claimed(report: ExplanationReport) -> None:
-    limit_cpu_threads()
-    model = model_load(report.model_version)
-    num_classes = _num_classes(report.model_version, report.project)
-    cases = _cases(report)
-    if not cases:
-        raise ValueError("none of the report's cases still has a reference mask")
-    loader = SliceLoader()
-    images = [loader.prepared(c) for c in cases]
-    masks = [load_mask(c, num_classes) for c in cases]
-
-    def progress(done: int, total: int, method: str) -> None:
-        _running(report.pk).update(progress=min(99.0, 100.0 * done / max(1, total)))
-
-    result = _json_safe(report_build(model, images, masks, methods=report.methods, progress=progress))
-    result["case_ids"] = [c.pk for c in cases]
-    path = bytes_save(
-        f"projects/{report.project_id}/explain-reports/report-{report.pk}.png", plot_png(result)
-    )
-    _running(report.pk).update(
-        status=ReportStatus.SUCCEEDED,
-        progress=100.0,
-        result=result,
-        plot_path=path,
-        finished_at=timezone.now(),
-    )
-
-
-def explanation_report_run(*, report_id: int) -> ExplanationReport | None:
-    """Compute a QUEUED report. Idempotent: returns at once (doing nothing) unless it is QUEUED. Any
-    exception ends it FAILED with the reason and is not re-raised, so a broken report never loops through
-    redeliveries. A report whose version is no longer active still completes: it is about that version."""
-    report = _claim(report_id)
-    if report is not None:
-        try:
-            _run_claimed(report)
-        except Exception as exc:
-            log.exception("explanation report %s failed", report_id)
-            _running(report_id).update(
-                status=ReportStatus.FAILED,
-                error=f"{type(exc).__name__}: {str(exc)[:1000]}",
-                finished_at=timezone.now(),
-            )
-    return ExplanationReport.objects.filter(pk=report_id).first()

@@ -28,6 +28,7 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import delete_quietly
+from hitl.core.types import User
 from workers.ml.imaging.errors import INGEST_ERROR_STATUS, IngestError
 from workers.ml.imaging.preflight import preflight
 from workers.ml.imaging.sandbox import SandboxJob, SandboxLimits, SandboxOutcome, run_sandboxed
@@ -50,7 +51,7 @@ class UploadRefused(DomainError):
 def import_job_create(
     *,
     project: Project,
-    user,
+    user: User,
     files: list[File],
     mask: File | None = None,
     split: str,
@@ -278,7 +279,7 @@ def _abandon(job: ImportJob) -> None:
 
 
 def import_file_now(
-    *, project: Project, user, path: Path, mask: Path | None = None, split: str = CaseSplit.POOL
+    *, project: Project, user: User, path: Path, mask: Path | None = None, split: str = CaseSplit.POOL
 ) -> dict[str, Any]:
     """Import one local file (and mask) in this process, through the same header checks and sandboxed
     parse as an upload, without a worker (the CLI, the demo seeder, tests). Returns the job's file entry;
@@ -293,7 +294,7 @@ def import_file_now(
 
 
 def image_import(
-    *, project: Project, user, data: bytes, mask_data: bytes | None = None, split: str = CaseSplit.POOL
+    *, project: Project, user: User, data: bytes, mask_data: bytes | None = None, split: str = CaseSplit.POOL
 ) -> ImportResult:
     """`import_file_now` for bytes: raises the file's IngestError, returns what was stored."""
     with tempfile.TemporaryDirectory(prefix="hitl-import-") as tmp:

@@ -27,6 +27,7 @@ from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import bytes_save, delete_quietly, mask_to_png
+from hitl.core.types import User
 from workers.ml.imaging import DeidContext, IngestError, Limits
 
 
@@ -150,7 +151,7 @@ def _store_one(*, job: ImportJob, item: dict[str, Any], out_dir: Path, written: 
     return image
 
 
-def _store_reference_masks(*, cases, mask: np.ndarray, user, prefix: str, written: list[str]) -> None:
+def _store_reference_masks(*, cases, mask: np.ndarray, user: User, prefix: str, written: list[str]) -> None:
     for case in cases:
         labels = np.asarray(mask[case.slice_index])
         png = mask_to_png(labels)

@@ -11,17 +11,16 @@ from django.db import IntegrityError, transaction
 
 from annotations.models import Case
 from hitl.core.storage import bytes_save, mask_to_png
-from workers.ml.device import limit_cpu_threads
-from workers.ml.explanations import explain, map_to_png, methods_for_arch
-from workers.ml.inference import predict_labels
-from workers.ml.scoring import score_pool
+from workers.ml.al.scoring import score_pool
+from workers.ml.explain.explanations import explain, map_to_png, methods_for_arch
+from workers.ml.explain.policy import DEFAULT_METHODS
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.inference import predict_labels
 from workers.models import Explanation, ModelVersion, Prediction, VersionState
 from workers.services.datasets import SliceLoader, load_images
-from workers.services.registry import model_load
+from workers.services.weights import model_load
 
 log = logging.getLogger(__name__)
-
-DEFAULT_EXPLAIN_METHODS = ("gradcam", "saliency")
 
 
 def _active(version_id: int) -> ModelVersion | None:
@@ -92,9 +91,9 @@ def _target_class(label: np.ndarray, num_classes: int) -> int:
 def explanations_compute(
     *, version_id: int, case_ids: Sequence[int], methods: Sequence[str] | None = None
 ) -> int:
-    """Explanation heatmaps (default: the cheap gradcam + saliency) for the cases and methods that lack one
+    """Explanation heatmaps (default: DEFAULT_METHODS, the cheap gradcam + saliency) for the cases and methods that lack one
     for this version, explaining the class the model predicts most of. Returns the number written."""
-    methods = list(methods or DEFAULT_EXPLAIN_METHODS)
+    methods = list(methods or DEFAULT_METHODS)
     version = _active(version_id)
     if version is None:
         return 0

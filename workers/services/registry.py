@@ -6,10 +6,8 @@ the row, the run's result and its status are written in one transaction, so a cr
 half-registered version. Whenever a version becomes active, scoring of the pool is enqueued after commit.
 """
 
-import hashlib
 import logging
 
-import torch
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -19,9 +17,9 @@ from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
-from hitl.core.storage import bytes_load, delete_quietly
-from workers.ml.checkpoint import checkpoint_from_bytes, read_checkpoint
+from hitl.core.storage import delete_quietly
 from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState
+from workers.selectors.settings import training_settings_for
 
 log = logging.getLogger(__name__)
 
@@ -31,44 +29,24 @@ def active_version(*, project: Project | int) -> ModelVersion | None:
     return ModelVersion.objects.filter(project_id=project_id, state=VersionState.ACTIVE).first()
 
 
-def weights_bytes(version: ModelVersion) -> bytes:
-    """The version's checkpoint bytes, checked against the recorded SHA-256."""
-    data = bytes_load(version.weights_path)
-    if hashlib.sha256(data).hexdigest() != version.weights_sha256:
-        raise ValueError(f"weights of model version {version.pk} do not match their recorded hash")
-    return data
-
-
-def model_load(version: ModelVersion) -> torch.nn.Module:
-    """The version's network on the CPU in eval mode."""
-    model, _cfg, _meta = checkpoint_from_bytes(weights_bytes(version))
-    return model
-
-
-def model_state_load(version: ModelVersion) -> dict[str, torch.Tensor]:
-    state, _cfg, _meta = read_checkpoint(weights_bytes(version))
-    return state
-
-
-def gating_decide(*, project: Project, metrics: dict, active: ModelVersion | None) -> tuple[bool, str]:
+def gating_decide(*, tolerance: float, metrics: dict, active: ModelVersion | None) -> tuple[bool, str]:
     """(activate?, outcome in words). A candidate becomes active when there is no active version or its
-    validation Dice >= the active one's minus the project's gating tolerance."""
+    validation Dice >= the active one's minus `tolerance` (the project's TrainingSettings.gating_tolerance)."""
     new = metrics.get("validation_dice")
     if active is None:
         return True, f"promoted: first active version (validation Dice {_fmt(new)})"
     old = active.metrics.get("validation_dice")
     if new is None or old is None:
         return False, f"kept as candidate: validation Dice missing (new {_fmt(new)}, active {_fmt(old)})"
-    tol = project.gating_tolerance
-    bar = old - tol
+    bar = old - tolerance
     if new >= bar:
         return True, (
             f"promoted: validation Dice {_fmt(new)} >= active v{active.number} {_fmt(old)} "
-            f"- tolerance {tol:.3f}"
+            f"- tolerance {tolerance:.3f}"
         )
     return False, (
         f"kept as candidate: validation Dice {_fmt(new)} < active v{active.number} {_fmt(old)} "
-        f"- tolerance {tol:.3f} = {_fmt(bar)}"
+        f"- tolerance {tolerance:.3f} = {_fmt(bar)}"
     )
 
 
@@ -121,7 +99,8 @@ def model_version_register(
     active = (
         ModelVersion.objects.select_for_update().filter(project=project, state=VersionState.ACTIVE).first()
     )
-    promote, outcome = gating_decide(project=project, metrics=metrics, active=active)
+    tolerance = training_settings_for(project).gating_tolerance
+    promote, outcome = gating_decide(tolerance=tolerance, metrics=metrics, active=active)
     if promote:
         _activate(version=version, previous=active)
     run.result_version = version

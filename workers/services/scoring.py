@@ -2,7 +2,7 @@
 
 `scoring_run` is the expensive half (MC-dropout forward passes over every open pool case, in chunks); the
 strategy (ml.strategies, through modAL) then ranks all of them, and the order goes to the queue only through
-`annotations.services.queue.queue_priorities_set`. Proposals and explanations are enqueued afterwards, the
+`workers.services.queue_order.queue_priorities_set`. Proposals and explanations are enqueued afterwards, the
 head of the queue first. `queue_cold_start` orders the pool without a model (diversity of intensities).
 """
 
@@ -15,17 +15,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Case, Project
-from annotations.services.queue import QueueEntry, queue_priorities_set
-from annotations.services.reading_policy import reading_policy_route
 from hitl.core import task_names
 from hitl.core.outbox import outbox_enqueue
-from workers.ml.device import limit_cpu_threads
-from workers.ml.explain_policy import is_interactive
-from workers.ml.scoring import PoolScores, score_pool
-from workers.ml.strategies import intensity_features, select
+from workers.ml.al.scoring import PoolScores, score_pool
+from workers.ml.al.strategies import intensity_features, select
+from workers.ml.explain.policy import DEFAULT_METHODS, is_interactive
+from workers.ml.models.device import limit_cpu_threads
 from workers.models import CaseScore, ModelVersion, VersionState
-from workers.services.datasets import SliceLoader, load_images, open_pool_cases
-from workers.services.registry import active_version, model_load
+from workers.selectors.datasets import open_pool_cases
+from workers.selectors.settings import training_settings_for
+from workers.services.datasets import SliceLoader, load_images
+from workers.services.queue_order import QueueEntry, queue_priorities_set, reading_policy_route
+from workers.services.registry import active_version
+from workers.services.weights import model_load
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +130,12 @@ def scoring_run(*, project_id: int, version_id: int) -> int:
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
     scores = score_cases(model, cases, mc_samples=mc)
     rng = np.random.default_rng(version.pk)
-    order, used = rank_pool(project.query_strategy, scores=scores, n=len(cases), rng=rng)
+    strategy = training_settings_for(project).query_strategy
+    order, used = rank_pool(strategy, scores=scores, n=len(cases), rng=rng)
     ids = [c.pk for c in cases]
     ordered_ids = _store_scores(version=version, case_ids=ids, scores=scores, order=order, strategy=used)
     if ordered_ids:
-        methods = list(version.config.get("explain_methods", ["gradcam", "saliency"]))
+        methods = list(version.config.get("explain_methods", DEFAULT_METHODS))
         transaction.on_commit(lambda: _enqueue_followups(version.pk, ordered_ids, methods))
     return len(ordered_ids)
 
@@ -193,7 +196,7 @@ def _batches(ids: list[int]) -> list[list[int]]:
 
 def _enqueue_followups(version_id: int, ordered_ids: list[int], methods: list[str]) -> None:
     """Proposals for every case, head of the queue first. Explanations by the cost policy: interactive
-    methods (workers.ml.explanations.is_interactive) for every case, head first; expensive ones only for the
+    methods (workers.ml.explain.explanations.is_interactive) for every case, head first; expensive ones only for the
     head (what readers open next); any other case gets them on request (explanation_request)."""
     batches = _batches(ordered_ids)
     cheap = [m for m in methods if is_interactive(m)]

@@ -6,13 +6,23 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from annotations.models import Project
-from workers.ml.explain_policy import methods_for_arch
-from workers.ml.networks import ARCHITECTURES, NetworkConfig
-from workers.ml.training import TrainConfig
-from workers.services.datasets import in_channels_for, num_classes_for
+from annotations.models import Image, Project
+from workers.ml.explain.policy import DEFAULT_METHODS, methods_for_arch
+from workers.ml.models.config import ARCHITECTURES, NetworkConfig, TrainConfig
+
 
 # Defaults sized for a 2-core CPU; a GPU worker can take larger overrides.
+def num_classes_for(project: Project) -> int:
+    """Background plus every label value up to the project's largest one."""
+    return max(project.label_values()) + 1
+
+
+def in_channels_for(project: Project) -> int:
+    """3 when the project holds RGB images (S, H, W, 3), else 1."""
+    shape = Image.objects.filter(project=project).values_list("shape", flat=True).first()
+    return 3 if shape is not None and len(shape) == 4 else 1
+
+
 DEFAULTS: dict[str, Any] = {
     "epochs": 15,
     "batch_size": 8,
@@ -26,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "num_res_units": 1,
     "dropout": 0.1,
     "mc_samples": 5,
-    "explain_methods": ["gradcam", "saliency"],
+    "explain_methods": list(DEFAULT_METHODS),
     "warm_start": True,
 }
 

@@ -3,10 +3,8 @@
 from celery import shared_task
 
 
-@shared_task(
-    bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=2, soft_time_limit=120, time_limit=150
-)
-def agreement_update(self, case_id: int) -> int | None:
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=120, time_limit=150)
+def agreement_update(case_id: int) -> int | None:
     from workers.services.agreement import agreement_update as update
 
     agreement = update(case_id=case_id)  # idempotent: the same reader revisions are never computed twice

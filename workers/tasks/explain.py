@@ -3,15 +3,8 @@
 from celery import shared_task
 
 
-@shared_task(
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=2,
-    soft_time_limit=1800,
-    time_limit=2000,
-)
-def explanation_compute(self, version_id: int, case_ids: list[int], methods: list[str] | None = None) -> int:
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=1800, time_limit=2000)
+def explanation_compute(version_id: int, case_ids: list[int], methods: list[str] | None = None) -> int:
     from workers.services.proposals import explanations_compute
 
     return explanations_compute(version_id=version_id, case_ids=case_ids, methods=methods)  # skips done ones
@@ -24,13 +17,12 @@ REPORT_HARD_LIMIT_S = REPORT_SOFT_LIMIT_S + 300
 
 
 @shared_task(
-    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=REPORT_SOFT_LIMIT_S,
     time_limit=REPORT_HARD_LIMIT_S,
 )
-def explanation_report_task(self, report_id: int) -> None:
-    from workers.services.explain_report import explanation_report_run
+def explanation_report_task(report_id: int) -> None:
+    from workers.services.explain_report_run import explanation_report_run
 
     explanation_report_run(report_id=report_id)  # idempotent: does nothing unless the report is QUEUED

@@ -1,8 +1,8 @@
 from celery import shared_task
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, time_limit=4 * 3600)
-def import_job_execute(self, job_id: int) -> None:
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=4 * 3600)
+def import_job_execute(job_id: int) -> None:
     """Parse and store an import job's files. Each file is bounded by its sandboxed child's limits; a
     redelivery after a lost worker resumes at the first unfinished file."""
     from workers.services.imports import import_job_execute as execute

@@ -3,24 +3,15 @@
 from celery import shared_task
 
 
-@shared_task(
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=2,
-    soft_time_limit=3000,
-    time_limit=3600,
-)
-def scoring_run(self, project_id: int, version_id: int) -> int:
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=3000, time_limit=3600)
+def scoring_run(project_id: int, version_id: int) -> int:
     from workers.services.scoring import scoring_run as run
 
     return run(project_id=project_id, version_id=version_id)  # no-op unless the version is still active
 
 
-@shared_task(
-    bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=2, soft_time_limit=900, time_limit=1000
-)
-def proposal_compute(self, version_id: int, case_ids: list[int]) -> int:
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=900, time_limit=1000)
+def proposal_compute(version_id: int, case_ids: list[int]) -> int:
     from workers.services.proposals import proposals_compute
 
     return proposals_compute(version_id=version_id, case_ids=case_ids)  # skips cases already done

@@ -9,14 +9,13 @@ TRAIN_HARD_LIMIT_S = TRAIN_SOFT_LIMIT_S + 300
 
 
 @shared_task(
-    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=TRAIN_SOFT_LIMIT_S,
     time_limit=TRAIN_HARD_LIMIT_S,
 )
-def training_run_execute(self, run_id: int) -> None:
-    from workers.services.training import training_run_execute as execute
+def training_run_execute(run_id: int) -> None:
+    from workers.services.training_run import training_run_execute as execute
 
     execute(run_id=run_id)  # idempotent: returns at once unless the run is QUEUED (or stale RUNNING)
 

@@ -64,7 +64,7 @@ export function buildExplainRequest(box, payload, onMap) {
         status.textContent = r.status === "computed" ? `${method} computed now.` : `${method} was ready.`;
         onMap({ ...r.explanation, map_url: `/api/v1/explanations/${r.explanation.id}/map.png` });
       } else {
-        status.textContent = `${method} is queued (expensive: runs in the background); it appears here when ready.`;
+        status.textContent = `${method} is queued (a worker makes it in the background); it appears here when ready.`;
         poll(method, POLL_TRIES);
       }
     } catch (e) {

@@ -11,6 +11,9 @@ const OPEN = new Set(["queued", "running"]);
 let run = null;
 let poller = null;
 let watching = false;
+// The project's ML settings, from GET /api/v1/projects/{id}/training-settings (null until loaded).
+let settings = null;
+const settingsUrl = `/api/v1/projects/${pid}/training-settings`;
 
 function showRun(r) {
   run = r;
@@ -111,7 +114,7 @@ async function act_(fn, okText) {
 
 $("btn-start").onclick = () => {
   const epochs = $("epochs").value;
-  const config = epochs ? { ...(boot.settings.training_config || {}), epochs: Number(epochs) } : {};
+  const config = epochs ? { ...((settings && settings.training_config) || {}), epochs: Number(epochs) } : {};
   $("btn-start").disabled = true;
   $("run-progress").value = 0;
   act_(() => post(`/api/v1/projects/${pid}/training-runs`, { config }), "Training run started.");
@@ -120,12 +123,12 @@ $("btn-cancel").onclick = () => run && act_(() => post(`/api/v1/training-runs/${
 $("btn-rollback").onclick = () => act_(() => post(`/api/v1/projects/${pid}/model-versions/rollback`), "Rolled back.");
 
 const form = $("settings");
-const DEFAULT_METHODS = ["gradcam", "saliency"];
 
 // One checkbox per explanation method, cheapest first; methods the chosen network cannot use are disabled.
+// Without explain_methods in the project's config, the server's defaults (explain_methods_default) are ticked.
 function renderMethodChecks() {
-  const config = boot.settings.training_config || {};
-  const chosen = new Set(config.explain_methods || DEFAULT_METHODS);
+  const config = settings.training_config || {};
+  const chosen = new Set(config.explain_methods || settings.explain_methods_default);
   const box = $("explain-methods");
   for (const m of boot.explain_methods) {
     const label = document.createElement("label");
@@ -151,29 +154,37 @@ function syncMethodsToArch() {
   }
 }
 
-renderMethodChecks();
-for (const name of ["query_strategy", "auto_retrain_every", "gating_tolerance"]) form.elements[name].value = boot.settings[name];
-form.elements.arch.value = (boot.settings.training_config || {}).arch || "unet";
-form.elements.arch.onchange = syncMethodsToArch;
-syncMethodsToArch();
-if (!boot.can.set_training) for (const el of form.elements) el.disabled = true;
+// The form stays disabled until the settings are loaded (and for roles that may not change them).
+for (const el of form.elements) el.disabled = true;
+
+async function loadSettings() {
+  settings = await get(settingsUrl);
+  renderMethodChecks();
+  for (const el of form.elements) el.disabled = !boot.can.set_training;
+  for (const name of ["query_strategy", "auto_retrain_every", "gating_tolerance"]) form.elements[name].value = settings[name];
+  form.elements.arch.value = (settings.training_config || {}).arch || "unet";
+  form.elements.arch.onchange = syncMethodsToArch;
+  syncMethodsToArch();
+  form.dataset.loaded = "true";
+}
+
 form.onsubmit = async (ev) => {
   ev.preventDefault();
+  if (!settings) return;
   $("settings-saved").hidden = true;
   const methods = [...form.querySelectorAll("input[name=explain_method]:checked")].map((i) => i.value);
-  const training_config = { ...(boot.settings.training_config || {}), arch: form.elements.arch.value, explain_methods: methods };
+  const training_config = { ...(settings.training_config || {}), arch: form.elements.arch.value, explain_methods: methods };
   try {
-    const saved = await patch(`/api/v1/projects/${pid}`, {
+    settings = await patch(settingsUrl, {
       query_strategy: form.elements.query_strategy.value,
       auto_retrain_every: Number(form.elements.auto_retrain_every.value),
       gating_tolerance: Number(form.elements.gating_tolerance.value),
       training_config,
     });
-    boot.settings.training_config = saved.training_config ?? training_config;
     $("settings-saved").hidden = false;
     notice(null);
     refreshQueue();
   } catch (e) { notice(e.message); }
 };
 
-Promise.all([refreshRun(), refreshVersions(), refreshCurve(), refreshQueue()]).catch((e) => notice(e.message));
+Promise.all([loadSettings(), refreshRun(), refreshVersions(), refreshCurve(), refreshQueue()]).catch((e) => notice(e.message));

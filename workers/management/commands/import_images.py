@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from annotations.models import CaseSplit, Project
 from hitl.core.permissions import Action, allows, user_roles
+from hitl.core.types import User
 from workers.services.imports import UploadRefused, import_file_now
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".nii", ".gz", ".zip", ".dcm"}
@@ -109,7 +110,7 @@ class Command(BaseCommand):
             raise CommandError("nothing could be imported")
 
     def _import_one(
-        self, proj: Project, actor, src: Path, prebuilt: bytes | None, mask: Path | None, split: str
+        self, proj: Project, actor: User, src: Path, prebuilt: bytes | None, mask: Path | None, split: str
     ):
         """One upload, run in this process (no worker needed). Returns the import job's file entry."""
         with tempfile.TemporaryDirectory(prefix="hitl-cli-") as tmp:

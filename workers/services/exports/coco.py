@@ -1,6 +1,7 @@
 """COCO export: one JSON with an image entry per case and one annotation per (revision, label), the mask as
 uncompressed COCO RLE (`iscrowd=1`): counts of alternating 0/1 runs over the column-major pixels, starting
-with background. `rle_decode` is the reference reader (pycocotools reads the same)."""
+with background. `coco_rle_decode` is the reference reader (pycocotools reads the same). The run-length
+core is hitl.core.rle, shared with the API's own mask format."""
 
 from __future__ import annotations
 
@@ -9,30 +10,37 @@ import json
 import numpy as np
 
 from annotations.models import Project
+from hitl.core.rle import expand_runs, runs
 from workers.services.exports.common import Item, ZipOut, reader_pseudonym
 
 
-def rle_encode(binary: np.ndarray) -> dict:
+def _coco_counts(starts: np.ndarray, foreground_first: bool, size: int) -> list[int]:
+    """Starts of the alternating runs of a binary sequence of `size` pixels -> COCO counts: run lengths,
+    with a leading 0 when the sequence begins with foreground (COCO's first count is background)."""
+    counts = np.diff(np.append(starts, size))
+    if foreground_first:
+        counts = np.concatenate(([0], counts))
+    return counts.tolist()
+
+
+def coco_rle_encode(binary: np.ndarray) -> dict:
     """(H, W) boolean -> {"size": [H, W], "counts": [...]} (COCO order: column-major, zeros first)."""
     h, w = binary.shape
     flat = np.asarray(binary, dtype=bool).ravel(order="F")
     if flat.size == 0:
         return {"size": [h, w], "counts": []}
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    counts = np.diff(np.concatenate(([0], change, [flat.size])))
-    if flat[0]:
-        counts = np.concatenate(([0], counts))
-    return {"size": [int(h), int(w)], "counts": counts.tolist()}
+    starts, _ = runs(flat)
+    return {"size": [int(h), int(w)], "counts": _coco_counts(starts, bool(flat[0]), flat.size)}
 
 
-def rle_decode(rle: dict) -> np.ndarray:
-    """The inverse of `rle_encode`; refuses counts that do not cover the image exactly."""
+def coco_rle_decode(rle: dict) -> np.ndarray:
+    """The inverse of `coco_rle_encode`; refuses counts that do not cover the image exactly."""
     h, w = (int(v) for v in rle["size"])
     counts = np.asarray(rle["counts"], dtype=np.int64)
     if (counts < 0).any() or int(counts.sum()) != h * w:
         raise ValueError(f"RLE counts cover {int(counts.sum())} pixels, not {h * w}")
     values = (np.arange(counts.size) % 2).astype(bool)
-    return np.repeat(values, counts).reshape((h, w), order="F")
+    return expand_runs(values, counts).reshape((h, w), order="F")
 
 
 def label_rles(mask: np.ndarray) -> dict[int, tuple[dict, int, list[int]]]:
@@ -45,8 +53,7 @@ def label_rles(mask: np.ndarray) -> dict[int, tuple[dict, int, list[int]]]:
     n = flat.size
     if n == 0:
         return {}
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    starts = np.union1d(change, np.arange(0, n, h))
+    starts = np.union1d(runs(flat)[0], np.arange(0, n, h))
     lengths = np.diff(np.append(starts, n))
     values = flat[starts]
     out: dict[int, tuple[dict, int, list[int]]] = {}
@@ -54,16 +61,14 @@ def label_rles(mask: np.ndarray) -> dict[int, tuple[dict, int, list[int]]]:
         if value == 0:
             continue
         fg = values == value
-        flips = np.flatnonzero(fg[1:] != fg[:-1]) + 1
-        counts = np.diff(np.concatenate(([0], starts[flips], [n])))
-        if fg[0]:
-            counts = np.concatenate(([0], counts))
+        # the label's 0/1 runs are the runs of `fg` over the fine runs, each starting at its first fine run
+        counts = _coco_counts(starts[runs(fg)[0]], bool(fg[0]), n)
         s, length = starts[fg], lengths[fg]
         cols, top = s // h, s % h
         bottom = top + length - 1
         x0, y0 = int(cols.min()), int(top.min())
         bbox = [x0, y0, int(cols.max()) - x0 + 1, int(bottom.max()) - y0 + 1]
-        out[int(value)] = ({"size": [int(h), int(w)], "counts": counts.tolist()}, int(length.sum()), bbox)
+        out[int(value)] = ({"size": [int(h), int(w)], "counts": counts}, int(length.sum()), bbox)
     return out
 
 
@@ -124,5 +129,5 @@ def coco_masks(doc: dict) -> dict[tuple[int, int], np.ndarray]:
     for ann in doc["annotations"]:
         key = (ann["image_id"], ann["revision_id"])
         label = out.setdefault(key, np.zeros(sizes[ann["image_id"]], dtype=np.uint8))
-        label[rle_decode(ann["segmentation"])] = ann["category_id"]
+        label[coco_rle_decode(ann["segmentation"])] = ann["category_id"]
     return out

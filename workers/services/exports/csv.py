@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from annotations.models import Annotation, AnnotationKind, Project
 from hitl.core.storage import bytes_load, mask_from_png
-from workers.ml.agreement import case_agreement
+from workers.ml.agreement.metrics import case_agreement
 from workers.services.exports.common import Item, ZipOut, reader_pseudonym
 
 

@@ -27,7 +27,9 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError, DomainError
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import bytes_load, delete_quietly
+from hitl.core.types import User
 from workers.models import ExportFormat, ExportJob, ExportLabels, ExportStatus, ModelVersion
+from workers.selectors.exports import export_revision_ids
 from workers.services.exports.coco import write_coco
 from workers.services.exports.common import Item, ZipOut, track_of
 from workers.services.exports.csv import case_agreements, write_csv
@@ -36,7 +38,6 @@ from workers.services.exports.images import write_images
 from workers.services.exports.manifest import build_manifest, manifest_bytes, sha256sums
 from workers.services.exports.nifti import write_nifti
 from workers.services.exports.png import write_png
-from workers.services.exports.selection import export_revision_ids
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def export_ttl() -> datetime.timedelta:
 def export_job_create(
     *,
     project: Project,
-    requested_by,
+    requested_by: User,
     formats: list[str],
     labels: str = "latest",
     splits: list[str] | None = None,
@@ -270,7 +271,7 @@ def _run(job: ExportJob, progress: ProgressFn | None) -> None:
 
 
 @transaction.atomic
-def export_download_record(*, job: ExportJob, actor) -> None:
+def export_download_record(*, job: ExportJob, actor: User) -> None:
     """Data leaving the system is accountable: one audit row per download."""
     audit_record(actor=actor, action="export.download", project=job.project, target=job)
 

@@ -1,0 +1,71 @@
+"""Model checkpoints as bytes: a zip holding ``weights.pt`` (a state_dict) and ``config.json``.
+
+Contracts:
+- ``config.json`` is ``{"format": 1, "network": NetworkConfig.to_dict(), "meta": meta}``; ``meta`` must be
+  JSON-serialisable (it is stored as JSON, never pickled).
+- Weights are written with ``torch.save(state_dict)`` and read with ``torch.load(weights_only=True)``, so a
+  checkpoint can never execute code or build arbitrary objects on load; anything but tensors and
+  plain containers is rejected (``pickle.UnpicklingError``).
+- A round trip is bit-exact: every tensor of the state_dict comes back with equal dtype, shape and bits.
+- Loading builds the network from the stored config and loads the weights strictly (missing or extra
+  keys raise); the model comes back on the CPU in eval mode.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.ml.models.networks import NetworkConfig, build_network
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "weights.pt"
+CONFIG_NAME = "config.json"
+
+
+def checkpoint_to_bytes(
+    model: nn.Module, net_cfg: NetworkConfig, meta: dict[str, Any] | None = None
+) -> bytes:
+    """Serialise weights (moved to CPU) + config + meta into zip bytes."""
+    config = json.dumps(
+        {"format": FORMAT_VERSION, "network": net_cfg.to_dict(), "meta": meta or {}}, sort_keys=True
+    )
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    weights = io.BytesIO()
+    torch.save(state, weights)
+    buf = io.BytesIO()
+    # Stored, not deflated: float weights barely compress and storing keeps saving fast.
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr(CONFIG_NAME, config)
+        zf.writestr(WEIGHTS_NAME, weights.getvalue())
+    return buf.getvalue()
+
+
+def read_checkpoint(data: bytes) -> tuple[dict[str, torch.Tensor], NetworkConfig, dict[str, Any]]:
+    """(state_dict, net_cfg, meta) without building a network. Raises ValueError on a malformed file."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            config = json.loads(zf.read(CONFIG_NAME))
+            weights = zf.read(WEIGHTS_NAME)
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a checkpoint: {exc}") from exc
+    if config.get("format") != FORMAT_VERSION:
+        raise ValueError(f"unsupported checkpoint format {config.get('format')!r}")
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("weights.pt does not hold a state_dict of tensors")
+    return state, NetworkConfig.from_dict(config["network"]), config.get("meta", {})
+
+
+def checkpoint_from_bytes(data: bytes) -> tuple[nn.Module, NetworkConfig, dict[str, Any]]:
+    """Inverse of `checkpoint_to_bytes`: (model on CPU in eval mode, net_cfg, meta)."""
+    state, net_cfg, meta = read_checkpoint(data)
+    model = build_network(net_cfg)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, net_cfg, meta

@@ -1,0 +1,96 @@
+"""Segmentation networks (MONAI), described by a JSON-serialisable config.
+
+Contract used by training, inference, scoring and explanations:
+- input  ``x``: float tensor (B, in_channels, H, W), H and W divisible by 2**(len(channels)-1)
+- output logits: (B, num_classes, H, W); class 0 is background
+- ``cam_layer_name(cfg)``: name of a decoder module suited to (Seg-)Grad-CAM
+- ``bottleneck_embedding(model, x)``: pooled bottleneck features (B, channels[-1]) for diversity
+- dropout stays in the network so MC-dropout can enable it at inference
+
+Architectures (``cfg.arch``): "unet" (MONAI UNet, residual units, instance norm) and "attention_unet"
+(MONAI AttentionUnet: additive attention gates on every skip connection, whose coefficients in [0, 1] are
+exposed as the "attention" explanation; see ``attention_gates``).
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import AttentionUnet, UNet
+from torch import nn
+
+from workers.ml.models.config import ARCHITECTURES, NetworkConfig  # noqa: F401  (re-exported)
+
+
+def build_network(cfg: NetworkConfig) -> nn.Module:
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {cfg.arch!r}; choose from {ARCHITECTURES}")
+    strides = (2,) * (len(cfg.channels) - 1)
+    if cfg.arch == "attention_unet":
+        return AttentionUnet(
+            spatial_dims=2,
+            in_channels=cfg.in_channels,
+            out_channels=cfg.num_classes,
+            channels=cfg.channels,
+            strides=strides,
+            dropout=cfg.dropout,
+        )
+    return UNet(
+        spatial_dims=2,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.num_classes,
+        channels=cfg.channels,
+        strides=strides,
+        num_res_units=cfg.num_res_units,
+        dropout=cfg.dropout,
+        norm="instance",
+    )
+
+
+def _attention_bottleneck(model: AttentionUnet) -> nn.Module:
+    """Walk AttentionUnet's nested AttentionLayers down to the innermost encoder ConvBlock."""
+    layer: nn.Module = model.model[1]  # type: ignore[index]
+    while isinstance(layer.submodule, nn.Sequential):  # (ConvBlock, deeper AttentionLayer)
+        layer = layer.submodule[1]
+    return layer.submodule  # type: ignore[return-value]
+
+
+def _bottleneck(model: nn.Module) -> nn.Module:
+    """Walk MONAI UNet's nested SkipConnections down to the innermost (bottleneck) block."""
+    if isinstance(model, AttentionUnet):
+        return _attention_bottleneck(model)
+    mod: nn.Module = model.model  # type: ignore[attr-defined,assignment]
+    while True:
+        inner = mod[1].submodule  # type: ignore[index]
+        if isinstance(inner, nn.Sequential):
+            mod = inner
+            continue
+        return inner
+
+
+def cam_layer_name(model: nn.Module) -> str:
+    """The decoder block one level above the output head: half resolution, class-aware features."""
+    names = {n for n, _ in model.named_modules()}
+    if isinstance(model, AttentionUnet) and "model.1.submodule.1.merge" in names:
+        return "model.1.submodule.1.merge"
+    if "model.1.submodule.2" not in names:
+        raise ValueError("unsupported network layout for Grad-CAM")
+    return "model.1.submodule.2"
+
+
+def bottleneck_embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Global-average-pooled bottleneck activations, (B, C). Runs one forward pass."""
+    feats: list[torch.Tensor] = []
+    handle = _bottleneck(model).register_forward_hook(lambda _m, _i, out: feats.append(out))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return feats[0].mean(dim=(2, 3))
+
+
+def attention_gates(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every attention gate's coefficient head (output (B, 1, h, w) in [0, 1]),
+    outermost (full resolution) first; empty for networks without attention gates."""
+    from monai.networks.nets.attentionunet import AttentionBlock
+
+    return [(f"{n}.psi", m.psi) for n, m in model.named_modules() if isinstance(m, AttentionBlock)]

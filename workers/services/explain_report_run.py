@@ -1,0 +1,102 @@
+"""Run a queued explanation quality report (the worker side: loads the model, imports torch). Starting one
+is workers.services.explain_report, which the web process uses."""
+
+import logging
+import math
+from typing import Any
+
+from django.utils import timezone
+
+from annotations.models import Case
+from hitl.core.storage import bytes_save
+from workers.ml.explain.report import plot_png, report_build
+from workers.ml.models.device import limit_cpu_threads
+from workers.models import ExplanationReport, ReportStatus
+from workers.selectors.datasets import load_mask
+from workers.services.datasets import SliceLoader
+from workers.services.explain_report import num_classes_of
+from workers.services.weights import model_load
+
+log = logging.getLogger(__name__)
+
+
+def _claim(report_id: int) -> ExplanationReport | None:
+    """QUEUED -> RUNNING; None when the report is missing or not QUEUED (a redelivery)."""
+    now = timezone.now()
+    claimed = ExplanationReport.objects.filter(pk=report_id, status=ReportStatus.QUEUED).update(
+        status=ReportStatus.RUNNING, started_at=now, progress=0.0
+    )
+    if not claimed:
+        return None
+    return ExplanationReport.objects.select_related("project", "model_version").get(pk=report_id)
+
+
+def _running(report_id: int):
+    return ExplanationReport.objects.filter(pk=report_id, status=ReportStatus.RUNNING)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become None (PostgreSQL's jsonb refuses them); containers recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _cases(report: ExplanationReport) -> list[Case]:
+    by_id = {
+        c.pk: c
+        for c in Case.objects.filter(pk__in=report.case_ids, current_annotation__isnull=False).select_related(
+            "image", "current_annotation"
+        )
+    }
+    return [by_id[pk] for pk in report.case_ids if pk in by_id]
+
+
+def _run_claimed(report: ExplanationReport) -> None:
+    limit_cpu_threads()
+    model = model_load(report.model_version)
+    num_classes = num_classes_of(report.model_version, report.project)
+    cases = _cases(report)
+    if not cases:
+        raise ValueError("none of the report's cases still has a reference mask")
+    loader = SliceLoader()
+    images = [loader.prepared(c) for c in cases]
+    masks = [load_mask(c, num_classes) for c in cases]
+
+    def progress(done: int, total: int, method: str) -> None:
+        _running(report.pk).update(progress=min(99.0, 100.0 * done / max(1, total)))
+
+    result = _json_safe(report_build(model, images, masks, methods=report.methods, progress=progress))
+    result["case_ids"] = [c.pk for c in cases]
+    path = bytes_save(
+        f"projects/{report.project_id}/explain-reports/report-{report.pk}.png", plot_png(result)
+    )
+    _running(report.pk).update(
+        status=ReportStatus.SUCCEEDED,
+        progress=100.0,
+        result=result,
+        plot_path=path,
+        finished_at=timezone.now(),
+    )
+
+
+def explanation_report_run(*, report_id: int) -> ExplanationReport | None:
+    """Compute a QUEUED report. Idempotent: returns at once (doing nothing) unless it is QUEUED. Any
+    exception ends it FAILED with the reason and is not re-raised, so a broken report never loops through
+    redeliveries. A report whose version is no longer active still completes: it is about that version."""
+    report = _claim(report_id)
+    if report is not None:
+        try:
+            _run_claimed(report)
+        except Exception as exc:
+            log.exception("explanation report %s failed", report_id)
+            _running(report_id).update(
+                status=ReportStatus.FAILED,
+                error=f"{type(exc).__name__}: {str(exc)[:1000]}",
+                finished_at=timezone.now(),
+            )
+    return ExplanationReport.objects.filter(pk=report_id).first()

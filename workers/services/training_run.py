@@ -1,0 +1,201 @@
+"""Execute a training run (the worker side: imports torch). Starting, cancelling, auto-triggering and reaping
+runs is workers.services.training, which the web process uses; the run lifecycle is described there."""
+
+import hashlib
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from hitl.core.storage import bytes_save
+from workers.ml.models.checkpoint import checkpoint_to_bytes
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.inference import predict_labels
+from workers.ml.models.networks import NetworkConfig
+from workers.ml.models.training import EpochReport, TrainConfig, dice_per_class, mean_foreground_dice, train
+from workers.models import RunStatus, TrainingRun
+from workers.services.datasets import LabelledSet, TrainingSets, training_sets_build
+from workers.services.registry import model_version_register
+from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark
+from workers.services.weights import model_state_load
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 2.0  # between epochs, should_stop refreshes heartbeat_at at most this often
+
+
+def _claim(run_id: int) -> TrainingRun | None:
+    """QUEUED -> RUNNING (or re-claim a stale RUNNING run once); None when there is nothing to do."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        now = timezone.now()
+        if run.status == RunStatus.RUNNING and is_stale(run, now, STALE_AFTER_S):
+            if run.attempts >= MAX_ATTEMPTS:
+                mark(run, RunStatus.FAILED, "worker lost: no heartbeat, and no attempts left")
+                return None
+        elif run.status != RunStatus.QUEUED:
+            return None
+        run.status, run.started_at, run.heartbeat_at = RunStatus.RUNNING, now, now
+        run.attempts += 1
+        run.progress, run.epochs = 0.0, []
+        run.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "progress", "epochs"])
+        return run
+
+
+def _finish(run_id: int, attempt: int, status: str, outcome: str) -> bool:
+    """End this attempt's run; False when the run is no longer ours (reaped or re-claimed)."""
+    return bool(
+        TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, attempts=attempt).update(
+            status=status, outcome=outcome[:2000], finished_at=timezone.now()
+        )
+    )
+
+
+def _json_float(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class _RunMonitor:
+    """Progress callback and should_stop for ml.training.train, writing to the run row in short updates."""
+
+    def __init__(self, run_id: int, attempt: int) -> None:
+        self.run_id, self.attempt = run_id, attempt
+        self.epochs: list[dict] = []
+        self.lost = False  # the run stopped being ours (reaped, re-claimed)
+        self._last_check = -math.inf
+
+    def _mine(self):
+        return TrainingRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING, attempts=self.attempt)
+
+    def progress(self, report: EpochReport) -> None:
+        self.epochs.append(
+            {
+                "epoch": report.epoch,
+                "train_loss": _json_float(report.train_loss),
+                "val_dice": _json_float(report.val_dice),
+                "seconds": round(report.seconds, 3),
+                "eta_seconds": round(report.eta_seconds, 1),
+            }
+        )
+        pct = min(99.0, 100.0 * report.epoch / max(1, report.epochs))
+        if not self._mine().update(progress=pct, epochs=self.epochs, heartbeat_at=timezone.now()):
+            self.lost = True
+
+    def should_stop(self) -> bool:
+        if self.lost:
+            return True
+        now = time.monotonic()
+        if now - self._last_check < HEARTBEAT_EVERY_S:
+            return False
+        self._last_check = now
+        row = (
+            TrainingRun.objects.filter(pk=self.run_id)
+            .values("status", "attempts", "cancel_requested")
+            .first()
+        )
+        if row is None or row["status"] != RunStatus.RUNNING or row["attempts"] != self.attempt:
+            self.lost = True
+            return True
+        if row["cancel_requested"]:
+            return True
+        self._mine().update(heartbeat_at=timezone.now())
+        return False
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun | None:
+    """Run a QUEUED run to its end. Idempotent: returns at once unless the run is QUEUED (or RUNNING with a
+    stale heartbeat, once). Any exception ends the run FAILED with the reason; nothing is re-raised, so a
+    broken run never loops through redeliveries."""
+    run = _claim(run_id)
+    if run is None:
+        return TrainingRun.objects.filter(pk=run_id).first()
+    try:
+        _execute_claimed(run)
+    except Exception as exc:
+        log.exception("training run %s failed", run_id)
+        _finish(run_id, run.attempts, RunStatus.FAILED, f"failed: {type(exc).__name__}: {str(exc)[:500]}")
+    return TrainingRun.objects.filter(pk=run_id).first()
+
+
+def _execute_claimed(run: TrainingRun) -> None:
+    limit_cpu_threads()
+    attempt = run.attempts
+    sets = training_sets_build(project=run.project, label_policy=run.label_policy)
+    revision_ids = sets.train.revision_ids + sets.validation.revision_ids + sets.test.revision_ids
+    TrainingRun.objects.filter(pk=run.pk).update(revision_ids=revision_ids)
+    if not len(sets.train):
+        _finish(
+            run.pk,
+            attempt,
+            RunStatus.FAILED,
+            "no training labels: no pool/train case has a current annotation",
+        )
+        return
+    if not len(sets.validation):
+        _finish(
+            run.pk, attempt, RunStatus.FAILED, "no validation labels: no validation case has an annotation"
+        )
+        return
+    net_cfg = NetworkConfig.from_dict(run.config["network"])
+    train_cfg = TrainConfig.from_dict(run.config["train"])
+    init_state = model_state_load(run.base_version) if run.base_version is not None else None
+    monitor = _RunMonitor(run.pk, attempt)
+    result = train(
+        net_cfg,
+        train_cfg,
+        sets.train.images,
+        sets.train.masks,
+        sets.validation.images,
+        sets.validation.masks,
+        init_state=init_state,
+        progress=monitor.progress,
+        should_stop=monitor.should_stop,
+    )
+    if monitor.lost:
+        return  # the reaper (or a re-claim) owns the run now
+    if result.cancelled:
+        done = len(result.history)
+        _finish(
+            run.pk, attempt, RunStatus.CANCELLED, f"cancelled on request after {done} epoch(s); no version"
+        )
+        return
+    metrics = evaluate(result.model, sets, net_cfg.num_classes, train_cfg.batch_size)
+    metrics |= {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": run.seed}
+    data = checkpoint_to_bytes(result.model, net_cfg, meta={"run": run.pk, "project": run.project_id})
+    # Weights first: the version row only ever points at a file that exists.
+    path = bytes_save(f"projects/{run.project_id}/models/run-{run.pk}-a{attempt}.ckpt", data)
+    model_version_register(
+        run_id=run.pk,
+        attempt=attempt,
+        weights_path=path,
+        weights_sha256=hashlib.sha256(data).hexdigest(),
+        metrics=metrics,
+    )
+
+
+def _dice(model, labelled: LabelledSet, k: int, batch_size: int) -> tuple[float | None, list[float]]:
+    if not len(labelled):
+        return None, []
+    preds = predict_labels(model, labelled.images, batch_size=batch_size)
+    per_class = np.mean([dice_per_class(p, t, k) for p, t in zip(preds, labelled.masks, strict=True)], axis=0)
+    return mean_foreground_dice(preds, labelled.masks, k), [float(x) for x in per_class]
+
+
+def evaluate(model, sets: TrainingSets, num_classes: int, batch_size: int) -> dict[str, Any]:
+    """Validation and test Dice (mean foreground, and per class) plus the set sizes."""
+    val, val_per_class = _dice(model, sets.validation, num_classes, batch_size)
+    test, test_per_class = _dice(model, sets.test, num_classes, batch_size)
+    return {
+        "validation_dice": _json_float(val) if val is not None else None,
+        "test_dice": _json_float(test) if test is not None else None,
+        "per_class": {"validation": val_per_class, "test": test_per_class},
+        "labelled_cases": len(sets.train),
+        "validation_cases": len(sets.validation),
+        "test_cases": len(sets.test),
+    }

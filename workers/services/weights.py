@@ -1,0 +1,29 @@
+"""A model version's weights: its checkpoint bytes (hash-checked) and the network built from them. Imports
+torch: used by workers (training, scoring, proposals, explanations), never by the web process."""
+
+import hashlib
+
+import torch
+
+from hitl.core.storage import bytes_load
+from workers.ml.models.checkpoint import checkpoint_from_bytes, read_checkpoint
+from workers.models import ModelVersion
+
+
+def weights_bytes(version: ModelVersion) -> bytes:
+    """The version's checkpoint bytes, checked against the recorded SHA-256."""
+    data = bytes_load(version.weights_path)
+    if hashlib.sha256(data).hexdigest() != version.weights_sha256:
+        raise ValueError(f"weights of model version {version.pk} do not match their recorded hash")
+    return data
+
+
+def model_load(version: ModelVersion) -> torch.nn.Module:
+    """The version's network on the CPU in eval mode."""
+    model, _cfg, _meta = checkpoint_from_bytes(weights_bytes(version))
+    return model
+
+
+def model_state_load(version: ModelVersion) -> dict[str, torch.Tensor]:
+    state, _cfg, _meta = read_checkpoint(weights_bytes(version))
+    return state
