@@ -110,7 +110,7 @@ def data_dir() -> Path:
     env = os.environ.get("HITL_DATA_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "var" / "data"
+    return Path(__file__).resolve().parents[3] / "var" / "data"
 
 
 def _require(path: Path) -> Path:
