@@ -45,10 +45,28 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
         return sorted(self.context.get("roles", {}).get(obj.pk, []))
 
 
+# The ML settings left the project for their own resource (workers: /projects/{id}/training-settings); a
+# client that still sends them gets a 400 saying where they went rather than having them silently ignored.
+MOVED_TO_TRAINING_SETTINGS = ("query_strategy", "auto_retrain_every", "gating_tolerance", "training_config")
+
+
+class _ProjectInput(StrictSerializer):
+    def validate(self, attrs: dict) -> dict:
+        sent = self.initial_data if isinstance(self.initial_data, dict) else {}
+        moved = {
+            k: ["set this on /api/v1/projects/{id}/training-settings"]
+            for k in MOVED_TO_TRAINING_SETTINGS
+            if k in sent
+        }
+        if moved:
+            raise serializers.ValidationError(moved)
+        return attrs
+
+
 class ProjectListApi(APIView):
     pagination_class = Pagination
 
-    class InputSerializer(StrictSerializer):
+    class InputSerializer(_ProjectInput):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         modality = serializers.ChoiceField(choices=Modality.choices, default=Modality.OT)
@@ -82,7 +100,7 @@ class ProjectListApi(APIView):
 
 
 class ProjectDetailApi(APIView):
-    class InputSerializer(StrictSerializer):
+    class InputSerializer(_ProjectInput):
         name = serializers.CharField(max_length=200, required=False)
         description = serializers.CharField(required=False, allow_blank=True)
         modality = serializers.ChoiceField(choices=Modality.choices, required=False)

@@ -16,6 +16,7 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
+from hitl.core.types import User
 from workers.selectors.registry import ProposalRef, auto_retrain_on, proposal_ref
 
 READER = AnnotationKind.READER.value
@@ -70,7 +71,7 @@ class _History:
 def annotation_submit(
     *,
     case: Case,
-    reader,
+    reader: User,
     mask: np.ndarray,
     base_revision: int | None,
     time_spent_s: float,

@@ -10,6 +10,7 @@ from annotations.models.project import validate_label_classes
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.permissions import Action, allows
+from hitl.core.types import User
 
 # Which role may change which project setting (admins may change all of them).
 FIELD_ACTIONS: dict[str, Action] = {
@@ -32,7 +33,7 @@ FIELD_ACTIONS: dict[str, Action] = {
 @transaction.atomic
 def project_create(
     *,
-    creator,
+    creator: User,
     name: str,
     label_classes: list[dict[str, Any]],
     modality: str = Modality.OT,
@@ -56,7 +57,7 @@ def project_create(
 
 
 @transaction.atomic
-def project_update(*, project: Project, actor, roles: set[str], changes: dict[str, Any]) -> Project:
+def project_update(*, project: Project, actor: User, roles: set[str], changes: dict[str, Any]) -> Project:
     """Apply `changes`; every field must be allowed for one of `roles` (else PermissionError). An empty
     change is refused (ValidationError), not recorded as an update."""
     if not changes:
@@ -82,7 +83,7 @@ def project_update(*, project: Project, actor, roles: set[str], changes: dict[st
 
 
 @transaction.atomic
-def membership_add(*, project: Project, actor, username: str, role: str) -> Membership:
+def membership_add(*, project: Project, actor: User, username: str, role: str) -> Membership:
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None:
         raise ValidationError({"username": "no active user with this username"})
@@ -101,7 +102,7 @@ def membership_add(*, project: Project, actor, username: str, role: str) -> Memb
 
 
 @transaction.atomic
-def membership_remove(*, project: Project, actor, membership_id: int) -> None:
+def membership_remove(*, project: Project, actor: User, membership_id: int) -> None:
     membership = project.memberships.filter(pk=membership_id).select_for_update().first()
     if membership is None:
         raise Http404("not a membership of this project")

@@ -173,6 +173,11 @@ def test_the_project_api_no_longer_has_them(project, member, client_for):
     assert not {"query_strategy", "auto_retrain_every", "gating_tolerance", "training_config"} & set(body)
     resp = client.patch(f"/api/v1/projects/{project.pk}", {"query_strategy": "bald"}, format="json")
     assert resp.status_code == 400
+    assert "training-settings" in resp.json()["error"]["details"]["query_strategy"][0]  # says where it went
+    both = client.patch(
+        f"/api/v1/projects/{project.pk}", {"name": "x", "gating_tolerance": 0.1}, format="json"
+    )
+    assert both.status_code == 400 and "gating_tolerance" in both.json()["error"]["details"]
     assert not TrainingSettings.objects.exists()
 
 

@@ -18,6 +18,7 @@ from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
+from hitl.core.types import User
 from workers.ml.explain.policy import is_interactive, methods_for_arch
 from workers.models import Explanation, ModelVersion
 from workers.services.registry import active_version
@@ -30,7 +31,7 @@ Outcome = Literal["ready", "computed", "queued"]
 OUTCOMES: tuple[Outcome, ...] = ("ready", "computed", "queued")
 
 
-def explanation_request(*, case: Case, method: str, user) -> tuple[Outcome, Explanation | None]:
+def explanation_request(*, case: Case, method: str, user: User) -> tuple[Outcome, Explanation | None]:
     """("ready", row) when the active version already explains the case with `method`; ("computed", row)
     after computing an interactive method now; ("queued", None) after enqueueing an expensive one.
     Raises ConflictError("no_model") without an active version and ConflictError("method_unavailable") for a

@@ -18,6 +18,7 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import delete_quietly
+from hitl.core.types import User
 from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState
 from workers.selectors.settings import training_settings_for
 
@@ -124,7 +125,7 @@ def _audit_metrics(metrics: dict) -> dict:
 
 
 @transaction.atomic
-def model_version_promote(*, version: ModelVersion, actor) -> ModelVersion:
+def model_version_promote(*, version: ModelVersion, actor: User) -> ModelVersion:
     """Make a candidate or retired version active by hand (bypasses gating; audited)."""
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if version.state == VersionState.ACTIVE:
@@ -146,7 +147,7 @@ def model_version_promote(*, version: ModelVersion, actor) -> ModelVersion:
 
 
 @transaction.atomic
-def model_version_rollback(*, project: Project, actor) -> ModelVersion:
+def model_version_rollback(*, project: Project, actor: User) -> ModelVersion:
     """Re-activate the previous active version: the retired, once-active one promoted most recently before
     the current active one (repeated rollbacks walk further back). Raises ConflictError if there is none."""
     current = (

@@ -23,6 +23,7 @@ from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
+from hitl.core.types import User
 from workers.models import OPEN_RUN, RunStatus, TrainingRun
 from workers.selectors.settings import training_settings_for
 from workers.services.registry import active_version
@@ -38,7 +39,7 @@ MAX_ATTEMPTS = 2  # a redelivered execute may re-claim a stale run once
 def training_run_start(
     *,
     project: Project,
-    requested_by=None,
+    requested_by: User | None = None,
     trigger: str = "manual",
     config_overrides: dict[str, Any] | None = None,
 ) -> TrainingRun:
@@ -88,7 +89,7 @@ def _enqueue_execute(run_id: int) -> None:
 
 
 @transaction.atomic
-def training_run_cancel(*, run: TrainingRun, actor) -> TrainingRun:
+def training_run_cancel(*, run: TrainingRun, actor: User) -> TrainingRun:
     """QUEUED: cancelled at once. RUNNING: flagged; the worker stops before its next step and finishes the
     run as CANCELLED without registering a version. Finished runs: ConflictError("run_finished")."""
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)

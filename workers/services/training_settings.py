@@ -9,6 +9,7 @@ from django.db import transaction
 from annotations.models import Project
 from hitl.core.audit import audit_record
 from hitl.core.permissions import Action, allows
+from hitl.core.types import User
 from workers.models import TrainingSettings
 from workers.services.training_config import training_config_validate
 
@@ -31,7 +32,7 @@ def training_settings_get_or_create(*, project: Project) -> TrainingSettings:
 
 @transaction.atomic
 def training_settings_update(
-    *, project: Project, actor, roles: set[str], changes: dict[str, Any]
+    *, project: Project, actor: User, roles: set[str], changes: dict[str, Any]
 ) -> TrainingSettings:
     """Apply `changes`; every setting must be allowed for one of `roles` (else PermissionError, HTTP 403).
     An empty change is refused (ValidationError), not recorded. `training_config` is checked key by key

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from annotations.models import CaseSplit, Membership, Modality, Project, Role
 from annotations.services.projects import project_create
+from hitl.core.types import User
 from workers.models import QueryStrategy
 from workers.services.imports import image_import
 from workers.services.samples import demo_volume
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         return out
 
     @transaction.atomic
-    def _project(self, users) -> Project:
+    def _project(self, users: dict[str, User]) -> Project:
         project = project_create(
             creator=users["demo_admin"],
             name=DEMO_PROJECT,
@@ -108,7 +109,7 @@ class Command(BaseCommand):
             run = training_run_start(project=project, requested_by=ml_engineer, trigger="seed")
         self.stdout.write(f"  queued training run #{run.pk} for the first model (the worker trains it)")
 
-    def _import(self, project: Project, data_manager) -> None:
+    def _import(self, project: Project, data_manager: User) -> None:
         vol = demo_volume()
         for split, zs in SPLITS.items():
             affine = _subset_affine(vol.affine, zs)
