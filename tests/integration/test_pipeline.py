@@ -42,7 +42,9 @@ def test_training_run_through_the_api_ends_in_a_scored_explained_queue(celery_wo
     queue = list(Case.objects.filter(project=project, split="pool").order_by("-priority", "id"))
     assert [c.pk for c in queue] == ranked and queue[0].queue_reason["model_version_id"] == version.pk
 
-    wait_until(lambda: Prediction.objects.filter(model_version=version).count() == len(pool_ids), timeout=30)
+    proposed = {*pool_ids, *(c.pk for c in cases["test"])}  # the test cases get proposals too, after the pool
+    wait_until(lambda: Prediction.objects.filter(model_version=version).count() == len(proposed), timeout=30)
+    assert set(Prediction.objects.filter(model_version=version).values_list("case_id", flat=True)) == proposed
     wait_until(
         lambda: Explanation.objects.filter(model_version=version).count() == 2 * len(pool_ids), timeout=30
     )

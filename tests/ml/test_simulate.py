@@ -10,8 +10,9 @@ import pytest
 
 from workers.ml.al.scoring import PoolScores
 from workers.ml.imaging.datasets import VolumeSlice
+from workers.ml.models.metrics import set_metrics
 from workers.ml.research import simulate
-from workers.ml.research.sim_data import POOL, TEST, VAL, SimTask, assign_splits, global_dice
+from workers.ml.research.sim_data import POOL, TEST, VAL, SimTask, assign_splits
 from workers.ml.research.sim_loop import LoopConfig, RunResult, epochs_for, run_strategy, start_seed
 
 
@@ -35,13 +36,13 @@ def test_split_keeps_test_slices_away_from_other_splits():
     assert kept.count(POOL) > kept.count(TEST) > kept.count(VAL) > 0
 
 
-def test_global_dice_known_answers():
+def test_the_simulation_scores_test_slices_by_the_pooled_dice():
     truth = np.array([[[1, 1, 0, 0]], [[0, 0, 0, 0]]])
     pred = np.array([[[1, 0, 0, 0]], [[0, 0, 0, 1]]])
-    # class 1: intersection 1, |pred| 2, |truth| 2 -> 0.5; class 2 absent from both -> 1.0
-    assert global_dice(pred, truth, 3) == pytest.approx(0.75)
-    assert global_dice(truth, truth, 2) == 1.0
-    assert global_dice(np.zeros_like(truth), truth, 2) == 0.0
+    # class 1: intersection 1, |pred| 2, |truth| 2 -> 0.5; class 2 absent from both -> left out (was 1.0)
+    assert set_metrics(list(pred), list(truth), 3).dice == pytest.approx(0.5)
+    assert set_metrics(list(truth), list(truth), 2).dice == 1.0
+    assert set_metrics(list(np.zeros_like(truth)), list(truth), 2).dice == 0.0
 
 
 def test_epochs_give_about_the_requested_steps():

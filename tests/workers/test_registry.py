@@ -67,3 +67,34 @@ def test_promote_then_rollback_walks_back(project, member, scoring_calls, django
     assert scoring_calls == [v3.pk, v2.pk, v1.pk]  # every activation queues a re-scoring (via the outbox)
     actions = list(AuditEvent.objects.filter(project=project).values_list("action", flat=True))
     assert actions.count("model_version.rollback") == 2 and "model_version.promote" in actions
+
+
+def test_an_empty_predictor_is_never_promoted_over_a_model_that_finds_the_structure():
+    """Sparse validation data (one slice of ten holds the structure): by the pooled Dice the empty predictor
+    scores 0 and the finder 1, so gating keeps the empty one as a candidate, whatever the tolerance."""
+    import numpy as np
+
+    from workers.ml.models.metrics import METRIC_NAME, set_metrics
+
+    truths = [np.zeros((8, 8), np.uint8) for _ in range(9)] + [np.pad(np.ones((4, 4), np.uint8), 2)]
+    empty = set_metrics([np.zeros_like(t) for t in truths], truths, 2).dice
+    finder = set_metrics(truths, truths, 2).dice
+    active = ModelVersion(pk=7, number=3, metrics={"validation_dice": finder, "dice_metric": METRIC_NAME})
+    candidate = {"validation_dice": empty, "dice_metric": METRIC_NAME}
+    for tolerance in (0.0, 0.01, 0.5):
+        assert not gating_decide(tolerance=tolerance, metrics=candidate, active=active)[0]
+    assert gating_decide(
+        tolerance=0.0, metrics={"validation_dice": finder, "dice_metric": METRIC_NAME}, active=active
+    )[0]
+
+
+def test_gating_compares_on_the_same_cases_and_refuses_figures_of_another_metric():
+    old_metric = ModelVersion(pk=5, number=2, metrics={"validation_dice": 0.87})  # per-slice mean: inflated
+    measured = {"validation_dice": 0.6, "dice_metric": "pooled_dice"}
+    ok, outcome = gating_decide(tolerance=0.01, metrics=measured, active=old_metric)
+    assert not ok and "not comparable" in outcome
+    same_cases = {**measured, "active_on_validation": {"version_id": 5, "validation_dice": 0.02}}
+    ok, outcome = gating_decide(tolerance=0.01, metrics=same_cases, active=old_metric)
+    assert ok and "0.6000 >= active v2 0.0200" in outcome
+    other = {**measured, "active_on_validation": {"version_id": 99, "validation_dice": 0.02}}
+    assert not gating_decide(tolerance=0.01, metrics=other, active=old_metric)[0]  # measured another version

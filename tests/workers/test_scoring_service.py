@@ -100,3 +100,17 @@ def test_cold_start_task_runs_the_service(project, pool):
     from workers.tasks import queue_cold_start_task
 
     assert queue_cold_start_task.delay(project_id=project.pk).get() == len(pool)
+
+
+def test_the_active_version_proposes_for_test_cases_after_the_pool(
+    project, member, monkeypatch, django_capture_on_commit_callbacks
+):
+    seeded = seed_project(project, member(Role.ML_ENGINEER), n_train=0, n_val=0, n_test=3, n_pool=4)
+    sent = []
+    monkeypatch.setattr(scoring_service, "outbox_enqueue", lambda task, kwargs: sent.append((task, kwargs)))
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    with django_capture_on_commit_callbacks(execute=True):
+        scoring_run(project_id=project.pk, version_id=version.pk)
+    proposals = [kw["case_ids"] for task, kw in sent if task == task_names.PROPOSAL_COMPUTE]
+    assert proposals[-1] == [c.pk for c in seeded["test"]]  # last: after the pool's proposals
+    assert {i for ids in proposals[:-1] for i in ids} == {c.pk for c in seeded["pool"]}

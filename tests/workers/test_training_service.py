@@ -77,10 +77,13 @@ def test_start_execute_registers_first_version_and_the_whole_chain_follows(
     assert m["labelled_cases"] == 4 and m["validation_cases"] == 2 and m["test_cases"] == 2
     assert hashlib.sha256(bytes_load(version.weights_path)).hexdigest() == version.weights_sha256
     assert version.config["network"]["channels"] == [4, 8, 16] and run.seed == 0
-    # after commit: scoring, queue order, proposals and explanations for every pool case
+    # after commit: scoring, queue order, proposals and explanations for every pool case; proposals for the
+    # test cases too (their reported Dice can be checked against what the model draws)
     pool_ids = {c.pk for c in seeded["pool"]}
+    test_ids = {c.pk for c in seeded["test"]}
     assert set(CaseScore.objects.filter(model_version=version).values_list("case_id", flat=True)) == pool_ids
-    assert set(Prediction.objects.filter(model_version=version).values_list("case_id", flat=True)) == pool_ids
+    proposed = set(Prediction.objects.filter(model_version=version).values_list("case_id", flat=True))
+    assert proposed == pool_ids | test_ids
     assert Explanation.objects.filter(model_version=version).count() == 2 * len(pool_ids)
     assert AuditEvent.objects.filter(action="training_run.start", target_id=str(run.pk)).exists()
 
@@ -144,8 +147,19 @@ def test_running_cancel_sets_the_flag(project, ml, seeded, no_enqueue):
     assert run.status == RunStatus.RUNNING and run.cancel_requested
 
 
-def test_no_validation_labels_fail_clearly(project, ml, no_enqueue):
-    seed_project(project, ml, n_val=0, n_test=0, n_pool=0)
+def test_without_a_validation_split_a_share_of_the_labelled_images_validates(project, ml, no_enqueue):
+    seeded = seed_project(project, ml, n_train=5, n_val=0, n_test=0, n_pool=0)
+    run = _run(project, ml)
+    assert run.status == RunStatus.SUCCEEDED, run.outcome
+    metrics = run.result_version.metrics
+    assert metrics["validation_cases"] == 1 and metrics["labelled_cases"] == 4  # one of 5 images: 20 %
+    assert metrics["validation_source"].startswith("carved") and "validation carved" in run.outcome
+    labelled = sorted(c.current_annotation_id for c in seeded["train"])
+    assert sorted(run.revision_ids) == labelled  # every revision read is recorded once
+
+
+def test_too_few_labels_to_validate_fail_clearly(project, ml, no_enqueue):
+    seed_project(project, ml, n_train=1, n_val=0, n_test=0, n_pool=0)
     run = _run(project, ml)
     assert run.status == RunStatus.FAILED and "no validation labels" in run.outcome
     run.delete()

@@ -2,7 +2,7 @@
 cancelling, promoting and rolling back need Action.TRAIN (ML engineers, admins)."""
 
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -27,12 +27,6 @@ from workers.services.training_config import config_json_schema
 class TrainingConfigField(serializers.DictField):
     """Training overrides; the schema states every rule `training_config_validate` applies (the service
     checks them again)."""
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "the request conflicts with the current state"
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
@@ -203,6 +197,10 @@ class LearningCurveApi(APIView):
         labelled_cases = serializers.IntegerField(allow_null=True)
         validation_dice = serializers.FloatField(allow_null=True)
         test_dice = serializers.FloatField(allow_null=True)
+        dice_metric = serializers.CharField(
+            allow_null=True,
+            help_text="how the Dice was measured; null: an older per-slice mean, not comparable",
+        )
         created_at = serializers.DateTimeField()
 
     @extend_schema(

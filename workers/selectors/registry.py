@@ -59,6 +59,7 @@ def learning_curve(*, project: Project) -> list[dict[str, Any]]:
             "labelled_cases": v.metrics.get("labelled_cases"),
             "validation_dice": v.metrics.get("validation_dice"),
             "test_dice": v.metrics.get("test_dice"),
+            "dice_metric": v.metrics.get("dice_metric"),  # None: the older per-slice mean, not comparable
             "created_at": v.created_at,
         }
         for v in rows

@@ -11,6 +11,7 @@ The exact revisions used are returned so a run can record them (reproducibility)
 are all the readers' revisions it was voted from.
 """
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class TrainingSets:
     validation: LabelledSet
     test: LabelledSet
     label_policy: str = LabelPolicy.LATEST
+    validation_source: str = "the validation split"
 
 
 class SliceLoader:
@@ -131,9 +133,53 @@ def training_sets_build(*, project: Project, label_policy: str | None = None) ->
     def build(splits: Sequence[str]) -> LabelledSet:
         return labelled_set_build(project=project, splits=splits, num_classes=k, label_policy=policy)
 
-    return TrainingSets(
+    sets = TrainingSets(
         train=build(TRAIN_SPLITS),
         validation=build([CaseSplit.VALIDATION]),
         test=build([CaseSplit.TEST]),
         label_policy=policy,
+    )
+    if not len(sets.validation) and len(sets.train) >= 2:
+        _carve_validation(sets, project_id=project.pk)
+    return sets
+
+
+VALIDATION_SHARE = 0.2  # of the labelled images (or of one volume's slices) carved when no split exists
+
+
+def _carve_validation(sets: TrainingSets, *, project_id: int) -> None:
+    """A project without labelled validation cases validates on a share of its labelled pool: whole images
+    (chosen by a hash of project and image id: stable as labels grow, no slice of a validation image in
+    training), or with one image only, the last block of its labelled slices (position block, so
+    neighbouring slices do not sit on both sides)."""
+    rows = {
+        pk: (img, z)
+        for pk, img, z in Case.objects.filter(pk__in=sets.train.case_ids).values_list(
+            "pk", "image_id", "slice_index"
+        )
+    }
+    images = sorted({img for img, _ in rows.values()})
+    if len(images) >= 2:
+        n = max(1, round(VALIDATION_SHARE * len(images)))
+        chosen = set(sorted(images, key=lambda i: hashlib.sha256(f"{project_id}:{i}".encode()).digest())[:n])
+        picked = {pk for pk, (img, _) in rows.items() if img in chosen}
+        what = f"{len(picked)} labelled cases of {n} of the {len(images)} labelled images"
+    else:
+        by_z = sorted(rows, key=lambda pk: rows[pk][1])
+        picked = set(by_z[-max(1, round(VALIDATION_SHARE * len(by_z))) :])
+        what = f"the last {len(picked)} of the {len(by_z)} labelled slices of the one labelled image"
+    keep = [i for i, pk in enumerate(sets.train.case_ids) if pk not in picked]
+    move = [i for i, pk in enumerate(sets.train.case_ids) if pk in picked]
+    # The revisions read stay listed once, with the training set (a run records every revision it read).
+    sets.validation = _subset(sets.train, move, revision_ids=[])
+    sets.train = _subset(sets.train, keep, revision_ids=sets.train.revision_ids)
+    sets.validation_source = f"carved from the labelled pool ({what}): no validation case is labelled"
+
+
+def _subset(labelled: LabelledSet, idx: list[int], *, revision_ids: list[int]) -> LabelledSet:
+    return LabelledSet(
+        case_ids=[labelled.case_ids[i] for i in idx],
+        revision_ids=list(revision_ids),
+        images=[labelled.images[i] for i in idx],
+        masks=[labelled.masks[i] for i in idx],
     )

@@ -32,11 +32,18 @@ def active_version(*, project: Project | int) -> ModelVersion | None:
 
 def gating_decide(*, tolerance: float, metrics: dict, active: ModelVersion | None) -> tuple[bool, str]:
     """(activate?, outcome in words). A candidate becomes active when there is no active version or its
-    validation Dice >= the active one's minus `tolerance` (the project's TrainingSettings.gating_tolerance)."""
+    validation Dice >= the active one's minus `tolerance` (the project's TrainingSettings.gating_tolerance).
+    The active one's Dice is the one the run measured on the same validation cases
+    (`metrics["active_on_validation"]`); without it, its stored Dice, only when measured by the same metric."""
     new = metrics.get("validation_dice")
     if active is None:
         return True, f"promoted: first active version (validation Dice {_fmt(new)})"
-    old = active.metrics.get("validation_dice")
+    old, comparable = _active_dice(metrics, active)
+    if not comparable:
+        return False, (
+            f"kept as candidate: validation Dice {_fmt(new)} is not comparable with active v{active.number}'s"
+            " (another metric or other cases); promote it by hand after checking"
+        )
     if new is None or old is None:
         return False, f"kept as candidate: validation Dice missing (new {_fmt(new)}, active {_fmt(old)})"
     bar = old - tolerance
@@ -48,6 +55,16 @@ def gating_decide(*, tolerance: float, metrics: dict, active: ModelVersion | Non
     return False, (
         f"kept as candidate: validation Dice {_fmt(new)} < active v{active.number} {_fmt(old)} "
         f"- tolerance {tolerance:.3f} = {_fmt(bar)}"
+    )
+
+
+def _active_dice(metrics: dict, active: ModelVersion) -> tuple[float | None, bool]:
+    """(the active version's Dice to compare with, whether the two are comparable)."""
+    same_cases = metrics.get("active_on_validation") or {}
+    if same_cases and same_cases.get("version_id") == active.pk:
+        return same_cases.get("validation_dice"), True
+    return active.metrics.get("validation_dice"), active.metrics.get("dice_metric") == metrics.get(
+        "dice_metric"
     )
 
 
@@ -106,7 +123,8 @@ def model_version_register(
         _activate(version=version, previous=active)
     run.result_version = version
     run.status = RunStatus.SUCCEEDED
-    run.outcome = f"v{number} {outcome}"
+    source = metrics.get("validation_source") or ""
+    run.outcome = f"v{number} {outcome}" + (f"; validation {source}" if source.startswith("carved") else "")
     run.progress = 100.0
     run.finished_at = timezone.now()
     run.save(update_fields=["result_version", "status", "outcome", "progress", "finished_at"])

@@ -14,7 +14,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from annotations.models import Case, Project
+from annotations.models import Case, CaseSplit, Project
 from hitl.core import task_names
 from hitl.core.outbox import outbox_enqueue
 from workers.ml.al.scoring import PoolScores, score_pool
@@ -125,6 +125,7 @@ def scoring_run(*, project_id: int, version_id: int) -> int:
     cases = list(open_pool_cases(project=project))
     if not cases:
         queue_priorities_set(project=project, entries=[])
+        _enqueue_test_proposals(version)
         return 0
     model = model_load(version)
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
@@ -137,6 +138,7 @@ def scoring_run(*, project_id: int, version_id: int) -> int:
     if ordered_ids:
         methods = list(version.config.get("explain_methods", DEFAULT_METHODS))
         transaction.on_commit(lambda: _enqueue_followups(version.pk, ordered_ids, methods))
+    _enqueue_test_proposals(version)  # after the pool's: readers wait for those
     return len(ordered_ids)
 
 
@@ -187,6 +189,25 @@ def _store_scores(
         uncertainty=np.asarray(values if values is not None else scores.entropy, dtype=np.float64).tolist(),
     )
     return [e.case_id for e in entries]
+
+
+def _enqueue_test_proposals(version: ModelVersion) -> None:
+    """The active version proposes for the labelled test cases too (after the pool's work, which readers
+    wait for), so anyone can check its reported test Dice against what it draws."""
+    test_ids = list(
+        Case.objects.filter(project_id=version.project_id, split=CaseSplit.TEST)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+
+    def send() -> None:
+        with transaction.atomic():
+            for i in range(0, len(test_ids), CHUNK_SIZE):
+                kwargs = {"version_id": version.pk, "case_ids": test_ids[i : i + CHUNK_SIZE]}
+                outbox_enqueue(task=task_names.PROPOSAL_COMPUTE, kwargs=kwargs)
+
+    if test_ids:
+        transaction.on_commit(send)
 
 
 def _batches(ids: list[int]) -> list[list[int]]:

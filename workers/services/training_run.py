@@ -7,21 +7,22 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from annotations.models import Project
 from hitl.core.storage import bytes_save
 from workers.ml.models.checkpoint import checkpoint_to_bytes
 from workers.ml.models.device import limit_cpu_threads
 from workers.ml.models.inference import predict_labels
+from workers.ml.models.metrics import METRIC_NAME, SetMetrics, set_metrics
 from workers.ml.models.networks import NetworkConfig
-from workers.ml.models.training import EpochReport, TrainConfig, dice_per_class, mean_foreground_dice, train
+from workers.ml.models.training import EpochReport, TrainConfig, train
 from workers.models import RunStatus, TrainingRun
 from workers.services.datasets import LabelledSet, TrainingSets, training_sets_build
-from workers.services.registry import model_version_register
+from workers.services.registry import active_version, model_version_register
 from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark
-from workers.services.weights import model_state_load
+from workers.services.weights import model_load, model_state_load
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,11 @@ def _execute_claimed(run: TrainingRun) -> None:
         return
     if not len(sets.validation):
         _finish(
-            run.pk, attempt, RunStatus.FAILED, "no validation labels: no validation case has an annotation"
+            run.pk,
+            attempt,
+            RunStatus.FAILED,
+            "no validation labels: label a validation case, or at least two pool cases (a share of them is"
+            " then set aside to validate on)",
         )
         return
     net_cfg = NetworkConfig.from_dict(run.config["network"])
@@ -166,6 +171,9 @@ def _execute_claimed(run: TrainingRun) -> None:
         )
         return
     metrics = evaluate(result.model, sets, net_cfg.num_classes, train_cfg.batch_size)
+    metrics["active_on_validation"] = active_on_validation(
+        run.project, sets, net_cfg.num_classes, train_cfg.batch_size
+    )
     metrics |= {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": run.seed}
     data = checkpoint_to_bytes(result.model, net_cfg, meta={"run": run.pk, "project": run.project_id})
     # Weights first: the version row only ever points at a file that exists.
@@ -179,23 +187,54 @@ def _execute_claimed(run: TrainingRun) -> None:
     )
 
 
-def _dice(model, labelled: LabelledSet, k: int, batch_size: int) -> tuple[float | None, list[float]]:
+def _set_metrics(model, labelled: LabelledSet, k: int, batch_size: int) -> SetMetrics | None:
     if not len(labelled):
-        return None, []
-    preds = predict_labels(model, labelled.images, batch_size=batch_size)
-    per_class = np.mean([dice_per_class(p, t, k) for p, t in zip(preds, labelled.masks, strict=True)], axis=0)
-    return mean_foreground_dice(preds, labelled.masks, k), [float(x) for x in per_class]
+        return None
+    return set_metrics(predict_labels(model, labelled.images, batch_size=batch_size), labelled.masks, k)
+
+
+def _dice_of(m: SetMetrics | None) -> float | None:
+    return _json_float(m.dice) if m is not None else None
+
+
+def _per_class(m: SetMetrics | None) -> list[float | None]:
+    return [c.pooled_dice for c in m.classes] if m is not None else []
 
 
 def evaluate(model, sets: TrainingSets, num_classes: int, batch_size: int) -> dict[str, Any]:
-    """Validation and test Dice (mean foreground, and per class) plus the set sizes."""
-    val, val_per_class = _dice(model, sets.validation, num_classes, batch_size)
-    test, test_per_class = _dice(model, sets.test, num_classes, batch_size)
+    """Validation and test metrics (workers.ml.models.metrics: pooled Dice over the set, per class, the
+    per-case Dice where the class is present and false positives on cases without it) plus the set sizes."""
+    val = _set_metrics(model, sets.validation, num_classes, batch_size)
+    test = _set_metrics(model, sets.test, num_classes, batch_size)
     return {
-        "validation_dice": _json_float(val) if val is not None else None,
-        "test_dice": _json_float(test) if test is not None else None,
-        "per_class": {"validation": val_per_class, "test": test_per_class},
+        "dice_metric": METRIC_NAME,
+        "validation_dice": _dice_of(val),
+        "test_dice": _dice_of(test),
+        "per_class": {"validation": _per_class(val), "test": _per_class(test)},
+        "validation": val.to_dict() if val is not None else None,
+        "test": test.to_dict() if test is not None else None,
         "labelled_cases": len(sets.train),
         "validation_cases": len(sets.validation),
+        "validation_source": sets.validation_source,
         "test_cases": len(sets.test),
     }
+
+
+def active_on_validation(
+    project: Project, sets: TrainingSets, num_classes: int, batch_size: int
+) -> dict | None:
+    """The active version's Dice on this run's validation cases, by the same metric: gating compares the
+    two models on the same cases (the validation set grows, and older versions' stored figures may use an
+    older metric). None without an active version or one that cannot read these images."""
+    version = active_version(project=project)
+    if version is None or not len(sets.validation):
+        return None
+    net = version.config.get("network", {})
+    if (
+        net.get("num_classes") != num_classes
+        or net.get("in_channels", 1) != sets.validation.images[0].shape[0]
+    ):
+        return None
+    model = model_load(version)
+    m = _set_metrics(model, sets.validation, num_classes, batch_size)
+    return {"version_id": version.pk, "validation_dice": _dice_of(m)}

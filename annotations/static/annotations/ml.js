@@ -52,6 +52,13 @@ async function refreshRun() {
   }
 }
 
+/** Predicted pixels on validation cases that hold none of the class, as a share of their pixels (the
+ * worst class): what a reader would have to erase on an empty case. */
+function falsePositives(validation) {
+  const shares = (validation?.classes || []).map((c) => c.fp_fraction_empty).filter((x) => x != null);
+  return shares.length ? `${(100 * Math.max(...shares)).toFixed(2)} %` : "—";
+}
+
 async function refreshVersions() {
   const versions = await getAll(`/api/v1/projects/${pid}/model-versions`);
   const body = $("versions");
@@ -63,7 +70,9 @@ async function refreshVersions() {
     const st = cell(tr, v.state);
     if (v.state === "active") st.innerHTML = '<span class="badge ok">active</span>';
     cell(tr, v.metrics.labelled_cases ?? "—");
-    cell(tr, fmt(v.metrics.validation_dice)); cell(tr, fmt(v.metrics.test_dice));
+    const older = v.metrics.dice_metric ? "" : " (older metric)";  // per-slice mean: not comparable
+    cell(tr, fmt(v.metrics.validation_dice) + older); cell(tr, fmt(v.metrics.test_dice) + older);
+    cell(tr, falsePositives(v.metrics.validation));
     cell(tr, v.parent_number ? `v${v.parent_number}` : "—");
     cell(tr, new Date(v.created_at).toLocaleString());
     const act = cell(tr, "");
@@ -75,7 +84,7 @@ async function refreshVersions() {
     }
     body.append(tr);
   }
-  if (!versions.length) { const tr = document.createElement("tr"); cell(tr, "No model versions yet: start a training run.").colSpan = 8; body.append(tr); }
+  if (!versions.length) { const tr = document.createElement("tr"); cell(tr, "No model versions yet: start a training run.").colSpan = 9; body.append(tr); }
 }
 
 async function refreshCurve() {

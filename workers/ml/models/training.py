@@ -6,8 +6,9 @@ Contracts:
   Images may differ in size; each step draws random ``patch_size`` crops (padded when smaller).
 - Same seed, same data, same device and thread count -> identical weights (seeds python, numpy, torch,
   MONAI; augmentation and data order use their own seeded generators).
-- Validation after every epoch: mean foreground Dice on the full validation images (background ignored;
-  a class absent from both prediction and truth counts 1.0). The best epoch's weights are returned.
+- Validation after every epoch: the pooled foreground Dice over the full validation images
+  (``workers.ml.models.metrics``: an empty predictor scores 0 wherever the structure exists, a class found
+  nowhere is left out). The best epoch's weights are returned.
   Without validation data the lowest training loss picks the best epoch and val_dice is NaN.
 - ``progress(EpochReport)`` is called once per finished epoch. ``should_stop()`` is polled before every
   step; when it returns True training ends at once and the best weights so far are returned
@@ -31,6 +32,7 @@ from torch import nn
 from workers.ml.models.config import TrainConfig  # noqa: F401  (re-exported)
 from workers.ml.models.device import pick_device
 from workers.ml.models.inference import predict_labels
+from workers.ml.models.metrics import set_metrics
 from workers.ml.models.networks import NetworkConfig, build_network
 from workers.ml.models.transforms import ensure_prepared, train_transforms
 
@@ -61,25 +63,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_determinism(seed=seed)
-
-
-def dice_per_class(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of classes 1..K-1 for two label maps; 1.0 where a class is absent from both."""
-    k = num_classes
-    conf = np.bincount(pred.astype(np.int64).ravel() * k + truth.astype(np.int64).ravel(), minlength=k * k)
-    conf = conf[: k * k].reshape(k, k)  # conf[p, t]
-    inter = np.diag(conf)[1:].astype(np.float64)
-    sizes = conf.sum(axis=1)[1:] + conf.sum(axis=0)[1:]
-    return np.where(sizes > 0, 2.0 * inter / np.maximum(sizes, 1), 1.0)
-
-
-def mean_foreground_dice(
-    preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], num_classes: int
-) -> float:
-    """Mean over cases of the mean foreground Dice of each case."""
-    return float(
-        np.mean([dice_per_class(p, t, num_classes).mean() for p, t in zip(preds, truths, strict=True)])
-    )
 
 
 def _check_inputs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], num_classes: int) -> None:
@@ -129,7 +112,7 @@ def _validate(
     if not val_images:
         return float("nan")
     preds = predict_labels(model, val_images, batch_size=bs)
-    return mean_foreground_dice(preds, val_masks, k)
+    return set_metrics(preds, val_masks, k).dice
 
 
 def _train_epoch(
@@ -198,7 +181,9 @@ def train(
         if cancelled:
             break
         dice = _validate(model, vprep, vmasks, k, train_cfg.batch_size)
-        score = dice if vprep else -loss  # what "better" means for keeping the best epoch
+        # What "better" means for keeping the best epoch. NaN Dice: no structure anywhere in the
+        # validation truths and none predicted, which is right there.
+        score = (1.0 if math.isnan(dice) else dice) if vprep else -loss
         if score > best_score:
             best_state, best_score, best_epoch, best_dice, stale = _clone_state(model), score, epoch, dice, 0
         else:

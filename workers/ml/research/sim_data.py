@@ -126,14 +126,3 @@ def build_task(spec: TaskSpec) -> SimTask:
         test=np.flatnonzero(kept_split == TEST),
         dropped=len(items) - len(keep),
     )
-
-
-def global_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
-    """Mean over foreground classes of the Dice over ALL test pixels at once (not a mean of per-slice
-    Dice, which empty slices would dominate). A class absent from both prediction and truth counts 1.0."""
-    scores = []
-    for c in range(1, num_classes):
-        p, t = pred == c, truth == c
-        denom = int(p.sum()) + int(t.sum())
-        scores.append(1.0 if denom == 0 else 2.0 * float(np.logical_and(p, t).sum()) / denom)
-    return float(np.mean(scores))

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from workers.ml.al.strategies import intensity_features, select
+from workers.ml.models.metrics import set_metrics
 from workers.ml.models.networks import NetworkConfig
-from workers.ml.research.sim_data import SimTask, global_dice
+from workers.ml.research.sim_data import SimTask
 
 COMMITTEE_SIZE = 3
 NEEDS_SCORES = {"fg_random", "least_confidence", "margin", "entropy", "bald", "diverse", "committee"}
@@ -147,7 +148,7 @@ class RunResult:
 
 def evaluate_dice(backend: Backend, model: Any, task: SimTask) -> float:
     pred = backend.predict(model, task.images[task.test])
-    return global_dice(pred, task.masks[task.test], task.num_classes)
+    return set_metrics(list(pred), list(task.masks[task.test]), task.num_classes).dice
 
 
 def seed_set(task: SimTask, cfg: LoopConfig, seed: int) -> np.ndarray:
