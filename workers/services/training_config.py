@@ -23,13 +23,21 @@ def in_channels_for(project: Project) -> int:
     return 3 if shape is not None and len(shape) == 4 else 1
 
 
+# The few-labels recipe (docs/results: `python -m workers.ml.research.recipe`): 40 epochs of 25 steps drawn
+# with replacement, a third of the patches centred on a labelled pixel, strong augmentation, batch Dice,
+# poly LR decay; early stopping on the validation cases after 10 epochs without progress.
 DEFAULTS: dict[str, Any] = {
-    "epochs": 15,
+    "epochs": 40,
     "batch_size": 8,
     "lr": 1e-3,
     "patch_size": 128,
-    "early_stopping_patience": 5,
-    "max_steps_per_epoch": 20,
+    "early_stopping_patience": 10,
+    "steps_per_epoch": 25,
+    "max_steps_per_epoch": 25,
+    "fg_oversample": 0.33,
+    "strong_augment": True,
+    "batch_dice": True,
+    "poly_lr": True,
     "augment": True,
     "arch": "unet",
     "channels": [16, 32, 64, 128],
@@ -66,6 +74,11 @@ RULES: dict[str, Rule] = {
     "patch_size": Rule("int", PATCH_MULTIPLE, 1024, multiple_of=PATCH_MULTIPLE),
     "early_stopping_patience": Rule("int", 0, 100),
     "max_steps_per_epoch": Rule("int", 1, 100_000),
+    "steps_per_epoch": Rule("int", 0, 100_000),
+    "fg_oversample": Rule("float", 0.0, 1.0),
+    "strong_augment": Rule("bool"),
+    "batch_dice": Rule("bool"),
+    "poly_lr": Rule("bool"),
     "augment": Rule("bool"),
     "seed": Rule("int", 0, 2**31 - 1),
     "arch": Rule("choice", choices=ARCHITECTURES),
@@ -188,6 +201,11 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
         augment=c["augment"],
         modality=project.modality,
         max_steps_per_epoch=c["max_steps_per_epoch"],
+        steps_per_epoch=c["steps_per_epoch"],
+        fg_oversample=c["fg_oversample"],
+        strong_augment=c["strong_augment"],
+        batch_dice=c["batch_dice"],
+        poly_lr=c["poly_lr"],
     )
     return {
         "overrides": overrides,

@@ -48,6 +48,15 @@ class TrainConfig:
     augment: bool = True
     modality: str = "MR"
     max_steps_per_epoch: int | None = None
+    # The few-labels recipe (workers.services.training_config turns it on; these defaults keep the plain
+    # loop): a fixed number of steps per epoch drawn with replacement (0: one pass over the images), the
+    # share of patches centred on a labelled pixel, affine + gamma + noise augmentation, Dice computed over
+    # the whole batch (an all-background patch is learnable, a painted one is not free), poly LR decay.
+    steps_per_epoch: int = 0
+    fg_oversample: float = 0.0
+    strong_augment: bool = False
+    batch_dice: bool = False
+    poly_lr: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -81,25 +81,41 @@ class _Batches:
     def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], cfg: TrainConfig) -> None:
         self.images, self.masks, self.cfg = images, masks, cfg
         self.order_rng = np.random.default_rng(cfg.seed)
-        self.transform = train_transforms(cfg.patch_size, augment=cfg.augment)
+        self.transform = train_transforms(
+            cfg.patch_size,
+            augment=cfg.augment,
+            fg_oversample=cfg.fg_oversample,
+            strong=cfg.strong_augment,
+        )
         self.transform.set_random_state(seed=cfg.seed)
 
     def steps_per_epoch(self) -> int:
-        steps = math.ceil(len(self.images) / self.cfg.batch_size)
+        steps = self.cfg.steps_per_epoch or math.ceil(len(self.images) / self.cfg.batch_size)
         return min(steps, self.cfg.max_steps_per_epoch or steps)
 
     def epoch(self) -> list[np.ndarray]:
-        perm = self.order_rng.permutation(len(self.images))
         bs = self.cfg.batch_size
+        if (
+            self.cfg.steps_per_epoch
+        ):  # fixed steps, drawn with replacement: few labels still train long enough
+            return [self.order_rng.integers(0, len(self.images), bs) for _ in range(self.steps_per_epoch())]
+        perm = self.order_rng.permutation(len(self.images))
         return [perm[s * bs : (s + 1) * bs] for s in range(self.steps_per_epoch())]
 
     def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for i in idx:
             d = self.transform({"image": self.images[i], "label": self.masks[i][None]})
+            d = d[0] if isinstance(d, list) else d  # the foreground-oversampling crop returns a list
             xs.append(torch.as_tensor(d["image"]).as_subclass(torch.Tensor))
             ys.append(torch.as_tensor(d["label"]).as_subclass(torch.Tensor))
         return torch.stack(xs).float().to(device), torch.stack(ys).long().to(device)
+
+
+def _poly_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """nnU-Net's poly decay: lr x (1 - step / total) ** 0.9."""
+    total = max(1, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total) ** 0.9)
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -122,6 +138,7 @@ def _train_epoch(
     opt: torch.optim.Optimizer,
     device: torch.device,
     should_stop: Callable[[], bool] | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> tuple[float, bool]:
     """One pass; returns (mean loss over the steps taken, cancelled)."""
     model.train()
@@ -134,6 +151,8 @@ def _train_epoch(
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(float(loss.detach()))
     return float(np.mean(losses)), False
 
@@ -169,15 +188,18 @@ def train(
         model.load_state_dict(init_state)
     model.to(dev)
     batches = _Batches(prep, tmasks, train_cfg)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=train_cfg.batch_dice)
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
+    scheduler = (
+        _poly_schedule(opt, train_cfg.epochs * batches.steps_per_epoch()) if train_cfg.poly_lr else None
+    )
 
     history: list[EpochReport] = []
     best_state, best_score, best_epoch, best_dice = _clone_state(model), -math.inf, 0, float("nan")
     stale, stopped_early, cancelled = 0, False, False
     for epoch in range(1, train_cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss, cancelled = _train_epoch(model, batches, loss_fn, opt, dev, should_stop)
+        loss, cancelled = _train_epoch(model, batches, loss_fn, opt, dev, should_stop, scheduler)
         if cancelled:
             break
         dice = _validate(model, vprep, vmasks, k, train_cfg.batch_size)

@@ -16,7 +16,11 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import (
     Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCropByPosNegLabeld,
     RandFlipd,
+    RandGaussianNoised,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -111,18 +115,35 @@ def crop_to(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return arr[..., : hw[0], : hw[1]]
 
 
-def train_transforms(patch_size: tuple[int, int], *, augment: bool = True, intensity: bool = True) -> Compose:
-    """Pad to at least `patch_size`, random crop of exactly `patch_size`, then (if `augment`) flips,
-    90-degree rotations and (if `intensity`) small intensity scale/shift of the image only.
+def train_transforms(
+    patch_size: tuple[int, int],
+    *,
+    augment: bool = True,
+    intensity: bool = True,
+    fg_oversample: float = 0.0,
+    strong: bool = False,
+) -> Compose:
+    """Pad to at least `patch_size`, crop exactly `patch_size` (a share `fg_oversample` of crops centred on
+    a labelled pixel, the rest anywhere), then (if `augment`) flips, 90-degree rotations and (if
+    `intensity`) small intensity scale/shift of the image only; `strong` adds a small affine (rotation,
+    scale; labels nearest-neighbour), gamma and Gaussian noise.
 
-    Labels move with the image through the spatial transforms; rotations are multiples of 90 degrees so
-    labels need no interpolation.
+    Labels move with the image through every spatial transform and are never interpolated.
     """
     keys = ["image", "label"]
-    steps: list = [
-        SpatialPadd(keys=keys, spatial_size=patch_size, mode="edge"),
-        RandSpatialCropd(keys=keys, roi_size=patch_size, random_size=False),
-    ]
+    steps: list = [SpatialPadd(keys=keys, spatial_size=patch_size, mode="edge")]
+    if strong and augment:  # before the crop: the affine then sees context instead of padding
+        steps.append(
+            RandAffined(
+                keys=keys,
+                prob=0.3,
+                rotate_range=(0.26,),
+                scale_range=((-0.15, 0.25), (-0.15, 0.25)),
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
+    steps.append(_crop(keys, patch_size, fg_oversample))
     if augment:
         steps += [
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
@@ -135,4 +156,24 @@ def train_transforms(patch_size: tuple[int, int], *, augment: bool = True, inten
                 RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
                 RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
             ]
+        if strong:
+            steps += [
+                RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
+                RandGaussianNoised(keys="image", prob=0.15, std=0.05),
+            ]
     return Compose(steps)
+
+
+def _crop(keys: list[str], patch_size: tuple[int, int], fg_oversample: float):
+    if fg_oversample <= 0:
+        return RandSpatialCropd(keys=keys, roi_size=patch_size, random_size=False)
+    # pos:neg = share : 1 - share. An image without labelled pixels falls back to background centres.
+    return RandCropByPosNegLabeld(
+        keys=keys,
+        label_key="label",
+        spatial_size=patch_size,
+        pos=fg_oversample,
+        neg=1.0 - fg_oversample,
+        num_samples=1,
+        allow_smaller=True,
+    )

@@ -1,0 +1,124 @@
+"""python -m workers.ml.research.recipe [--datasets a,b] [--recipes plain,few_labels] [--json OUT]
+
+Full-data test Dice at native resolution on the real labelled volumes of DATA.md: axial slices at the
+volume's own in-plane size, split by position blocks (workers.ml.research.sim_data.assign_splits: pool +
+validation + test, neighbouring slices never on both sides), a network trained on every pool slice with
+each recipe, scored by the pooled Dice on the test slices (workers.ml.models.metrics), per class, with
+false positives on test slices that lack the class.
+
+Recipes: `plain` is the service's configuration before issue 15 (15 epochs of at most 20 steps, uniform
+crops, flips/rot90 only, per-sample Dice); `few_labels` is the one the service now uses
+(workers.services.training_config.DEFAULTS: fixed steps per epoch drawn with replacement, a third of the
+patches centred on a labelled pixel, affine + gamma + noise, batch Dice, poly LR decay)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from workers.ml.imaging import datasets
+from workers.ml.models.config import NetworkConfig, TrainConfig
+from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.inference import predict_labels
+from workers.ml.models.metrics import set_metrics
+from workers.ml.models.training import train
+from workers.ml.models.transforms import prepare_image
+from workers.ml.research.sim_data import POOL, TEST, VAL, assign_splits
+
+LOADERS = {
+    "mni152_tissue": datasets.mni152_tissue,
+    "colin27_deep_grey": datasets.colin27_deep_grey,
+    "totalseg_ct": datasets.totalseg_ct,
+}
+COMMON = {"batch_size": 8, "lr": 1e-3, "patch_size": (128, 128), "seed": 0}
+RECIPES = {
+    "plain": {**COMMON, "epochs": 15, "max_steps_per_epoch": 20, "early_stopping_patience": 5},
+    "few_labels": {
+        **COMMON,
+        "epochs": 40,
+        "steps_per_epoch": 25,
+        "early_stopping_patience": 10,
+        "fg_oversample": 0.33,
+        "strong_augment": True,
+        "batch_dice": True,
+        "poly_lr": True,
+    },
+}
+
+
+def native_slices(volume: datasets.LabelledVolume) -> tuple[list[datasets.VolumeSlice], list[str | None]]:
+    size = int(max(volume.image.shape[0], volume.image.shape[1]))  # the longer in-plane side, 1 px = 1 voxel
+    items = datasets.slices(volume, axes=("axial",), size=size)
+    return items, assign_splits(items)
+
+
+def run_one(name: str, recipe: str, threads: int) -> dict:
+    limit_cpu_threads(threads)
+    volume = LOADERS[name]()
+    items, splits = native_slices(volume)
+    k = int(volume.labels.max()) + 1
+    prepared = [prepare_image(s.image, volume.modality) for s in items]
+
+    def pick(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        idx = [i for i, sp in enumerate(splits) if sp == split]
+        return [prepared[i] for i in idx], [items[i].mask for i in idx]
+
+    (tx, ty), (vx, vy), (sx, sy) = pick(POOL), pick(VAL), pick(TEST)
+    cfg = TrainConfig(modality=volume.modality, **RECIPES[recipe])
+    net = NetworkConfig(in_channels=1, num_classes=k, channels=(16, 32, 64, 128), num_res_units=1)
+    t0 = time.perf_counter()
+    result = train(net, cfg, tx, ty, vx, vy)
+    seconds = time.perf_counter() - t0
+    metrics = set_metrics(predict_labels(result.model, sx), sy, k)
+    return {
+        "dataset": name,
+        "recipe": recipe,
+        "size": int(items[0].image.shape[0]),
+        "slices": {"train": len(tx), "validation": len(vx), "test": len(sx)},
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "validation_dice": result.best_val_dice,
+        "test": metrics.to_dict(),
+        "test_dice": metrics.dice,
+        "label_names": {int(a): b for a, b in volume.label_names.items()},
+        "train_seconds": round(seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m workers.ml.research.recipe", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--datasets", default=",".join(LOADERS))
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.datasets.split(","):
+        for recipe in args.recipes.split(","):
+            row = run_one(name, recipe, args.threads)
+            per_class = ", ".join(
+                f"{row['label_names'].get(c['label'], c['label'])} {c['pooled_dice']:.3f}"
+                f" (fp on empty {100 * (c['fp_fraction_empty'] or 0):.2f} %)"
+                for c in row["test"]["classes"]
+                if c["pooled_dice"] is not None
+            )
+            print(
+                f"{name:18s} {recipe:10s} {row['size']} px, train {row['slices']['train']} slices: test Dice "
+                f"{row['test_dice']:.3f} [{per_class}] best epoch {row['best_epoch']}/{row['epochs_run']}, "
+                f"{row['train_seconds']} s",
+                flush=True,
+            )
+            rows.append(row)
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
