@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,8 @@ LOADERS = {
     "colin27_deep_grey": datasets.colin27_deep_grey,
     "totalseg_ct": datasets.totalseg_ct,
 }
-COMMON = {"batch_size": 8, "lr": 1e-3, "patch_size": (128, 128), "seed": 0}
-RECIPES = {
+COMMON: dict[str, Any] = {"batch_size": 8, "lr": 1e-3, "patch_size": (128, 128), "seed": 0}
+RECIPES: dict[str, dict[str, Any]] = {
     "plain": {**COMMON, "epochs": 15, "max_steps_per_epoch": 20, "early_stopping_patience": 5},
     "few_labels": {
         **COMMON,
