@@ -24,13 +24,12 @@ def _sparse(n=40, size=64):
     return images, masks
 
 
-def test_foreground_oversampling_puts_the_structure_in_about_the_asked_share_of_patches():
+def test_label_centred_crops_always_hold_the_structure_uniform_ones_rarely():
     images, masks = _sparse()
     labelled = [i for i, m in enumerate(masks) if m.any()]
-    # uniform crops hold a pixel of the square ~15 % of the time (19/49 start positions per axis);
-    # a share s of centred crops adds s x 85 %
-    for share, lo, hi in ((0.0, 0.05, 0.3), (0.5, 0.45, 0.75), (1.0, 0.95, 1.0)):
-        t = train_transforms((16, 16), augment=False, fg_oversample=share)
+    # uniform crops hold a pixel of the square ~15 % of the time (19/49 start positions per axis)
+    for centre, lo, hi in ((False, 0.05, 0.3), (True, 1.0, 1.0)):
+        t = train_transforms((16, 16), augment=False, centre_on_label=centre)
         t.set_random_state(seed=1)
         hits = 0
         for k in range(200):
@@ -38,17 +37,22 @@ def test_foreground_oversampling_puts_the_structure_in_about_the_asked_share_of_
             d = t({"image": images[i], "label": masks[i][None]})
             d = d[0] if isinstance(d, list) else d
             hits += bool(np.asarray(d["label"]).any())
-        assert lo <= hits / 200 <= hi, (share, hits)
+        assert lo <= hits / 200 <= hi, (centre, hits)
 
 
-def test_fixed_steps_per_epoch_are_drawn_with_replacement():
-    images, masks = _sparse(n=3)
-    cfg = TrainConfig(batch_size=4, steps_per_epoch=5, patch_size=(16, 16))
-    batches = _Batches(images, masks, cfg)
-    epoch = batches.epoch()
-    assert len(epoch) == 5 and all(len(b) == 4 for b in epoch)  # 20 draws from 3 images
-    assert set(np.concatenate(epoch)) <= {0, 1, 2}
-    assert len(_Batches(images, masks, TrainConfig(batch_size=4, patch_size=(16, 16))).epoch()) == 1
+def test_oversampling_draws_the_asked_share_from_the_labelled_images():
+    """One image in ten holds the structure: with fg_oversample 1/3, about 1/3 + 2/3 x 1/10 of the samples
+    come from labelled images (a per-image crop rule alone would give 1/10 x 1/3)."""
+    images, masks = _sparse(n=40)
+    cfg = TrainConfig(batch_size=8, steps_per_epoch=250, fg_oversample=1 / 3, patch_size=(16, 16))
+    steps = _Batches(images, masks, cfg).epoch()
+    idx, centre = np.concatenate([s[0] for s in steps]), np.concatenate([s[1] for s in steps])
+    assert len(steps) == 250 and all(s.shape == (2, 8) for s in steps)  # drawn with replacement
+    assert abs(centre.mean() - 1 / 3) < 0.03
+    assert all(masks[i].any() for i in idx[centre == 1])
+    assert abs(np.mean([masks[i].any() for i in idx]) - (1 / 3 + 2 / 3 * 0.1)) < 0.03
+    plain = _Batches(images, masks, TrainConfig(batch_size=8, patch_size=(16, 16))).epoch()
+    assert len(plain) == 5 and not np.concatenate([s[1] for s in plain]).any()  # one pass, no oversampling
 
 
 def test_the_recipe_trains_end_to_end_and_is_deterministic():

@@ -265,3 +265,12 @@ def test_autotrigger_after_n_reader_annotations(
     assert run is not None and run.trigger == "auto" and run.requested_by is None
     assert training_autotrigger(project=project) is None  # one open run
     assert no_enqueue["execute"][-1] == run.pk
+
+
+def test_the_run_records_the_fingerprint_and_its_plan_and_overrides_win(project, ml, seeded, no_enqueue):
+    run = training_run_start(project=project, requested_by=ml, config_overrides={"patch_size": 32})
+    fp, planned = run.config["fingerprint"], run.config["plan"]
+    assert fp["images"] == sum(len(v) for v in seeded.values())
+    assert planned["patch_size"] == 64 and len(planned["channels"]) == 4  # small phantoms: the minimum patch
+    assert run.config["train"]["patch_size"] == [32, 32]  # the override wins
+    assert run.config["train"]["batch_size"] == planned["batch_size"]  # the plan fills what is not overridden

@@ -9,12 +9,19 @@ from django.core.exceptions import ValidationError
 from annotations.models import Image, Project
 from workers.ml.explain.policy import DEFAULT_METHODS, methods_for_arch
 from workers.ml.models.config import ARCHITECTURES, NetworkConfig, TrainConfig
+from workers.ml.models.fingerprint import Fingerprint, fingerprint, plan
 
 
 # Defaults sized for a 2-core CPU; a GPU worker can take larger overrides.
 def num_classes_for(project: Project) -> int:
     """Background plus every label value up to the project's largest one."""
     return max(project.label_values()) + 1
+
+
+def project_fingerprint(project: Project) -> Fingerprint | None:
+    """The fingerprint of the project's images (their in-plane sizes; stored shapes are (S, H, W[, C]))."""
+    shapes = [tuple(s[1:3]) for s in Image.objects.filter(project=project).values_list("shape", flat=True)]
+    return fingerprint(shapes) if shapes else None
 
 
 def in_channels_for(project: Project) -> int:
@@ -28,7 +35,7 @@ def in_channels_for(project: Project) -> int:
 # poly LR decay; early stopping on the validation cases after 10 epochs without progress.
 DEFAULTS: dict[str, Any] = {
     "epochs": 40,
-    "batch_size": 8,
+    "batch_size": 8,  # patch_size, batch_size and channels: the dataset fingerprint's plan replaces these
     "lr": 1e-3,
     "patch_size": 128,
     "early_stopping_patience": 10,
@@ -181,8 +188,12 @@ def config_json_schema() -> dict[str, Any]:
 
 
 def training_config_build(*, project: Project, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The full run config: network, train, scoring and explanation settings (JSON)."""
-    c = {**DEFAULTS, **overrides}
+    """The full run config: network, train, scoring and explanation settings (JSON). Patch size, batch size
+    and network depth follow the project's dataset fingerprint (workers.ml.models.fingerprint) unless
+    overridden; the fingerprint and its plan are recorded with the run."""
+    fp = project_fingerprint(project)
+    planned = plan(fp) if fp is not None else {}
+    c = {**DEFAULTS, **planned, **overrides}
     net = NetworkConfig(
         in_channels=in_channels_for(project),
         num_classes=num_classes_for(project),
@@ -209,6 +220,8 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
     )
     return {
         "overrides": overrides,
+        "fingerprint": fp.to_dict() if fp is not None else None,
+        "plan": planned,
         "network": net.to_dict(),
         "train": train_cfg.to_dict(),
         "scoring": {"mc_samples": c["mc_samples"], "aggregation": "mean"},

@@ -76,37 +76,53 @@ def _check_inputs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], num
 
 
 class _Batches:
-    """Seeded sampling and augmentation of training batches."""
+    """Seeded sampling and augmentation of training batches. Foreground oversampling (nnU-Net's): each
+    sample is, with probability `fg_oversample`, drawn from the images that hold a labelled pixel and
+    cropped around one; on sparse data (most slices empty) a per-image crop rule alone would rarely see
+    the structure."""
 
     def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], cfg: TrainConfig) -> None:
         self.images, self.masks, self.cfg = images, masks, cfg
         self.order_rng = np.random.default_rng(cfg.seed)
-        self.transform = train_transforms(
-            cfg.patch_size,
-            augment=cfg.augment,
-            fg_oversample=cfg.fg_oversample,
-            strong=cfg.strong_augment,
-        )
-        self.transform.set_random_state(seed=cfg.seed)
+        self.labelled = np.flatnonzero([bool(np.any(m)) for m in masks])
+        self.transforms = [
+            train_transforms(
+                cfg.patch_size, augment=cfg.augment, centre_on_label=centre, strong=cfg.strong_augment
+            )
+            for centre in (False, True)
+        ]
+        for t in self.transforms:
+            t.set_random_state(seed=cfg.seed)
 
     def steps_per_epoch(self) -> int:
         steps = self.cfg.steps_per_epoch or math.ceil(len(self.images) / self.cfg.batch_size)
         return min(steps, self.cfg.max_steps_per_epoch or steps)
 
     def epoch(self) -> list[np.ndarray]:
+        """Per step, a (2, n) array: image indices and whether to crop around a labelled pixel."""
         bs = self.cfg.batch_size
         if (
             self.cfg.steps_per_epoch
         ):  # fixed steps, drawn with replacement: few labels still train long enough
-            return [self.order_rng.integers(0, len(self.images), bs) for _ in range(self.steps_per_epoch())]
+            return [self._draw(bs) for _ in range(self.steps_per_epoch())]
         perm = self.order_rng.permutation(len(self.images))
-        return [perm[s * bs : (s + 1) * bs] for s in range(self.steps_per_epoch())]
+        return [
+            np.stack([part, np.zeros_like(part)])
+            for part in (perm[s * bs : (s + 1) * bs] for s in range(self.steps_per_epoch()))
+        ]
 
-    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self, n: int) -> np.ndarray:
+        fg = (self.order_rng.random(n) < self.cfg.fg_oversample) & (len(self.labelled) > 0)
+        idx = self.order_rng.integers(0, len(self.images), n)
+        if fg.any():
+            idx[fg] = self.order_rng.choice(self.labelled, int(fg.sum()))
+        return np.stack([idx, fg.astype(np.int64)])
+
+    def batch(self, step: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
-        for i in idx:
-            d = self.transform({"image": self.images[i], "label": self.masks[i][None]})
-            d = d[0] if isinstance(d, list) else d  # the foreground-oversampling crop returns a list
+        for i, centre in zip(step[0], step[1], strict=True):
+            d = self.transforms[int(centre)]({"image": self.images[i], "label": self.masks[i][None]})
+            d = d[0] if isinstance(d, list) else d  # the label-centred crop returns a list of samples
             xs.append(torch.as_tensor(d["image"]).as_subclass(torch.Tensor))
             ys.append(torch.as_tensor(d["label"]).as_subclass(torch.Tensor))
         return torch.stack(xs).float().to(device), torch.stack(ys).long().to(device)
@@ -188,7 +204,14 @@ def train(
         model.load_state_dict(init_state)
     model.to(dev)
     batches = _Batches(prep, tmasks, train_cfg)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=train_cfg.batch_dice)
+    # Batch Dice over the foreground classes only (nnU-Net: do_bg=False): the background Dice is ~1 on sparse
+    # data and would dilute the gradient of the rare structure; CE still covers every pixel.
+    loss_fn = DiceCELoss(
+        to_onehot_y=True,
+        softmax=True,
+        batch=train_cfg.batch_dice,
+        include_background=not train_cfg.batch_dice,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
     scheduler = (
         _poly_schedule(opt, train_cfg.epochs * batches.steps_per_epoch()) if train_cfg.poly_lr else None

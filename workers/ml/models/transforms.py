@@ -120,11 +120,11 @@ def train_transforms(
     *,
     augment: bool = True,
     intensity: bool = True,
-    fg_oversample: float = 0.0,
+    centre_on_label: bool = False,
     strong: bool = False,
 ) -> Compose:
-    """Pad to at least `patch_size`, crop exactly `patch_size` (a share `fg_oversample` of crops centred on
-    a labelled pixel, the rest anywhere), then (if `augment`) flips, 90-degree rotations and (if
+    """Pad to at least `patch_size`, crop exactly `patch_size` (centred on a random labelled pixel with
+    `centre_on_label`, for images that have one; anywhere otherwise), then (if `augment`) flips, 90-degree rotations and (if
     `intensity`) small intensity scale/shift of the image only; `strong` adds a small affine (rotation,
     scale; labels nearest-neighbour), gamma and Gaussian noise.
 
@@ -143,7 +143,7 @@ def train_transforms(
                 padding_mode="border",
             )
         )
-    steps.append(_crop(keys, patch_size, fg_oversample))
+    steps.append(_crop(keys, patch_size, centre_on_label))
     if augment:
         steps += [
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
@@ -164,16 +164,15 @@ def train_transforms(
     return Compose(steps)
 
 
-def _crop(keys: list[str], patch_size: tuple[int, int], fg_oversample: float):
-    if fg_oversample <= 0:
+def _crop(keys: list[str], patch_size: tuple[int, int], centre_on_label: bool):
+    if not centre_on_label:
         return RandSpatialCropd(keys=keys, roi_size=patch_size, random_size=False)
-    # pos:neg = share : 1 - share. An image without labelled pixels falls back to background centres.
     return RandCropByPosNegLabeld(
         keys=keys,
         label_key="label",
         spatial_size=patch_size,
-        pos=fg_oversample,
-        neg=1.0 - fg_oversample,
+        pos=1.0,
+        neg=0.0,
         num_samples=1,
         allow_smaller=True,
     )

@@ -8,7 +8,7 @@ false positives on test slices that lack the class.
 
 Recipes: `plain` is the service's configuration before issue 15 (15 epochs of at most 20 steps, uniform
 crops, flips/rot90 only, per-sample Dice); `few_labels` is the one the service now uses
-(workers.services.training_config.DEFAULTS: fixed steps per epoch drawn with replacement, a third of the
+(workers.services.training_config.DEFAULTS and the fingerprint's plan of patch, batch and depth: fixed steps per epoch drawn with replacement, a third of the
 patches centred on a labelled pixel, affine + gamma + noise, batch Dice, poly LR decay)."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from workers.ml.imaging import datasets
 from workers.ml.models.config import NetworkConfig, TrainConfig
 from workers.ml.models.device import limit_cpu_threads
+from workers.ml.models.fingerprint import fingerprint, plan
 from workers.ml.models.inference import predict_labels
 from workers.ml.models.metrics import set_metrics
 from workers.ml.models.training import train
@@ -69,8 +70,14 @@ def run_one(name: str, recipe: str, threads: int) -> dict:
         return [prepared[i] for i in idx], [items[i].mask for i in idx]
 
     (tx, ty), (vx, vy), (sx, sy) = pick(POOL), pick(VAL), pick(TEST)
-    cfg = TrainConfig(modality=volume.modality, **RECIPES[recipe])
-    net = NetworkConfig(in_channels=1, num_classes=k, channels=(16, 32, 64, 128), num_res_units=1)
+    planned = plan(fingerprint([x.shape for x in tx], ty)) if recipe == "few_labels" else {}
+    settings = {**RECIPES[recipe], **planned}
+    channels = tuple(settings.pop("channels", (16, 32, 64, 128)))
+    settings["patch_size"] = (
+        (settings["patch_size"],) * 2 if isinstance(settings["patch_size"], int) else settings["patch_size"]
+    )
+    cfg = TrainConfig(modality=volume.modality, **settings)
+    net = NetworkConfig(in_channels=1, num_classes=k, channels=channels, num_res_units=1)
     t0 = time.perf_counter()
     result = train(net, cfg, tx, ty, vx, vy)
     seconds = time.perf_counter() - t0
@@ -80,6 +87,11 @@ def run_one(name: str, recipe: str, threads: int) -> dict:
         "recipe": recipe,
         "size": int(items[0].image.shape[0]),
         "slices": {"train": len(tx), "validation": len(vx), "test": len(sx)},
+        "plan": {
+            "patch_size": list(cfg.patch_size),
+            "batch_size": cfg.batch_size,
+            "channels": list(channels),
+        },
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "validation_dice": result.best_val_dice,
