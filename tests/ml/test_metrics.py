@@ -63,3 +63,26 @@ def test_shapes_and_lengths_are_checked():
         set_metrics([_case((4, 4))], [_case((4, 5))], 2)
     with pytest.raises(ValueError, match="2 predictions but 1 truths"):
         set_metrics([_case(), _case()], [_case()], 2)
+
+
+def test_calibration_known_answers():
+    from workers.ml.models.metrics import calibration
+
+    truth = np.array([[0, 1], [0, 1]])
+    # predicted 0, 1, 0, 0 with confidences 0.9, 0.9, 0.6, 0.6: right, right, right, wrong
+    p1 = np.array([[0.1, 0.9], [0.4, 0.6]])
+    probs = np.stack([1 - p1, p1])
+    probs[:, 1, 1] = [0.6, 0.4]  # the last pixel: class 0 with 0.6 (truth 1: wrong)
+    cal = calibration([probs], [truth], bins=10)
+    # bin 0.9: 2 pixels, accuracy 1, confidence 0.9 -> 0.2; bin 0.6: 2 pixels, accuracy 0.5, confidence 0.6 -> 0.2
+    assert cal.ece == pytest.approx((0.2 + 0.2) / 4) and cal.pixels == 4
+    # foreground pixels (truth or prediction > 0): (0, 1) right at 0.9 and (1, 1) wrong at 0.6
+    assert cal.ece_foreground == pytest.approx((abs(1 - 0.9) + abs(0 - 0.6)) / 2)
+
+
+def test_a_perfectly_confident_right_model_has_zero_ece():
+    from workers.ml.models.metrics import calibration
+
+    truth = np.array([[0, 1], [0, 0]])
+    probs = np.stack([(truth == 0).astype(float), (truth == 1).astype(float)])
+    assert calibration([probs], [truth]).ece == 0.0

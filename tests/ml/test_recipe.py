@@ -81,3 +81,14 @@ def test_the_recipe_trains_end_to_end_and_is_deterministic():
     assert len(a.history) == 2 and np.isfinite(a.history[-1].train_loss)
     for (ka, va), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert np.array_equal(va.numpy(), vb.numpy()), ka
+
+
+def test_neighbouring_slices_become_channels_clamped_at_the_ends():
+    from types import SimpleNamespace
+
+    from workers.ml.research.recipe import with_neighbours
+
+    items = [SimpleNamespace(axis="axial", index=i) for i in (3, 4, 5, 7)]  # slice 6 was dropped
+    prepared = [np.full((1, 2, 2), float(s.index), np.float32) for s in items]
+    out = with_neighbours(items, prepared, 3)
+    assert [tuple(o[:, 0, 0]) for o in out] == [(3, 3, 4), (3, 4, 5), (4, 5, 5), (7, 7, 7)]

@@ -74,6 +74,7 @@ def test_start_execute_registers_first_version_and_the_whole_chain_follows(
     assert "first active version" in run.outcome
     m = version.metrics
     assert 0 <= m["validation_dice"] <= 1 and 0 <= m["test_dice"] <= 1
+    assert 0 <= m["validation_calibration"]["ece"] <= 1 and m["validation_calibration"]["pixels"] > 0
     assert m["labelled_cases"] == 4 and m["validation_cases"] == 2 and m["test_cases"] == 2
     assert hashlib.sha256(bytes_load(version.weights_path)).hexdigest() == version.weights_sha256
     assert version.config["network"]["channels"] == [4, 8, 16] and run.seed == 0

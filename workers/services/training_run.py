@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,8 +15,8 @@ from annotations.models import Project
 from hitl.core.storage import bytes_save
 from workers.ml.models.checkpoint import checkpoint_to_bytes
 from workers.ml.models.device import limit_cpu_threads
-from workers.ml.models.inference import predict_labels
-from workers.ml.models.metrics import METRIC_NAME, SetMetrics, set_metrics
+from workers.ml.models.inference import predict_proba
+from workers.ml.models.metrics import METRIC_NAME, Calibration, SetMetrics, calibration, set_metrics
 from workers.ml.models.networks import NetworkConfig
 from workers.ml.models.training import EpochReport, TrainConfig, train
 from workers.models import RunStatus, TrainingRun
@@ -188,9 +189,18 @@ def _execute_claimed(run: TrainingRun) -> None:
 
 
 def _set_metrics(model, labelled: LabelledSet, k: int, batch_size: int) -> SetMetrics | None:
+    return _measured(model, labelled, k, batch_size)[0]
+
+
+def _measured(
+    model, labelled: LabelledSet, k: int, batch_size: int
+) -> tuple[SetMetrics | None, Calibration | None]:
+    """Overlap metrics and the calibration of the softmax the proposals come from (one forward pass)."""
     if not len(labelled):
-        return None
-    return set_metrics(predict_labels(model, labelled.images, batch_size=batch_size), labelled.masks, k)
+        return None, None
+    probs = predict_proba(model, labelled.images, batch_size=batch_size)
+    labels = [p.argmax(axis=0).astype(np.uint8) for p in probs]
+    return set_metrics(labels, labelled.masks, k), calibration(probs, labelled.masks)
 
 
 def _dice_of(m: SetMetrics | None) -> float | None:
@@ -203,10 +213,12 @@ def _per_class(m: SetMetrics | None) -> list[float | None]:
 
 def evaluate(model, sets: TrainingSets, num_classes: int, batch_size: int) -> dict[str, Any]:
     """Validation and test metrics (workers.ml.models.metrics: pooled Dice over the set, per class, the
-    per-case Dice where the class is present and false positives on cases without it) plus the set sizes."""
-    val = _set_metrics(model, sets.validation, num_classes, batch_size)
+    per-case Dice where the class is present and false positives on cases without it), the validation
+    softmax's expected calibration error, plus the set sizes."""
+    val, val_calibration = _measured(model, sets.validation, num_classes, batch_size)
     test = _set_metrics(model, sets.test, num_classes, batch_size)
     return {
+        "validation_calibration": val_calibration.to_dict() if val_calibration is not None else None,
         "dice_metric": METRIC_NAME,
         "validation_dice": _dice_of(val),
         "test_dice": _dice_of(test),

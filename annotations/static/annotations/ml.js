@@ -73,6 +73,7 @@ async function refreshVersions() {
     const older = v.metrics.dice_metric ? "" : " (older metric)";  // per-slice mean: not comparable
     cell(tr, fmt(v.metrics.validation_dice) + older); cell(tr, fmt(v.metrics.test_dice) + older);
     cell(tr, falsePositives(v.metrics.validation));
+    cell(tr, fmt(v.metrics.validation_calibration?.ece));
     cell(tr, v.parent_number ? `v${v.parent_number}` : "—");
     cell(tr, new Date(v.created_at).toLocaleString());
     const act = cell(tr, "");
@@ -84,7 +85,7 @@ async function refreshVersions() {
     }
     body.append(tr);
   }
-  if (!versions.length) { const tr = document.createElement("tr"); cell(tr, "No model versions yet: start a training run.").colSpan = 9; body.append(tr); }
+  if (!versions.length) { const tr = document.createElement("tr"); cell(tr, "No model versions yet: start a training run.").colSpan = 10; body.append(tr); }
 }
 
 async function refreshCurve() {

@@ -98,3 +98,48 @@ def set_metrics(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], num_c
         for c in range(fg)
     )
     return SetMetrics(classes=classes, cases=len(preds))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Expected calibration error of pixel-wise confidence (the arg-max class's probability): the
+    pixel-weighted mean |accuracy - confidence| over `bins` equal-width confidence bins. `ece` counts every
+    pixel (background dominates); `ece_foreground` only pixels that the truth or the prediction labels, where
+    a reader looks."""
+
+    ece: float
+    ece_foreground: float | None
+    pixels: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ece(confidence: np.ndarray, correct: np.ndarray, bins: int) -> float:
+    edges = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    total = np.bincount(edges, minlength=bins)
+    conf_sum = np.bincount(edges, weights=confidence, minlength=bins)
+    acc_sum = np.bincount(edges, weights=correct, minlength=bins)
+    return float(np.abs(acc_sum - conf_sum).sum() / max(int(total.sum()), 1))
+
+
+def calibration(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], bins: int = 15) -> Calibration:
+    """`probs`: softmax (K, H, W) per case; `truths`: (H, W) label maps."""
+    conf, corr, fg_conf, fg_corr = [], [], [], []
+    for p, t in zip(probs, truths, strict=True):
+        p, t = np.asarray(p, dtype=np.float64), np.asarray(t)
+        pred = p.argmax(axis=0)
+        c = p.max(axis=0).ravel()
+        ok = (pred == t).ravel().astype(np.float64)
+        fg = ((pred > 0) | (t > 0)).ravel()
+        conf.append(c)
+        corr.append(ok)
+        fg_conf.append(c[fg])
+        fg_corr.append(ok[fg])
+    all_c, all_ok = np.concatenate(conf), np.concatenate(corr)
+    f_c, f_ok = np.concatenate(fg_conf), np.concatenate(fg_corr)
+    return Calibration(
+        ece=_ece(all_c, all_ok, bins),
+        ece_foreground=_ece(f_c, f_ok, bins) if f_c.size else None,
+        pixels=int(all_c.size),
+    )

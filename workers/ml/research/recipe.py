@@ -37,7 +37,7 @@ LOADERS = {
     "totalseg_ct": datasets.totalseg_ct,
 }
 COMMON: dict[str, Any] = {"batch_size": 8, "lr": 1e-3, "patch_size": (128, 128), "seed": 0}
-RECIPES: dict[str, dict[str, Any]] = {
+RECIPES: dict[str, dict[str, Any]] = {  # "<recipe>_25d": the same with 3 neighbouring slices as channels
     "plain": {**COMMON, "epochs": 15, "max_steps_per_epoch": 20, "early_stopping_patience": 5},
     "few_labels": {
         **COMMON,
@@ -52,10 +52,28 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+RECIPES["few_labels_25d"] = RECIPES["few_labels"]
+
+
 def native_slices(volume: datasets.LabelledVolume) -> tuple[list[datasets.VolumeSlice], list[str | None]]:
     size = int(max(volume.image.shape[0], volume.image.shape[1]))  # the longer in-plane side, 1 px = 1 voxel
     items = datasets.slices(volume, axes=("axial",), size=size)
     return items, assign_splits(items)
+
+
+def with_neighbours(items: list, prepared: list[np.ndarray], k: int) -> list[np.ndarray]:
+    """(k, H, W) per slice: the slices k // 2 before and after it along its axis (the nearest kept slice at
+    the ends), each prepared on its own."""
+    where = {(s.axis, s.index): i for i, s in enumerate(items)}
+    out = []
+    for s in items:
+        chans = []
+        for d in range(-(k // 2), k // 2 + 1):
+            while (s.axis, s.index + d) not in where:  # step back towards the slice itself (always there)
+                d -= 1 if d > 0 else -1
+            chans.append(prepared[where[(s.axis, s.index + d)]][0])
+        out.append(np.stack(chans).astype(np.float32))
+    return out
 
 
 def run_one(name: str, recipe: str, threads: int) -> dict:
@@ -64,20 +82,23 @@ def run_one(name: str, recipe: str, threads: int) -> dict:
     items, splits = native_slices(volume)
     k = int(volume.labels.max()) + 1
     prepared = [prepare_image(s.image, volume.modality) for s in items]
+    context = 3 if recipe.endswith("_25d") else 1
+    if context > 1:  # 2.5D: the slice and its neighbours (clamped at the ends) as input channels
+        prepared = with_neighbours(items, prepared, context)
 
     def pick(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         idx = [i for i, sp in enumerate(splits) if sp == split]
         return [prepared[i] for i in idx], [items[i].mask for i in idx]
 
     (tx, ty), (vx, vy), (sx, sy) = pick(POOL), pick(VAL), pick(TEST)
-    planned = plan(fingerprint([x.shape for x in tx], ty)) if recipe == "few_labels" else {}
+    planned = plan(fingerprint([x.shape for x in tx], ty)) if recipe.startswith("few_labels") else {}
     settings = {**RECIPES[recipe], **planned}
     channels = tuple(settings.pop("channels", (16, 32, 64, 128)))
     settings["patch_size"] = (
         (settings["patch_size"],) * 2 if isinstance(settings["patch_size"], int) else settings["patch_size"]
     )
     cfg = TrainConfig(modality=volume.modality, **settings)
-    net = NetworkConfig(in_channels=1, num_classes=k, channels=channels, num_res_units=1)
+    net = NetworkConfig(in_channels=context, num_classes=k, channels=channels, num_res_units=1)
     t0 = time.perf_counter()
     result = train(net, cfg, tx, ty, vx, vy)
     seconds = time.perf_counter() - t0
