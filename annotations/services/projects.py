@@ -9,7 +9,8 @@ from annotations.models import Membership, Modality, Project, Role
 from annotations.models.project import validate_label_classes
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
-from hitl.core.permissions import Action, allows
+from hitl.core.permissions import Action
+from hitl.core.settings_update import settings_changes_apply, settings_changes_check
 from hitl.core.types import User
 
 # Which role may change which project setting (admins may change all of them).
@@ -60,25 +61,8 @@ def project_create(
 def project_update(*, project: Project, actor: User, roles: set[str], changes: dict[str, Any]) -> Project:
     """Apply `changes`; every field must be allowed for one of `roles` (else PermissionError). An empty
     change is refused (ValidationError), not recorded as an update."""
-    if not changes:
-        raise ValidationError({"detail": "send at least one setting to change"})
-    for field in changes:
-        action = FIELD_ACTIONS.get(field)
-        if action is None:
-            raise ValidationError({field: "this setting cannot be changed"})
-        if not allows(roles, action):
-            raise PermissionError(f"your role does not allow changing {field}")
-    for field, value in changes.items():
-        setattr(project, field, value)
-    project.full_clean()
-    project.save(update_fields=list(changes))
-    audit_record(
-        actor=actor,
-        action="project.update",
-        project=project,
-        target=project,
-        details={"fields": sorted(changes)},
-    )
+    settings_changes_check(changes=changes, field_actions=FIELD_ACTIONS, roles=roles)
+    settings_changes_apply(obj=project, changes=changes, actor=actor, project=project)
     return project
 
 

@@ -3,12 +3,11 @@ how they are checked, and the audit trail they leave."""
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotations.models import Project
-from hitl.core.audit import audit_record
-from hitl.core.permissions import Action, allows
+from hitl.core.permissions import Action
+from hitl.core.settings_update import settings_changes_apply, settings_changes_check
 from hitl.core.types import User
 from workers.models import TrainingSettings
 from workers.services.training_config import training_config_validate
@@ -38,27 +37,10 @@ def training_settings_update(
     An empty change is refused (ValidationError), not recorded. `training_config` is checked key by key
     (`training_config_validate`); the strategy must be a QueryStrategy, the gating tolerance in 0..1,
     auto_retrain_every >= 0 (ValidationError, HTTP 400). Audited as the project update it used to be."""
-    if not changes:
-        raise ValidationError({"detail": "send at least one setting to change"})
-    for field in changes:
-        action = FIELD_ACTIONS.get(field)
-        if action is None:
-            raise ValidationError({field: "this setting cannot be changed"})
-        if not allows(roles, action):
-            raise PermissionError(f"your role does not allow changing {field}")
+    settings_changes_check(changes=changes, field_actions=FIELD_ACTIONS, roles=roles)
     changes = dict(changes)
     if "training_config" in changes:
         changes["training_config"] = training_config_validate(changes["training_config"])
     settings = training_settings_get_or_create(project=project)
-    for field, value in changes.items():
-        setattr(settings, field, value)
-    settings.full_clean()
-    settings.save(update_fields=list(changes))
-    audit_record(
-        actor=actor,
-        action="project.update",
-        project=project,
-        target=project,
-        details={"fields": sorted(changes)},
-    )
+    settings_changes_apply(obj=settings, changes=changes, actor=actor, project=project)
     return settings
