@@ -34,12 +34,12 @@ def open_pool_cases(*, project: Project) -> QuerySet[Case]:
     )
 
 
-def _known_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
+def known_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
     """Label values the network does not know (>= num_classes) become 0."""
     return np.where(mask < num_classes, mask, 0).astype(np.uint8)
 
 
-def _current(case: Case) -> Annotation:
+def current_revision(case: Case) -> Annotation:
     """The case's current revision; training and export only ever select cases that have one."""
     if case.current_annotation is None:
         raise ValueError(f"case {case.pk} has no annotation")
@@ -48,4 +48,4 @@ def _current(case: Case) -> Annotation:
 
 def load_mask(case: Case, num_classes: int) -> np.ndarray:
     """The case's current mask, with unknown labels set to 0."""
-    return _known_labels(mask_from_png(bytes_load(_current(case).mask_path)), num_classes)
+    return known_labels(mask_from_png(bytes_load(current_revision(case).mask_path)), num_classes)

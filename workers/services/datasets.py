@@ -21,7 +21,7 @@ from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, Labe
 from hitl.core.storage import array_load, bytes_load, mask_from_png
 from workers.ml.agreement.metrics import majority_vote
 from workers.ml.models.transforms import prepare_image
-from workers.selectors.datasets import _current, _known_labels, labelled_cases, load_mask
+from workers.selectors.datasets import current_revision, known_labels, labelled_cases, load_mask
 from workers.services.training_config import num_classes_for
 
 TRAIN_SPLITS = (CaseSplit.POOL, CaseSplit.TRAIN)
@@ -96,14 +96,14 @@ def case_label(
     case: Case, policy: str, readers: list[Annotation], consensus: Annotation | None, num_classes: int
 ) -> tuple[np.ndarray, list[int]]:
     """The training mask of one case under `policy` and the revision ids it came from."""
-    current = _current(case)
+    current = current_revision(case)
     if policy == LabelPolicy.LATEST or current.kind == AnnotationKind.REFERENCE or len(readers) < 2:
         return load_mask(case, num_classes), [current.pk]
     if policy == LabelPolicy.MAJORITY:
         masks = [mask_from_png(bytes_load(a.mask_path)) for a in readers]
-        return _known_labels(majority_vote(masks), num_classes), [a.pk for a in readers]
+        return known_labels(majority_vote(masks), num_classes), [a.pk for a in readers]
     if consensus is not None:
-        return _known_labels(mask_from_png(bytes_load(consensus.mask_path)), num_classes), [consensus.pk]
+        return known_labels(mask_from_png(bytes_load(consensus.mask_path)), num_classes), [consensus.pk]
     return load_mask(case, num_classes), [current.pk]
 
 
