@@ -164,3 +164,24 @@ def test_fast_dropout_drops_the_right_share_and_keeps_the_mean():
     values = torch.unique(y).tolist()
     assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
     assert torch.equal(fast_dropout(x, 0.0), x)
+
+
+def test_mc_predict_proba_is_the_mean_of_the_samples_scoring_reads_in_input_order_and_size():
+    from workers.ml.al.scoring import mc_predict_proba
+    from workers.ml.models.inference import predict_proba
+
+    images = _images([(32, 32), (17, 30), (32, 32)])
+    without = mc_predict_proba(_net(0.0), images, mc_samples=3, batch_size=2)
+    plain = predict_proba(_net(0.0), images)
+    assert [p.shape for p in without] == [(2, 32, 32), (2, 17, 30), (2, 32, 32)]
+    for a, b in zip(without, plain, strict=True):  # no dropout: every pass is the deterministic one
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a.sum(axis=0), 1.0, atol=1e-5)
+    net = _net(0.5)
+    torch.manual_seed(1)
+    one = mc_predict_proba(net, images, mc_samples=1)
+    torch.manual_seed(1)
+    many = mc_predict_proba(net, images, mc_samples=8)
+    assert not np.allclose(one[0], many[0])  # dropout is on: samples differ, so their mean does too
+    with pytest.raises(ValueError):
+        mc_predict_proba(net, images, mc_samples=0)

@@ -1,10 +1,12 @@
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotations.models import Role
+from hitl.core import task_names
 from hitl.core.errors import ConflictError
 from hitl.core.models import AuditEvent
 from tests.factories import TrainingSettingsFactory
@@ -98,3 +100,27 @@ def test_gating_compares_on_the_same_cases_and_refuses_figures_of_another_metric
     assert ok and "0.6000 >= active v2 0.0200" in outcome
     other = {**measured, "active_on_validation": {"version_id": 99, "validation_dice": 0.02}}
     assert not gating_decide(tolerance=0.01, metrics=other, active=old_metric)[0]  # measured another version
+
+
+def test_an_activation_proposes_for_the_queue_head_before_the_pool_is_rescored(
+    project, member, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Loop closure: the cases readers claim next get the new version's proposal first (one small task),
+    and only then is the whole pool re-scored."""
+    from hitl.core.models import OutboxMessage
+    from tests.workers.test_training_helpers import add_case
+    from workers.services import registry
+
+    monkeypatch.setattr(registry, "QUEUE_HEAD_PROPOSALS", 2)
+    ml = member(Role.ML_ENGINEER)
+    img = np.zeros((16, 16), dtype=np.float32)
+    cases = [add_case(project, user=ml, image=img, mask=None, split="pool") for _ in range(4)]
+    for case, priority in zip(cases, (0.1, 0.9, 0.5, 0.7), strict=True):
+        case.priority = priority
+        case.save(update_fields=["priority"])
+    version = make_version(project, number=1)
+    before = OutboxMessage.objects.count()
+    model_version_promote(version=version, actor=ml)
+    sent = list(OutboxMessage.objects.order_by("id")[before:].values_list("task", "kwargs"))
+    assert [t for t, _ in sent] == [task_names.PROPOSAL_COMPUTE, task_names.SCORING_RUN]
+    assert sent[0][1] == {"version_id": version.pk, "case_ids": [cases[1].pk, cases[3].pk]}

@@ -75,6 +75,12 @@ def test_start_execute_registers_first_version_and_the_whole_chain_follows(
     m = version.metrics
     assert 0 <= m["validation_dice"] <= 1 and 0 <= m["test_dice"] <= 1
     assert 0 <= m["validation_calibration"]["ece"] <= 1 and m["validation_calibration"]["pixels"] > 0
+    mc = m["validation_calibration_mc"]
+    assert (
+        0 <= mc["ece"] <= 1
+        and mc["pixels"] == m["validation_calibration"]["pixels"]
+        and mc["mc_samples"] == run.config["scoring"]["mc_samples"]
+    )
     assert m["labelled_cases"] == 4 and m["validation_cases"] == 2 and m["test_cases"] == 2
     assert hashlib.sha256(bytes_load(version.weights_path)).hexdigest() == version.weights_sha256
     assert version.config["network"]["channels"] == [4, 8, 16] and run.seed == 0
@@ -275,3 +281,27 @@ def test_the_run_records_the_fingerprint_and_its_plan_and_overrides_win(project,
     assert planned["patch_size"] == 64 and len(planned["channels"]) == 4  # small phantoms: the minimum patch
     assert run.config["train"]["patch_size"] == [32, 32]  # the override wins
     assert run.config["train"]["batch_size"] == planned["batch_size"]  # the plan fills what is not overridden
+
+
+def test_a_warm_started_run_fine_tunes_for_fewer_epochs_unless_epochs_are_set(
+    project, ml, seeded, no_enqueue
+):
+    v1 = _run(project, ml).result_version
+    assert v1.state == VersionState.ACTIVE
+    plain = {k: v for k, v in TINY.items() if k != "epochs"}
+    run = training_run_start(project=project, requested_by=ml, config_overrides=plain)
+    assert run.base_version_id == v1.pk
+    assert run.config["train"]["epochs"] == run.config["warm_start_epochs"] == 12
+    training_run_cancel(run=run, actor=ml)
+    run = training_run_start(
+        project=project, requested_by=ml, config_overrides={**plain, "warm_start_epochs": 3}
+    )
+    assert run.config["train"]["epochs"] == 3
+    training_run_cancel(run=run, actor=ml)
+    run = training_run_start(project=project, requested_by=ml, config_overrides={**plain, "epochs": 20})
+    assert run.base_version_id == v1.pk and run.config["train"]["epochs"] == 20  # an explicit choice wins
+    training_run_cancel(run=run, actor=ml)
+    run = training_run_start(
+        project=project, requested_by=ml, config_overrides={**plain, "warm_start": False}
+    )
+    assert run.base_version is None and run.config["train"]["epochs"] == 40  # a fresh run: the full recipe

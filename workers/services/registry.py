@@ -20,9 +20,13 @@ from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import delete_quietly
 from hitl.core.types import User
 from workers.models import ModelVersion, RunStatus, TrainingRun, VersionState
+from workers.selectors.datasets import queue_head_ids
 from workers.selectors.settings import training_settings_for
 
 log = logging.getLogger(__name__)
+
+
+QUEUE_HEAD_PROPOSALS = 10  # cases at the head of the queue proposed for before the pool is re-scored
 
 
 def active_version(*, project: Project | int) -> ModelVersion | None:
@@ -87,7 +91,12 @@ def _activate(*, version: ModelVersion, previous: ModelVersion | None, first_tim
 
 
 def _enqueue_scoring(project_id: int, version_id: int) -> None:
-    """Inside the caller's transaction, through the outbox (sent after commit, swept if the broker is down)."""
+    """Inside the caller's transaction, through the outbox (sent after commit, swept if the broker is down).
+    Proposals for the current head of the queue go first: the cases readers claim next show the new version
+    within seconds, while the whole pool is re-scored (and re-ordered) after them."""
+    head = queue_head_ids(project_id=project_id, n=QUEUE_HEAD_PROPOSALS)
+    if head:
+        outbox_enqueue(task=task_names.PROPOSAL_COMPUTE, kwargs={"version_id": version_id, "case_ids": head})
     outbox_enqueue(task=task_names.SCORING_RUN, kwargs={"project_id": project_id, "version_id": version_id})
 
 

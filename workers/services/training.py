@@ -27,7 +27,11 @@ from hitl.core.types import User
 from workers.models import OPEN_RUN, RunStatus, TrainingRun
 from workers.selectors.settings import training_settings_for
 from workers.services.registry import active_version
-from workers.services.training_config import training_config_build, training_config_validate
+from workers.services.training_config import (
+    training_config_build,
+    training_config_validate,
+    warm_start_apply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ def training_run_start(
         if active and config["warm_start"] and active.config.get("network") == config["network"]
         else None
     )
+    if base is not None:
+        config = warm_start_apply(config)
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotations.models import Project
 from hitl.core.storage import bytes_save
+from workers.ml.al.scoring import mc_predict_proba
 from workers.ml.models.checkpoint import checkpoint_to_bytes
 from workers.ml.models.device import limit_cpu_threads
 from workers.ml.models.inference import predict_proba
@@ -171,7 +172,8 @@ def _execute_claimed(run: TrainingRun) -> None:
             run.pk, attempt, RunStatus.CANCELLED, f"cancelled on request after {done} epoch(s); no version"
         )
         return
-    metrics = evaluate(result.model, sets, net_cfg.num_classes, train_cfg.batch_size)
+    mc = int(run.config.get("scoring", {}).get("mc_samples", 5))
+    metrics = evaluate(result.model, sets, net_cfg.num_classes, train_cfg.batch_size, mc)
     metrics["active_on_validation"] = active_on_validation(
         run.project, sets, net_cfg.num_classes, train_cfg.batch_size
     )
@@ -211,14 +213,27 @@ def _per_class(m: SetMetrics | None) -> list[float | None]:
     return [c.pooled_dice for c in m.classes] if m is not None else []
 
 
-def evaluate(model, sets: TrainingSets, num_classes: int, batch_size: int) -> dict[str, Any]:
+def _mc_calibration(model, labelled: LabelledSet, mc_samples: int, batch_size: int) -> dict | None:
+    """Calibration of the MC-dropout mean softmax on the validation cases: the distribution pool scoring
+    and the uncertainty maps read."""
+    if not len(labelled):
+        return None
+    probs = mc_predict_proba(model, labelled.images, mc_samples=mc_samples, batch_size=batch_size)
+    return {**calibration(probs, labelled.masks).to_dict(), "mc_samples": mc_samples}
+
+
+def evaluate(
+    model, sets: TrainingSets, num_classes: int, batch_size: int, mc_samples: int = 5
+) -> dict[str, Any]:
     """Validation and test metrics (workers.ml.models.metrics: pooled Dice over the set, per class, the
-    per-case Dice where the class is present and false positives on cases without it), the validation
-    softmax's expected calibration error, plus the set sizes."""
+    per-case Dice where the class is present and false positives on cases without it), the expected
+    calibration error of the validation softmax and of the MC-dropout mean that scoring reads, plus the set
+    sizes."""
     val, val_calibration = _measured(model, sets.validation, num_classes, batch_size)
     test = _set_metrics(model, sets.test, num_classes, batch_size)
     return {
         "validation_calibration": val_calibration.to_dict() if val_calibration is not None else None,
+        "validation_calibration_mc": _mc_calibration(model, sets.validation, mc_samples, batch_size),
         "dice_metric": METRIC_NAME,
         "validation_dice": _dice_of(val),
         "test_dice": _dice_of(test),

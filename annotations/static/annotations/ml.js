@@ -27,6 +27,7 @@ function showRun(r) {
   $("run-status").textContent = `Run ${r.id}: ${r.status}${OPEN.has(r.status) ? ` · ${Math.round(r.progress || 0)} %` : ""}${eta}${result}`
     + (r.outcome ? ` · ${r.outcome}` : "");
   $("run-status").className = r.status === "failed" ? "error" : "muted";
+  $("run-recipe").textContent = recipeText(r);
   $("btn-cancel").disabled = !boot.can.train || !OPEN.has(r.status) || r.cancel_requested;
   $("btn-start").disabled = !boot.can.train || OPEN.has(r.status);
   const log = $("epoch-log");
@@ -36,6 +37,25 @@ function showRun(r) {
     cell(tr, e.epoch); cell(tr, fmt(e.train_loss, 4)); cell(tr, fmt(e.val_dice)); cell(tr, fmt(e.seconds, 2));
     log.append(tr);
   }
+}
+
+/** What the run trains and on what, from the config it recorded: the dataset fingerprint, the plan it
+ * implied (patch, batch, depth), the epochs and whether it fine-tunes the active version. */
+function recipeText(r) {
+  const c = r.config || {};
+  const fp = c.fingerprint, t = c.train || {}, net = c.network || {};
+  const parts = [];
+  if (fp) {
+    parts.push(`${fp.images} images, median ${fp.median_size[0]}x${fp.median_size[1]} px`);
+  }
+  if (t.patch_size) parts.push(`patch ${t.patch_size[0]}x${t.patch_size[1]}, batch ${t.batch_size}`);
+  if (net.channels) parts.push(`${net.channels.length}-level ${net.arch || "unet"}`);
+  if (t.epochs) {
+    const steps = t.steps_per_epoch ? ` x ${t.steps_per_epoch} steps` : "";
+    parts.push(`${t.epochs} epochs${steps}${r.base_version ? ", fine-tuning the active version" : ", from scratch"}`);
+  }
+  if (t.modality) parts.push(`${t.modality} intensities`);
+  return parts.length ? `Recipe: ${parts.join(" · ")}` : "";
 }
 
 async function refreshRun() {
@@ -73,7 +93,8 @@ async function refreshVersions() {
     const older = v.metrics.dice_metric ? "" : " (older metric)";  // per-slice mean: not comparable
     cell(tr, fmt(v.metrics.validation_dice) + older); cell(tr, fmt(v.metrics.test_dice) + older);
     cell(tr, falsePositives(v.metrics.validation));
-    cell(tr, fmt(v.metrics.validation_calibration?.ece));
+    const mcEce = v.metrics.validation_calibration_mc?.ece;
+    cell(tr, fmt(v.metrics.validation_calibration?.ece) + (mcEce != null ? ` (MC ${fmt(mcEce)})` : ""));
     cell(tr, v.parent_number ? `v${v.parent_number}` : "—");
     cell(tr, new Date(v.created_at).toLocaleString());
     const act = cell(tr, "");

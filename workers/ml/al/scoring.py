@@ -241,6 +241,28 @@ def score_pool(
     return PoolScores(**columns, uncertainty_maps=[m for m in maps if m is not None])
 
 
+def mc_predict_proba(
+    model: nn.Module, images: Sequence[np.ndarray], *, mc_samples: int = 5, batch_size: int = 8
+) -> list[np.ndarray]:
+    """The MC-dropout predictive distribution scoring reads: the mean softmax (K, H, W) of `mc_samples`
+    stochastic passes per image (dropout on, everything else in eval mode), cropped to each image's size."""
+    if mc_samples < 1:
+        raise ValueError("mc_samples must be >= 1")
+    dev = model_device(model)
+    divisor = network_divisor(model)
+    out: list[np.ndarray | None] = [None] * len(images)
+    with mc_dropout(model), torch.inference_mode():
+        for idx in group_by_shape(images, batch_size):
+            hw = images[idx[0]].shape[-2:]
+            x = np.stack([pad_to_multiple(np.asarray(images[i], dtype=np.float32), divisor)[0] for i in idx])
+            step = default_max_forward(dev, batch_size, mc_samples)
+            samples, _ = mc_forward(model, torch.from_numpy(x).to(dev), mc_samples, step)
+            mean = samples[..., : hw[0], : hw[1]].mean(dim=0).float().cpu().numpy()
+            for j, m in zip(idx, mean, strict=True):
+                out[j] = np.ascontiguousarray(m)
+    return [m for m in out if m is not None]
+
+
 def _in_order(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
     """Scatter per-group results back to input order."""
     first = parts[0][1]
