@@ -37,9 +37,7 @@ def open_pool_cases(*, project: Project) -> QuerySet[Case]:
 def queue_head_ids(*, project_id: int, n: int) -> list[int]:
     """The first `n` open pool cases in reading order (highest priority first): what readers claim next."""
     project = Project.objects.get(pk=project_id)
-    return list(
-        open_pool_cases(project=project).order_by("-priority", "id").values_list("pk", flat=True)[:n]
-    )
+    return list(open_pool_cases(project=project).order_by("-priority", "id").values_list("pk", flat=True)[:n])
 
 
 def known_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:

@@ -20,13 +20,24 @@ from workers.ml.models.networks import cam_layer_name
 MethodResult = tuple[np.ndarray, dict[str, Any]]
 
 
-def gradcam(ctx: Context, *, layer: str | None = None) -> MethodResult:
+def gradcam(ctx: Context, *, layer: str | None = None, antialias: bool = True) -> MethodResult:
     """Seg-Grad-CAM on a decoder layer, explaining the fixed region score: the map is
-    ReLU(sum_c mean(dF/dA_c) * A_c), bilinearly upsampled from the layer's resolution.
+    ReLU(sum_c mean(dF/dA_c) * A_c) at the layer's resolution, then upsampled to the image.
 
-    The same map as `monai.visualize.GradCAM` (a test pins the equality), computed more cheaply: the layer's
-    output is made the leaf of the autograd graph, so the forward pass records nothing before it and the
-    backward pass runs through the layers after it only (MONAI's backpropagates to the input).
+    Upsampling (`antialias=True`, the default): when the layer is coarser than the image, the map is first
+    low-passed at the layer's own grid by a separable binomial [1, 2, 1] / 4 filter (reflect borders),
+    whose response cos^2(pi f) is exactly zero at that grid's Nyquist frequency, then interpolated
+    bilinearly. Every decoder upsampling in these networks is a stride-2 transposed convolution with a
+    3x3 kernel, which treats even and odd output pixels differently (uneven overlap) and stamps a
+    period-2 checkerboard on its features; interpolated as it is, that pattern shows as stripes of period
+    4 px (twice the scale factor) over the image (docs/results: "Grad-CAM artefacts"). A layer at the
+    image's resolution is not filtered. `antialias=False` interpolates bilinearly only, which is the map
+    of `monai.visualize.GradCAM` with its default upsampler; with the default, the same map is MONAI's
+    given `upsampler=lambda size: lambda m: cam_upsample(m, size)` (tests pin both).
+
+    Cheaper than MONAI's: the layer's output is made the leaf of the autograd graph, so the forward pass
+    records nothing before it and the backward pass runs through the layers after it only (MONAI's
+    backpropagates to the input).
     """
     layer = layer or cam_layer_name(ctx.model)
     target = dict(ctx.model.named_modules()).get(layer)
@@ -47,8 +58,28 @@ def gradcam(ctx: Context, *, layer: str | None = None) -> MethodResult:
         handle.remove()
     acts = saved[-1].detach()
     cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True))
-    cam = torch.nn.functional.interpolate(cam, size=ctx.x.shape[-2:], mode="bilinear", align_corners=False)
-    return ctx.crop(cam), {"layer": layer}
+    size = (int(ctx.x.shape[-2]), int(ctx.x.shape[-1]))
+    if antialias:
+        cam = cam_upsample(cam, size)
+    else:
+        cam = torch.nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    return ctx.crop(cam), {"layer": layer, "antialias": antialias}
+
+
+def cam_upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Grad-CAM's anti-aliased upsampling of (B, 1, h, w) maps to `size` (see `gradcam`): binomial
+    [1, 2, 1] / 4 low-pass along each axis that is coarser than `size` (reflect borders), then bilinear
+    interpolation (align_corners=False, as MONAI's default upsampler). Unchanged at the same size."""
+    if tuple(cam.shape[-2:]) == tuple(size):
+        return cam
+    kernel = torch.tensor([0.25, 0.5, 0.25], dtype=cam.dtype, device=cam.device)
+    for axis, (have, want) in enumerate(zip(cam.shape[-2:], size, strict=True)):
+        if have < want and have > 1:
+            pad = (0, 0, 1, 1) if axis == 0 else (1, 1, 0, 0)
+            shape = (1, 1, 3, 1) if axis == 0 else (1, 1, 1, 3)
+            padded = torch.nn.functional.pad(cam, pad, mode="reflect")
+            cam = torch.nn.functional.conv2d(padded, kernel.view(shape))
+    return torch.nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)
 
 
 def saliency(ctx: Context) -> MethodResult:

@@ -68,13 +68,29 @@ def _bottleneck(model: nn.Module) -> nn.Module:
 
 
 def cam_layer_name(model: nn.Module) -> str:
-    """The decoder block one level above the output head: half resolution, class-aware features."""
+    """The layer (Seg-)Grad-CAM explains: the features the output head reads, at the finest resolution where
+    they are not the raw output of a transposed convolution.
+
+    UNet: "model.1", the outermost skip connection's output (encoder features concatenated with the decoder
+    block one level above the head, half resolution), i.e. the input of the output head. AttentionUnet:
+    "model.1.merge", the outermost attention layer's merge convolution (full resolution, a 3x3 conv over the
+    gated skip features and the upsampled ones), the input of its 1x1 output conv.
+
+    Before issue 15 (item 6) the UNet layer was "model.1.submodule.2": the decoder block alone, whose output
+    is a stride-2, 3x3 transposed convolution plus a residual unit with an identity shortcut, so the
+    transposed convolution's period-2 checkerboard reached the map (stripes over the background); the
+    AttentionUnet layer is unchanged. See docs/results: "Grad-CAM artefacts (issue 15, item 6)"; `gradcam`
+    low-passes the map on the layer's grid before upsampling it, which removes the checkerboard there too.
+    """
     names = {n for n, _ in model.named_modules()}
-    if isinstance(model, AttentionUnet) and "model.1.submodule.1.merge" in names:
-        return "model.1.submodule.1.merge"
-    if "model.1.submodule.2" not in names:
+    if isinstance(model, AttentionUnet):
+        for name in ("model.1.submodule.1.merge", "model.1.merge"):  # the second: 2-level networks only
+            if name in names:
+                return name
+        raise ValueError("unsupported AttentionUnet layout for Grad-CAM")
+    if "model.1.submodule" not in names:  # UNet: model.1 is the outermost SkipConnection (any depth)
         raise ValueError("unsupported network layout for Grad-CAM")
-    return "model.1.submodule.2"
+    return "model.1"
 
 
 def bottleneck_embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
