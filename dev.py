@@ -8,6 +8,7 @@ Standard library only: it runs before anything is installed."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -17,6 +18,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from scripts.test_services import DEFAULT_BROKER, DEFAULT_DB, OwnServices, choose, pg_bin
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -204,11 +207,12 @@ def cmd_test(args: list[str]) -> int:
         env=env,
     )
     say("integration tests (PostgreSQL + Redis + a real Celery worker)")
-    integ = subprocess.run(
-        [str(PY), "-m", "pytest", "tests/integration", *PG_TOO, "-q", *args],
-        cwd=ROOT,
-        env=integration_env(env),
-    )
+    with test_services() as urls:
+        integ = subprocess.run(
+            [str(PY), "-m", "pytest", "tests/integration", *PG_TOO, "-q", *args],
+            cwd=ROOT,
+            env=integration_env(env, urls),
+        )
     say("browser tests (Playwright + Chromium)")
     e2e = subprocess.run([str(PY), "-m", "pytest", "tests/e2e", "-q", *args], cwd=ROOT, env=env)
     codes = {"unit": unit.returncode, "integration": integ.returncode, "e2e": _no_tests_ok(e2e.returncode)}
@@ -221,11 +225,42 @@ def _no_tests_ok(code: int) -> int:
     return 0 if code == 5 else code
 
 
-def integration_env(env: dict[str, str]) -> dict[str, str]:
+@contextlib.contextmanager
+def test_services():
+    """The PostgreSQL and Redis URLs the integration tests use: the machine's when both answer (or
+    HITL_TEST_SERVICES=system), else (or with HITL_TEST_SERVICES=own) our own, started from Debian's packages
+    on private ports and data directories and stopped at the end (scripts/test_services.py)."""
+    urls = {
+        "HITL_TEST_DATABASE_URL": os.environ.get("HITL_TEST_DATABASE_URL", DEFAULT_DB),
+        "HITL_TEST_BROKER_URL": os.environ.get("HITL_TEST_BROKER_URL", DEFAULT_BROKER),
+    }
+    mode = os.environ.get("HITL_TEST_SERVICES", "auto")
+    if not choose(mode, urls["HITL_TEST_DATABASE_URL"], urls["HITL_TEST_BROKER_URL"]):
+        say(
+            f"using this machine's PostgreSQL and Redis ({urls['HITL_TEST_DATABASE_URL']}, {urls['HITL_TEST_BROKER_URL']})"
+        )
+        yield urls
+        return
+    missing = [] if pg_bin() else ["postgresql"]
+    missing += [] if shutil.which("redis-server") else ["redis-server"]
+    ensure_debian({pkg: "/nonexistent" for pkg in missing})
+    services = OwnServices()
+    own = services.start()
+    say(
+        f"started our own PostgreSQL and Redis for the tests ({own['HITL_TEST_DATABASE_URL']}, {own['HITL_TEST_BROKER_URL']})"
+    )
+    try:
+        yield own
+    finally:
+        services.stop()
+        say("stopped our own PostgreSQL and Redis")
+
+
+def integration_env(env: dict[str, str], urls: dict[str, str]) -> dict[str, str]:
     return dict(
         env,
-        DATABASE_URL=os.environ.get("HITL_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
-        CELERY_BROKER_URL=os.environ.get("HITL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15"),
+        DATABASE_URL=urls["HITL_TEST_DATABASE_URL"],
+        CELERY_BROKER_URL=urls["HITL_TEST_BROKER_URL"],
         CELERY_TASK_ALWAYS_EAGER="false",
         HITL_WORKER_HEARTBEAT_SECONDS="1",
     )

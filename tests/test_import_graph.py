@@ -164,3 +164,30 @@ def test_the_task_name_registry_is_every_registered_task():
     app.loader.import_default_modules()  # autodiscovery: hitl.core.tasks, annotations.tasks, workers.tasks
     ours = {name for name in app.tasks if name.startswith(PACKAGES)}
     assert ours == set(task_names.ALL_TASKS)
+
+
+def test_every_route_and_beat_entry_names_real_tasks_on_a_queue_the_workers_consume():
+    """A typo in CELERY_TASK_ROUTES or CELERY_BEAT_SCHEDULE fails here, not silently in production (a beat
+    entry for a task nobody registered, a route pattern that matches nothing, a queue no worker reads)."""
+    from fnmatch import fnmatchcase
+
+    from django.conf import settings
+
+    from hitl.celery import app
+    from hitl.core import task_names
+
+    app.loader.import_default_modules()
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in task_names.ALL_TASKS and entry["task"] in app.tasks, entry
+    routes = settings.CELERY_TASK_ROUTES
+    for pattern in routes:
+        assert any(fnmatchcase(name, pattern) for name in task_names.ALL_TASKS), (
+            f"route {pattern} matches no task"
+        )
+    dev = (ROOT / "dev.py").read_text()
+    consumed = set(dev.split('QUEUES = "', 1)[1].split('"', 1)[0].split(","))
+    for name in task_names.ALL_TASKS:
+        queue = next((r["queue"] for p, r in routes.items() if fnmatchcase(name, p)), "default")
+        assert queue in consumed, (
+            f"{name} goes to queue {queue!r}, which the run command's worker does not read"
+        )

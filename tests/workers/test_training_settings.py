@@ -116,6 +116,8 @@ def test_outsiders_and_missing_projects_are_404_and_anonymous_401(project, other
         ({"gating_tolerance": 1.5}, "gating_tolerance"),
         ({"gating_tolerance": -0.1}, "gating_tolerance"),
         ({"auto_retrain_every": -1}, "auto_retrain_every"),
+        ({"auto_retrain_every": 100_001}, "auto_retrain_every"),  # the schema's bound
+        ({"auto_retrain_every": 2**33}, "auto_retrain_every"),  # beyond the database column
         ({"training_config": {"nope": 1}}, "config"),
         ({"training_config": {"epochs": 0}}, "config"),
         ({"training_config": {"explain_methods": ["attention"]}}, "config"),  # a U-Net has no attention

@@ -15,11 +15,15 @@ from workers.selectors.settings import training_settings_for
 from workers.services.training_config import DEFAULTS as TRAINING_DEFAULTS
 from workers.services.training_settings import training_settings_update
 
+MAX_AUTO_RETRAIN_EVERY = (
+    100_000  # labels; the schema states the bound (the database column stops at 2**31 - 1)
+)
+
 
 class TrainingSettingsOutputSerializer(serializers.Serializer):
     query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices)
     auto_retrain_every = serializers.IntegerField(
-        min_value=0, help_text="retrain after N new labels; 0 = off"
+        min_value=0, max_value=MAX_AUTO_RETRAIN_EVERY, help_text="retrain after N new labels; 0 = off"
     )
     gating_tolerance = serializers.FloatField(
         min_value=0, max_value=1, help_text="a new model may lose at most this validation Dice"
@@ -39,7 +43,10 @@ class TrainingSettingsApi(APIView):
 
         query_strategy = serializers.ChoiceField(choices=QueryStrategy.choices, required=False)
         auto_retrain_every = serializers.IntegerField(
-            min_value=0, required=False, help_text="retrain after N new labels; 0 = off"
+            min_value=0,
+            max_value=MAX_AUTO_RETRAIN_EVERY,
+            required=False,
+            help_text="retrain after N new labels; 0 = off",
         )
         gating_tolerance = serializers.FloatField(
             min_value=0,
