@@ -92,3 +92,33 @@ def test_neighbouring_slices_become_channels_clamped_at_the_ends():
     prepared = [np.full((1, 2, 2), float(s.index), np.float32) for s in items]
     out = with_neighbours(items, prepared, 3)
     assert [tuple(o[:, 0, 0]) for o in out] == [(3, 3, 4), (3, 4, 5), (4, 5, 5), (7, 7, 7)]
+
+
+def test_the_kidney_task_keeps_the_kidneys_only_a_small_share_of_the_pixels():
+    from workers.ml.imaging import datasets
+    from workers.ml.research.recipe import totalseg_kidney
+
+    ct, sparse = datasets.totalseg_ct(), totalseg_kidney()
+    kidney = next(v for v, n in ct.label_names.items() if "kidney" in n)
+    assert sparse.label_names == {1: ct.label_names[kidney]} and set(np.unique(sparse.labels)) == {0, 1}
+    np.testing.assert_array_equal(sparse.labels == 1, ct.labels == kidney)
+    np.testing.assert_array_equal(sparse.image, ct.image)
+    holds = sparse.labels.any(axis=(0, 1))  # per axial slice
+    assert 0 < holds.mean() < 1 and 0 < sparse.labels.mean() < 0.05
+
+
+def test_label_picks_random_and_half_from_the_slices_that_hold_the_structure():
+    import pytest
+
+    from workers.ml.research.recipe import pick_labels
+
+    masks = [np.full((4, 4), i % 5 == 0, dtype=np.uint8) for i in range(50)]  # 10 of 50 hold a label
+    fg = pick_labels(masks, 7, np.random.default_rng(0), "fg_half")
+    assert len(set(fg.tolist())) == 7 and sum(masks[i].any() for i in fg) == 4  # ceil(7 / 2)
+    few = pick_labels(masks[:6], 5, np.random.default_rng(0), "fg_half")  # only 2 hold one: all of them
+    assert sum(masks[i].any() for i in few) == 2 and len(set(few.tolist())) == 5
+    rnd = pick_labels(masks, 7, np.random.default_rng(0), "random")
+    assert len(set(rnd.tolist())) == 7
+    np.testing.assert_array_equal(rnd, pick_labels(masks, 7, np.random.default_rng(0), "random"))
+    with pytest.raises(ValueError):
+        pick_labels(masks, 7, np.random.default_rng(0), "best")

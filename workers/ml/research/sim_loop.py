@@ -51,11 +51,20 @@ class LoopConfig:
     # No augmentation: with a few hundred steps per model the flips/rotations slowed convergence more than
     # they helped (validation Dice on the colin27 slab, 360 steps: 0.43-0.48 without vs 0.35-0.45 with).
     augment: bool = False
+    # The service's few-labels recipe (issue 15) inside each round: a third of each batch drawn from labelled
+    # slices and cropped around a label, batch Dice, poly LR decay, fixed steps per epoch with replacement.
+    recipe: bool = False
+
+
+RECIPE_TRAIN: dict[str, Any] = {"fg_oversample": 0.33, "batch_dice": True, "poly_lr": True}
 
 
 def epochs_for(steps: int, n_train: int, cfg: LoopConfig) -> int:
-    """Epochs that give about `steps` gradient steps on `n_train` slices (training.py's epoch length)."""
-    per_epoch = min(math.ceil(n_train / cfg.train_batch), cfg.steps_per_epoch)
+    """Epochs that give about `steps` gradient steps on `n_train` slices (training.py's epoch length; with
+    the recipe every epoch is `steps_per_epoch` steps drawn with replacement)."""
+    per_epoch = (
+        cfg.steps_per_epoch if cfg.recipe else min(math.ceil(n_train / cfg.train_batch), cfg.steps_per_epoch)
+    )
     return max(1, math.ceil(steps / max(per_epoch, 1)))
 
 
@@ -96,6 +105,7 @@ class RealBackend:
             augment=self.cfg.augment,
             modality=self.modality,
             max_steps_per_epoch=self.cfg.steps_per_epoch,
+            **(RECIPE_TRAIN | {"steps_per_epoch": self.cfg.steps_per_epoch} if self.cfg.recipe else {}),
         )
         result = train(
             self.net,

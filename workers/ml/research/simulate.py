@@ -228,6 +228,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed-strategy", default="coldstart", choices=("coldstart", "random"))
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--threads", type=int, default=int(os.environ.get("HITL_TORCH_THREADS", "1")))
+    p.add_argument(
+        "--recipe", action="store_true", help="train every round with the service's few-labels recipe"
+    )
     p.add_argument("--quick", action="store_true", help="tiny slices, net and epochs: a smoke run for tests")
     return p.parse_args(argv)
 
@@ -242,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     limit_cpu_threads(args.threads)
     spec = TASK_PRESETS[args.dataset]
     cfg = LoopConfig(
-        initial=args.initial, batch=args.batch, budget=args.budget, seed_strategy=args.seed_strategy
+        initial=args.initial,
+        batch=args.batch,
+        budget=args.budget,
+        seed_strategy=args.seed_strategy,
+        recipe=args.recipe,
     )
     if args.quick:
         spec = replace(spec, **QUICK_TASK)
