@@ -87,7 +87,9 @@ def _click_pixel(page, x: int, y: int) -> None:
 
 
 def _pressed(page, selector: str) -> str:
-    return page.locator(selector).get_attribute("aria-pressed")
+    """The radio's state (tools and labels are radios in their radiogroups: aria-checked, not aria-pressed)."""
+    assert page.locator(selector).get_attribute("role") == "radio"
+    return page.locator(selector).get_attribute("aria-checked")
 
 
 def test_shortcuts_help_and_sixty_step_undo_redo_never_wipe_the_mask(page, login, project, world, reader):

@@ -20,6 +20,8 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     seed_project(project, engineer)
     TrainingSettingsFactory(project=project, training_config=TINY)
 
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     login(page, "mleng")
     page.goto(f"/projects/{project.pk}/ml/")
     page.wait_for_selector("#versions >> text=No model versions yet")
@@ -37,6 +39,9 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     assert run.status == RunStatus.SUCCEEDED
     assert page.locator("#epoch-log tr").count() == len(run.epochs) >= 1
     assert "produced v1" in page.locator("#run-status").inner_text()
+    recipe = page.locator("#run-recipe").inner_text()  # what the run trained, from its recorded config
+    assert f"patch {TINY['patch_size']}x{TINY['patch_size']}" in recipe and "from scratch" in recipe, recipe
+    assert "(MC " in row  # the ECE of the MC-dropout mean beside the softmax's
     page.wait_for_selector("#curve svg circle")
     page.wait_for_selector("#queue tr td:has-text('v1')")  # the pool was rescored by v1
 
@@ -58,6 +63,7 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
         "explain_methods": ["attention", "gradcam", "saliency", "lime"],  # cheapest first, as listed
     }
     page.screenshot(path=str(artifacts / "ml-engineer.png"), full_page=True)
+    assert missing == []  # no missing favicon, script or API call
 
 
 def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(

@@ -206,7 +206,7 @@ class Editor {
   setTool(tool) {
     if (this.tool === "polygon" && tool !== "polygon") this.polygon = [];
     this.tool = tool;
-    for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+    for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-checked", String(b.dataset.tool === tool));
     this.root.dataset.tool = tool;
     this.viewer.requestRender();
   }
@@ -221,7 +221,7 @@ class Editor {
   setLabel(value) {
     if (!this.labels.some((c) => c.value === value)) return;
     this.label = value;
-    for (const b of document.querySelectorAll(".label-btn")) b.setAttribute("aria-pressed", String(Number(b.dataset.value) === value));
+    for (const b of document.querySelectorAll(".label-btn")) b.setAttribute("aria-checked", String(Number(b.dataset.value) === value));
     if (this.tool === "eraser") this.setTool("brush");
   }
 
@@ -263,7 +263,8 @@ class Editor {
     this.labels.forEach((c, i) => {
       const b = document.createElement("button");
       b.type = "button"; b.className = "label-btn"; b.dataset.value = String(c.value);
-      b.setAttribute("aria-pressed", String(c.value === this.label));
+      b.setAttribute("role", "radio");  // inside the "Label class" radiogroup
+      b.setAttribute("aria-checked", String(c.value === this.label));
       b.setAttribute("aria-keyshortcuts", String(i + 1));
       b.innerHTML = `<span class="swatch" style="background:${c.color}"></span><span></span> <kbd>${i + 1}</kbd>`;
       b.children[1].textContent = c.name;
