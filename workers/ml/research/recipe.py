@@ -118,7 +118,7 @@ def run_one(
     labels: int | None = None,
     seed: int = 0,
     epochs: int | None = None,
-    pick: str = "random",
+    label_pick: str = "random",
 ) -> dict:
     """Train `recipe` on the pool slices (all of them, or `labels` drawn at random with `seed`: empty slices
     as likely as any, as a reader's first labels would be) and score the test slices."""
@@ -137,7 +137,7 @@ def run_one(
 
     (tx, ty), (vx, vy), (sx, sy) = pick(POOL), pick(VAL), pick(TEST)
     if labels is not None:
-        chosen = pick_labels(ty, min(labels, len(tx)), np.random.default_rng(seed), pick)
+        chosen = pick_labels(ty, min(labels, len(tx)), np.random.default_rng(seed), label_pick)
         tx, ty = [tx[i] for i in chosen], [ty[i] for i in chosen]
     planned = plan(fingerprint([x.shape for x in tx], ty)) if recipe.startswith("few_labels") else {}
     settings = {**RECIPES[recipe], **planned}
@@ -158,7 +158,7 @@ def run_one(
         "dataset": name,
         "recipe": recipe,
         "labels": labels,
-        "pick": pick if labels is not None else None,
+        "pick": label_pick if labels is not None else None,
         "seed": seed,
         "train_labelled_slices": int(sum(bool(m.any()) for m in ty)),
         "size": int(items[0].image.shape[0]),
@@ -201,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, recipe, seed in runs:
         row = run_one(
-            name, recipe, args.threads, labels=args.labels, seed=seed, epochs=args.epochs, pick=args.pick
+            name,
+            recipe,
+            args.threads,
+            labels=args.labels,
+            seed=seed,
+            epochs=args.epochs,
+            label_pick=args.pick,
         )
         per_class = ", ".join(
             f"{row['label_names'].get(c['label'], c['label'])} {c['pooled_dice']:.3f}"
