@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The two commands of the README, for a fresh machine with nothing but Python 3.11:
 
-    python3 dev.py run     venv + install + migrate + demo data + web server (127.0.0.1:8000) + Celery worker
+    python3 dev.py run     venv + install + migrate + demo data + web server (127.0.0.1:8000) + a Celery worker
+                           per work lane (interactive, batch)
     python3 dev.py test    venv + install (incl. Debian packages and sample data) + lint + the whole test suite
 
 Standard library only: it runs before anything is installed."""
@@ -24,7 +25,9 @@ from scripts.test_services import DEFAULT_BROKER, DEFAULT_DB, OwnServices, choos
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-QUEUES = "default,ingest,score,explain,train,export"
+# Work lanes (hitl/core/lanes.py; a test keeps the two equal): one worker process per lane, so a reader's work
+# never waits behind training, scoring, reports or exports.
+LANES = {"interactive": "interactive,default", "batch": "ingest,score,explain,train,export"}
 # Unit-test files that also run on PostgreSQL: its constraints, and the queue's PostgreSQL-only claim path.
 PG_TOO = ("tests/annotations/test_models.py", "tests/annotations/test_queue.py")
 
@@ -69,8 +72,8 @@ def manage(*args: str, env: dict | None = None) -> None:
 def base_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "hitl.settings.local")
-    # The run command's worker has concurrency 1: it may use every core (concurrency x torch threads <= cores);
-    # the demo's first model trains in ~3 minutes on 2 cores this way (docs/results).
+    # Tests and management commands run one process: it may use every core. The run command's workers get
+    # their share each (cmd_run: lanes x threads <= cores) unless HITL_TORCH_THREADS is set.
     env.setdefault("HITL_TORCH_THREADS", str(os.cpu_count() or 1))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra)
@@ -120,26 +123,35 @@ def cmd_run() -> int:
     say("creating the demo project (real MRI from nilearn) and demo users")
     manage("seed_demo", env=env)
     bind = os.environ.get("HITL_BIND", "127.0.0.1:8000")
-    worker = subprocess.Popen(
-        [
-            str(VENV / "bin" / "celery"),
-            "-A",
-            "hitl",
-            "worker",
-            "-Q",
-            QUEUES,
-            "-c",
-            "1",
-            "-l",
-            "INFO",
-            "-B",
-            "--schedule",
-            str(ROOT / "var" / "celerybeat-schedule"),  # embedded beat: leases, outbox
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+    # One worker per lane, concurrency 1 each, torch threads split between them: lanes x threads <= cores.
+    threads = max(1, (os.cpu_count() or 2) // len(LANES))
+    workers = [
+        subprocess.Popen(
+            [
+                str(VENV / "bin" / "celery"),
+                "-A",
+                "hitl",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "1",
+                "-n",
+                f"{lane}@%h",
+                "-l",
+                "INFO",
+                *(
+                    ["-B", "--schedule", str(ROOT / "var" / "celerybeat-schedule")]
+                    if lane == "interactive"
+                    else []
+                ),
+            ],
+            cwd=ROOT,
+            env={**env, "HITL_TORCH_THREADS": os.environ.get("HITL_TORCH_THREADS", str(threads))},
+            start_new_session=True,
+        )
+        for lane, queues in LANES.items()
+    ]
     web = subprocess.Popen(
         [
             str(VENV / "bin" / "gunicorn"),
@@ -153,7 +165,7 @@ def cmd_run() -> int:
         env=env,
         start_new_session=True,
     )
-    procs = [web, worker]
+    procs = [web, *workers]
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if wait_healthy(f"http://{bind}/healthz", 120, procs):

@@ -175,6 +175,7 @@ def test_every_route_and_beat_entry_names_real_tasks_on_a_queue_the_workers_cons
 
     from hitl.celery import app
     from hitl.core import task_names
+    from hitl.core.lanes import ALL_QUEUES
 
     app.loader.import_default_modules()
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
@@ -184,10 +185,22 @@ def test_every_route_and_beat_entry_names_real_tasks_on_a_queue_the_workers_cons
         assert any(fnmatchcase(name, pattern) for name in task_names.ALL_TASKS), (
             f"route {pattern} matches no task"
         )
-    dev = (ROOT / "dev.py").read_text()
-    consumed = set(dev.split('QUEUES = "', 1)[1].split('"', 1)[0].split(","))
+    consumed = set(ALL_QUEUES)
     for name in task_names.ALL_TASKS:
         queue = next((r["queue"] for p, r in routes.items() if fnmatchcase(name, p)), "default")
-        assert queue in consumed, (
-            f"{name} goes to queue {queue!r}, which the run command's worker does not read"
-        )
+        assert queue in consumed, f"{name} goes to queue {queue!r}, which no lane's worker reads"
+
+
+def test_the_run_command_starts_a_worker_for_exactly_the_lanes_of_hitl_core_lanes():
+    import ast
+
+    from hitl.core.lanes import ALL_QUEUES, LANES
+
+    tree = ast.parse((ROOT / "dev.py").read_text())
+    lanes = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "LANES" for t in node.targets)
+    )
+    assert {lane: tuple(q.split(",")) for lane, q in lanes.items()} == LANES
+    assert len(ALL_QUEUES) == len(set(ALL_QUEUES))  # no queue in two lanes

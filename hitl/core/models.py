@@ -37,6 +37,12 @@ class OutboxMessage(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
+    queue = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="the queue to send to instead of the task's route (a lane, hitl.core.lanes), or blank",
+    )
 
     class Meta:
         db_table = "workers_outboxmessage"

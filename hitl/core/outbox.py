@@ -14,10 +14,11 @@ from hitl.core.models import OutboxMessage
 log = logging.getLogger(__name__)
 
 
-def outbox_enqueue(*, task: str, kwargs: dict) -> OutboxMessage:
+def outbox_enqueue(*, task: str, kwargs: dict, queue: str = "") -> OutboxMessage:
     """Call inside the caller's transaction; the message is sent once that commits (from the row in memory:
-    no second read)."""
-    message = OutboxMessage.objects.create(task=task, kwargs=kwargs)
+    no second read). `queue` sends it to that queue instead of the task's route: work a reader waits for
+    goes to the interactive lane (hitl.core.lanes.INTERACTIVE) whatever its task's usual lane."""
+    message = OutboxMessage.objects.create(task=task, kwargs=kwargs, queue=queue)
     transaction.on_commit(lambda: _send(message))
     return message
 
@@ -34,8 +35,9 @@ def _send(message: OutboxMessage) -> bool:
         if app.conf.task_always_eager:  # tests: run the task object in-process
             import_module(message.task.rpartition(".")[0])  # registers it (the name is its module path)
             app.tasks[message.task].apply_async(kwargs=message.kwargs)
-        else:  # by name: routed by CELERY_TASK_ROUTES, and the web process never imports torch
-            app.send_task(message.task, kwargs=message.kwargs)
+        else:  # by name: routed by CELERY_TASK_ROUTES (or its lane), and the web process never imports torch
+            options = {"queue": message.queue} if message.queue else {}
+            app.send_task(message.task, kwargs=message.kwargs, **options)
     except Exception as exc:  # broker down: keep it for the sweep
         OutboxMessage.objects.filter(pk=message_id).update(
             attempts=message.attempts + 1, last_error=type(exc).__name__

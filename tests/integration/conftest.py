@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from hitl.core.lanes import ALL_QUEUES
+
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -66,7 +68,7 @@ def celery_worker(services, django_db_setup, django_db_blocker):
     env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1")
     app.control.purge()
     hostname = f"itest-{uuid.uuid4().hex[:8]}@%h"
-    queues = "default,ingest,score,explain,train,export"
+    queues = ",".join(ALL_QUEUES)  # one worker for every lane
     cmd = [
         sys.executable,
         "-m",

@@ -70,6 +70,7 @@ def test_by_default_an_interactive_method_goes_to_a_worker_and_is_queued_when_no
     assert r.status_code == 202 and r.json()["status"] == "queued" and r.json()["interactive"] is True
     message = OutboxMessage.objects.get(task=EXPLAIN_TASK)
     assert message.kwargs == {"version_id": version.pk, "case_ids": [pool[0].pk], "methods": ["uncertainty"]}
+    assert message.queue == "interactive"  # the reader waits: never behind training or a report
     assert not Explanation.objects.exists()
 
 
@@ -96,7 +97,7 @@ def test_expensive_method_is_queued_then_ready(ml_client, project, pool):
     }
     assert not Explanation.objects.filter(case=pool[0], method="lime").exists()
     message = OutboxMessage.objects.get()
-    assert message.task == EXPLAIN_TASK
+    assert message.task == EXPLAIN_TASK and message.queue == ""  # expensive: the batch lane's explain queue
     assert message.kwargs == {"version_id": version.pk, "case_ids": [pool[0].pk], "methods": ["lime"]}
     assert explanations_compute(**message.kwargs) == 1  # what the explain worker does with it
     ready = _ask(ml_client, pool[0], "lime")
@@ -154,11 +155,16 @@ def test_who_may_ask(client_for, member, project, other_project, pool):
 
 @pytest.mark.django_db  # the follow-ups are outbox rows
 def test_pipeline_precomputes_expensive_methods_for_the_queue_head_only(monkeypatch):
-    calls = []
-    sent = lambda task, kwargs: calls.append(kwargs) if task == task_names.EXPLANATION_COMPUTE else None  # noqa: E731
-    monkeypatch.setattr(scoring, "outbox_enqueue", sent)
+    sent_all = []
+    monkeypatch.setattr(
+        scoring, "outbox_enqueue", lambda task, kwargs, queue="": sent_all.append((task, kwargs, queue))
+    )
     ids = list(range(1, scoring.HEAD_SIZE + 6))
     scoring._enqueue_followups(7, ids, ["gradcam", "lime", "saliency"])
+    calls = [kw for task, kw, _q in sent_all if task == task_names.EXPLANATION_COMPUTE]
+    proposals = [(kw["case_ids"], q) for task, kw, q in sent_all if task == task_names.PROPOSAL_COMPUTE]
+    # the head's proposals on the interactive lane (readers wait for them), the rest on the batch lane
+    assert proposals == [(ids[: scoring.HEAD_SIZE], "interactive"), (ids[scoring.HEAD_SIZE :], "")]
     assert calls[0] == {
         "version_id": 7,
         "case_ids": ids[: scoring.HEAD_SIZE],

@@ -121,6 +121,7 @@ def test_an_activation_proposes_for_the_queue_head_before_the_pool_is_rescored(
     version = make_version(project, number=1)
     before = OutboxMessage.objects.count()
     model_version_promote(version=version, actor=ml)
-    sent = list(OutboxMessage.objects.order_by("id")[before:].values_list("task", "kwargs"))
-    assert [t for t, _ in sent] == [task_names.PROPOSAL_COMPUTE, task_names.SCORING_RUN]
+    sent = list(OutboxMessage.objects.order_by("id")[before:].values_list("task", "kwargs", "queue"))
+    assert [t for t, _, _ in sent] == [task_names.PROPOSAL_COMPUTE, task_names.SCORING_RUN]
     assert sent[0][1] == {"version_id": version.pk, "case_ids": [cases[1].pk, cases[3].pk]}
+    assert [q for _, _, q in sent] == ["interactive", ""]  # the head on the interactive lane, scoring batch

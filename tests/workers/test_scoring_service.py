@@ -72,7 +72,7 @@ def test_rescoring_replaces_scores_and_enqueues_the_queue_head_first(
     monkeypatch.setattr(scoring_service, "HEAD_SIZE", 3)
     kind = {task_names.PROPOSAL_COMPUTE: "p", task_names.EXPLANATION_COMPUTE: "e"}
     monkeypatch.setattr(
-        scoring_service, "outbox_enqueue", lambda task, kwargs: sent.append((kind[task], kwargs))
+        scoring_service, "outbox_enqueue", lambda task, kwargs, queue="": sent.append((kind[task], kwargs))
     )
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     scoring_run(project_id=project.pk, version_id=version.pk)
@@ -107,7 +107,9 @@ def test_the_active_version_proposes_for_test_cases_after_the_pool(
 ):
     seeded = seed_project(project, member(Role.ML_ENGINEER), n_train=0, n_val=0, n_test=3, n_pool=4)
     sent = []
-    monkeypatch.setattr(scoring_service, "outbox_enqueue", lambda task, kwargs: sent.append((task, kwargs)))
+    monkeypatch.setattr(
+        scoring_service, "outbox_enqueue", lambda task, kwargs, queue="": sent.append((task, kwargs))
+    )
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     with django_capture_on_commit_callbacks(execute=True):
         scoring_run(project_id=project.pk, version_id=version.pk)

@@ -17,6 +17,7 @@ from annotations.models import Case
 from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
+from hitl.core.lanes import INTERACTIVE
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.types import User
 from workers.ml.explain.policy import is_interactive, methods_for_arch
@@ -52,8 +53,10 @@ def explanation_request(*, case: Case, method: str, user: User) -> tuple[Outcome
     if interactive and settings.HITL_EXPLAIN_IN_WEB:
         return "computed", _compute_here(case, version, method)
     with transaction.atomic():
-        outbox_enqueue(
-            task=EXPLAIN_TASK, kwargs={"version_id": version.pk, "case_ids": [case.pk], "methods": [method]}
+        outbox_enqueue(  # a reader waits for an interactive method: its lane never waits behind batch work
+            task=EXPLAIN_TASK,
+            kwargs={"version_id": version.pk, "case_ids": [case.pk], "methods": [method]},
+            queue=INTERACTIVE if interactive else "",
         )
         if not interactive:
             audit_record(

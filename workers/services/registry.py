@@ -16,6 +16,7 @@ from annotations.models import Project
 from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
+from hitl.core.lanes import INTERACTIVE
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import delete_quietly
 from hitl.core.types import User
@@ -96,7 +97,11 @@ def _enqueue_scoring(project_id: int, version_id: int) -> None:
     within seconds, while the whole pool is re-scored (and re-ordered) after them."""
     head = queue_head_ids(project_id=project_id, n=QUEUE_HEAD_PROPOSALS)
     if head:
-        outbox_enqueue(task=task_names.PROPOSAL_COMPUTE, kwargs={"version_id": version_id, "case_ids": head})
+        outbox_enqueue(
+            task=task_names.PROPOSAL_COMPUTE,
+            kwargs={"version_id": version_id, "case_ids": head},
+            queue=INTERACTIVE,  # readers claim these next: never behind a training run or a report
+        )
     outbox_enqueue(task=task_names.SCORING_RUN, kwargs={"project_id": project_id, "version_id": version_id})
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from annotations.models import Case, CaseSplit, Project
 from hitl.core import task_names
+from hitl.core.lanes import INTERACTIVE
 from hitl.core.outbox import outbox_enqueue
 from workers.ml.al.scoring import PoolScores, score_pool
 from workers.ml.al.strategies import intensity_features, select
@@ -223,9 +224,11 @@ def _enqueue_followups(version_id: int, ordered_ids: list[int], methods: list[st
     cheap = [m for m in methods if is_interactive(m)]
     expensive = [m for m in methods if not is_interactive(m)]
     with transaction.atomic():  # one commit sends them all, in this order
-        for batch in batches:
+        for i, batch in enumerate(batches):  # the head's proposals on the interactive lane: readers wait
             outbox_enqueue(
-                task=task_names.PROPOSAL_COMPUTE, kwargs={"version_id": version_id, "case_ids": batch}
+                task=task_names.PROPOSAL_COMPUTE,
+                kwargs={"version_id": version_id, "case_ids": batch},
+                queue=INTERACTIVE if i == 0 else "",
             )
         for i, batch in enumerate(batches):
             todo = cheap + expensive if i == 0 else cheap

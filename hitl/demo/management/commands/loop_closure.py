@@ -38,6 +38,7 @@ SEED = {  # as the demo: every 12th slice through the cerebrum, interleaved
     CaseSplit.TEST: list(range(47, 140, 12)),
 }
 READER = ("demo_annotator", "demo-annotator-pass")
+ML_ENGINEER = ("demo_ml", "demo-ml-pass")
 
 
 class Http:
@@ -124,10 +125,53 @@ class Command(BaseCommand):
             "claims_until_new_version": claims,
             "new_version": payload["proposal"]["model_version"],
             "runs": self._runs(http, project.pk),
+            "lanes": self._lanes_check(http, project.pk, case_id, payload, opts["url"]),
         }
         self.stdout.write(json.dumps(result, indent=2))
         if opts["json"]:
             opts["json"].write_text(json.dumps(result, indent=2))
+
+    def _lanes_check(self, http: Http, project_id: int, case_id: int, payload: dict, url: str) -> dict:
+        """With an explanation quality report running on the batch lane, the reader asks for an interactive
+        explanation of the case they hold: how long until it arrives, and whether it came within the
+        request (201) or was queued (202)."""
+        ml = Http(url)
+        _s, body = ml.call("POST", "/auth/token", {"username": ML_ENGINEER[0], "password": ML_ENGINEER[1]})
+        ml.token = body["token"]
+        status, report = ml.call("POST", f"/projects/{project_id}/explanation-reports", {"max_cases": 8})
+        if status != 201:
+            return {"skipped": f"report refused ({status}): {report}"}
+        self._wait(
+            lambda: ml.call("GET", f"/explanation-reports/{report['id']}")[1]["status"] == "running",
+            600,
+            "the report to start",
+        )
+        done = {e["method"] for e in payload["explanations"] if not e.get("stale")}
+        method = next(
+            (
+                m["method"]
+                for m in payload["explain_catalogue"]
+                if m.get("interactive") and m["method"] not in done
+            ),
+            None,
+        )
+        if method is None:
+            return {"skipped": "every interactive method is already computed for this case"}
+        t0 = time.monotonic()
+        status, body = http.call("POST", f"/cases/{case_id}/explanations", {"method": method})
+        while status == 202 and time.monotonic() - t0 < 120:
+            time.sleep(0.5)
+            fresh = http.call("GET", f"/cases/{case_id}/editor")[1]
+            if any(e["method"] == method and not e.get("stale") for e in fresh["explanations"]):
+                status = 200
+        seconds = time.monotonic() - t0
+        report_status = ml.call("GET", f"/explanation-reports/{report['id']}")[1]["status"]
+        return {
+            "method": method,
+            "http_status": status,
+            "seconds": round(seconds, 2),
+            "report_status_after": report_status,
+        }
 
     def _log(self, msg: str) -> None:
         self.stdout.write(msg)
