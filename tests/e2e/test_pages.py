@@ -42,6 +42,10 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     recipe = page.locator("#run-recipe").inner_text()  # what the run trained, from its recorded config
     assert f"patch {TINY['patch_size']}x{TINY['patch_size']}" in recipe and "from scratch" in recipe, recipe
     assert "(MC " in row  # the ECE of the MC-dropout mean beside the softmax's
+    page.wait_for_selector("#notice:has-text('produced v1')")  # "Training run started." does not linger
+    names = [c["name"] for c in project.label_classes]
+    per_class = page.locator("#versions tr[data-version='1'] .per-class").inner_text()
+    assert any(n in per_class for n in names), per_class  # validation Dice per class, by label name
     page.wait_for_selector("#curve svg circle")
     page.wait_for_selector("#queue tr td:has-text('v1')")  # the pool was rescored by v1
 

@@ -107,13 +107,16 @@ def test_versions_promote_rollback_and_learning_curve(project, member, client_fo
     listing = client.get(f"/api/v1/projects/{project.pk}/model-versions").json()["results"]
     assert [(v["number"], v["state"]) for v in listing] == [(3, "candidate"), (2, "active"), (1, "retired")]
     assert listing[1]["parent_number"] == 1 and listing[1]["metrics"]["validation_dice"] == 0.5
+    before = client.get(f"/api/v1/projects/{project.pk}/learning-curve").json()["points"]
     resp = client.post(f"/api/v1/model-versions/{world['v3'].pk}/promote")
     assert resp.status_code == 200 and resp.json()["state"] == "active"
     assert client.post(f"/api/v1/model-versions/{world['v3'].pk}/promote").status_code == 409
     resp = client.post(f"/api/v1/projects/{project.pk}/model-versions/rollback")
     assert resp.json()["number"] == 2 and resp.json()["state"] == "active"
+    assert [p["promoted"] for p in before] == [True, True, False]  # v3: a candidate, never active
     curve = client.get(f"/api/v1/projects/{project.pk}/learning-curve").json()["points"]
     assert [p["number"] for p in curve] == [1, 2, 3]
+    assert curve[2]["promoted"] is True  # v3 was active for a while: readers were given its proposals
     assert [p["labelled_cases"] for p in curve] == [4, 8, 12] and curve[0]["test_dice"] == pytest.approx(0.45)
 
 

@@ -202,6 +202,9 @@ class LearningCurveApi(APIView):
             help_text="how the Dice was measured; null: an older per-slice mean, not comparable",
         )
         created_at = serializers.DateTimeField()
+        promoted = serializers.BooleanField(
+            help_text="the version was active at some time (the curve of the model readers were given)"
+        )
 
     @extend_schema(
         responses=inline_serializer("LearningCurve", {"points": OutputSerializer(many=True)}),

@@ -49,7 +49,8 @@ def model_version_get_for_user(*, user: User, version_id: int) -> tuple[ModelVer
 
 
 def learning_curve(*, project: Project) -> list[dict[str, Any]]:
-    """One point per version, oldest first: labelled cases -> validation and test Dice."""
+    """One point per version, oldest first: labelled cases -> validation and test Dice; `promoted` marks
+    versions that were active at some time (candidates kept by gating never were)."""
     rows = ModelVersion.objects.filter(project=project).order_by("number")
     return [
         {
@@ -61,6 +62,7 @@ def learning_curve(*, project: Project) -> list[dict[str, Any]]:
             "test_dice": v.metrics.get("test_dice"),
             "dice_metric": v.metrics.get("dice_metric"),  # None: the older per-slice mean, not comparable
             "created_at": v.created_at,
+            "promoted": v.promoted_at is not None or v.state == VersionState.ACTIVE,
         }
         for v in rows
     ]

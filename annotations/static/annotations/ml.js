@@ -68,6 +68,8 @@ async function refreshRun() {
     if (!poller) poller = setTimeout(() => { poller = null; refreshRun().catch((e) => notice(e.message)); }, 1000);
   } else if (watching) {  // the run we watched just finished: its version, curve and queue are new
     watching = false;
+    notice(`Run ${run.id} ${run.status}${run.result_version_number ? `: produced v${run.result_version_number}` : ""}.`,
+      run.status === "succeeded" ? "info" : "error");  // replaces "Training run started."
     await Promise.all([refreshVersions(), refreshCurve(), refreshQueue()]);
   }
 }
@@ -91,7 +93,10 @@ async function refreshVersions() {
     if (v.state === "active") st.innerHTML = '<span class="badge ok">active</span>';
     cell(tr, v.metrics.labelled_cases ?? "—");
     const older = v.metrics.dice_metric ? "" : " (older metric)";  // per-slice mean: not comparable
-    cell(tr, fmt(v.metrics.validation_dice) + older); cell(tr, fmt(v.metrics.test_dice) + older);
+    const val = cell(tr, fmt(v.metrics.validation_dice) + older);
+    const classes = perClass(v.metrics.validation);
+    if (classes) { const small = document.createElement("div"); small.className = "muted small per-class"; small.textContent = classes; val.append(small); }
+    cell(tr, fmt(v.metrics.test_dice) + older);
     cell(tr, falsePositives(v.metrics.validation));
     const mcEce = v.metrics.validation_calibration_mc?.ece;
     cell(tr, fmt(v.metrics.validation_calibration?.ece) + (mcEce != null ? ` (MC ${fmt(mcEce)})` : ""));
@@ -101,7 +106,10 @@ async function refreshVersions() {
     if (boot.can.train && v.state !== "active") {
       const b = document.createElement("button");
       b.type = "button"; b.className = "secondary"; b.textContent = `Promote v${v.number}`;
-      b.onclick = () => act_(() => post(`/api/v1/model-versions/${v.id}/promote`), `v${v.number} is now active.`);
+      b.onclick = () => {
+        if (!window.confirm(`Make v${v.number} the active model? Readers get its proposals from now on and the pool is re-scored.`)) return;
+        act_(() => post(`/api/v1/model-versions/${v.id}/promote`), `v${v.number} is now active.`);
+      };
       act.append(b);
     }
     body.append(tr);
@@ -111,7 +119,20 @@ async function refreshVersions() {
 
 async function refreshCurve() {
   const { points } = await get(`/api/v1/projects/${pid}/learning-curve`);
-  $("curve").innerHTML = learningCurveSvg(points);
+  // The models readers were given: candidates that gating kept back would make the curve seem to fall.
+  const promoted = points.filter((p) => p.promoted);
+  const kept = points.length - promoted.length;
+  $("curve").innerHTML = learningCurveSvg(promoted)
+    + (kept ? `<p class="muted small">${kept} candidate version(s) never made active are not plotted.</p>` : "");
+}
+
+/** Validation Dice per class by the project's label names, e.g. "grey matter 0.93 · white matter 0.95". */
+function perClass(validation) {
+  const names = new Map(boot.project.label_classes.map((c) => [c.value, c.name]));
+  return (validation?.classes || [])
+    .filter((c) => c.pooled_dice != null)
+    .map((c) => `${names.get(c.label) ?? `class ${c.label}`} ${fmt(c.pooled_dice)}`)
+    .join(" · ");
 }
 
 async function refreshQueue() {
@@ -148,10 +169,14 @@ $("btn-start").onclick = () => {
   const config = epochs ? { ...((settings && settings.training_config) || {}), epochs: Number(epochs) } : {};
   $("btn-start").disabled = true;
   $("run-progress").value = 0;
+  watching = true;  // its end replaces the notice below, however fast it comes
   act_(() => post(`/api/v1/projects/${pid}/training-runs`, { config }), "Training run started.");
 };
 $("btn-cancel").onclick = () => run && act_(() => post(`/api/v1/training-runs/${run.id}/cancel`), "Cancel requested.");
-$("btn-rollback").onclick = () => act_(() => post(`/api/v1/projects/${pid}/model-versions/rollback`), "Rolled back.");
+$("btn-rollback").onclick = () => {
+  if (!window.confirm("Roll back to the previously active version? Readers get its proposals from now on and the pool is re-scored.")) return;
+  act_(() => post(`/api/v1/projects/${pid}/model-versions/rollback`), "Rolled back.");
+};
 
 const form = $("settings");
 
