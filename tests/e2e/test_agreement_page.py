@@ -97,6 +97,10 @@ def test_agreement_dashboard_renders_with_real_data(live_server):
                     external.append(r.url) if not r.url.startswith((live_server.url, "data:")) else None
                 ),
             )
+            page.goto(f"{live_server.url}/projects/{project.pk}/")  # reached from the project page
+            page.click("text=Reader agreement")
+            page.wait_for_load_state("load")
+            assert page.url == f"{live_server.url}/projects/{project.pk}/agreement/"
             resp = page.goto(f"{live_server.url}/projects/{project.pk}/agreement/")
             assert resp.status == 200
             assert page.locator("h1").inner_text() == "Inter-observer agreement"
