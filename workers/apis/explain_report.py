@@ -15,10 +15,14 @@ from hitl.core.permissions import Action, require
 from hitl.core.storage import bytes_load
 from workers.models import ExplanationReport
 from workers.selectors.explain_report import explanation_report_get_for_user, explanation_report_list
+from workers.selectors.waiting import waiting_for
 from workers.services.explain_report import KNOWN_METHODS, MAX_CASES, explanation_report_start
 
 
 class ExplanationReportOutputSerializer(serializers.ModelSerializer):
+    waiting_for = serializers.SerializerMethodField(
+        help_text="while queued: why it has not started (no worker for its queue, or what the workers are busy with)"
+    )
     requested_by = serializers.CharField(source="requested_by.username", allow_null=True, default=None)
     model_version_number = serializers.IntegerField(source="model_version.number")
     model_version_state = serializers.CharField(source="model_version.state")
@@ -32,6 +36,7 @@ class ExplanationReportOutputSerializer(serializers.ModelSerializer):
             "project",
             "status",
             "progress",
+            "waiting_for",
             "model_version",
             "model_version_number",
             "model_version_state",
@@ -50,6 +55,9 @@ class ExplanationReportOutputSerializer(serializers.ModelSerializer):
 
     def get_plot_url(self, report: ExplanationReport) -> str | None:
         return f"/api/v1/explanation-reports/{report.pk}/plot.png" if report.plot_path else None
+
+    def get_waiting_for(self, report: ExplanationReport) -> str | None:
+        return waiting_for("explanation report", report)
 
 
 class ExplanationReportDetailOutputSerializer(ExplanationReportOutputSerializer):

@@ -17,6 +17,7 @@ from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
 from workers.models import ExportFormat, ExportJob, ExportLabels, ExportStatus
 from workers.selectors.exports import export_job_get_for_user, export_job_list
+from workers.selectors.waiting import waiting_for
 from workers.services.exports.job import export_download_record, export_job_create
 
 
@@ -33,6 +34,9 @@ class ExportGone(exceptions.APIException):
 
 
 class ExportJobOutputSerializer(serializers.ModelSerializer):
+    waiting_for = serializers.SerializerMethodField(
+        help_text="while queued: why it has not started (no worker for its queue, or what the workers are busy with)"
+    )
     params = serializers.SerializerMethodField()
     masks = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
@@ -44,6 +48,7 @@ class ExportJobOutputSerializer(serializers.ModelSerializer):
             "project",
             "status",
             "progress",
+            "waiting_for",
             "params",
             "masks",
             "counts",
@@ -65,6 +70,9 @@ class ExportJobOutputSerializer(serializers.ModelSerializer):
 
     def get_download_url(self, job: ExportJob) -> str | None:
         return f"/api/v1/exports/{job.pk}/download" if job.status == ExportStatus.SUCCEEDED else None
+
+    def get_waiting_for(self, job: ExportJob) -> str | None:
+        return waiting_for("export", job)
 
 
 class ExportListApi(APIView):

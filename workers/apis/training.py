@@ -18,6 +18,7 @@ from workers.selectors.registry import (
     training_run_get_for_user,
     training_run_list,
 )
+from workers.selectors.waiting import waiting_for
 from workers.services.registry import model_version_promote, model_version_rollback
 from workers.services.training import training_run_cancel, training_run_start
 from workers.services.training_config import config_json_schema
@@ -30,6 +31,9 @@ class TrainingConfigField(serializers.DictField):
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    waiting_for = serializers.SerializerMethodField(
+        help_text="while queued: why it has not started (no worker for its queue, or what the workers are busy with)"
+    )
     requested_by = serializers.CharField(source="requested_by.username", allow_null=True, default=None)
     result_version_number = serializers.IntegerField(
         source="result_version.number", allow_null=True, default=None
@@ -53,6 +57,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
             "progress",
             "epochs",
             "eta_seconds",
+            "waiting_for",
             "outcome",
             "cancel_requested",
             "attempts",
@@ -66,6 +71,9 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         if run.status != "running" or not run.epochs:
             return None
         return run.epochs[-1].get("eta_seconds")
+
+    def get_waiting_for(self, run: TrainingRun) -> str | None:
+        return waiting_for("training run", run)
 
 
 class TrainingRunDetailOutputSerializer(TrainingRunOutputSerializer):

@@ -31,6 +31,11 @@ function statusCell(tr, job) {
   bar.max = 100; bar.value = job.progress || 0;
   bar.setAttribute("aria-label", `Export ${job.id} progress`);
   td.append(bar);
+  if (job.waiting_for) {  // queued: why it has not started
+    const why = document.createElement("div");
+    why.className = "muted small waiting"; why.textContent = job.waiting_for;
+    td.append(why);
+  }
 }
 
 function shaCell(tr, job) {

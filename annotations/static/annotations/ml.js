@@ -25,7 +25,7 @@ function showRun(r) {
   const eta = r.eta_seconds != null ? ` · about ${Math.round(r.eta_seconds)} s left` : "";
   const result = r.result_version_number ? ` · produced v${r.result_version_number}` : "";
   $("run-status").textContent = `Run ${r.id}: ${r.status}${OPEN.has(r.status) ? ` · ${Math.round(r.progress || 0)} %` : ""}${eta}${result}`
-    + (r.outcome ? ` · ${r.outcome}` : "");
+    + (r.waiting_for ? ` · ${r.waiting_for}` : "") + (r.outcome ? ` · ${r.outcome}` : "");
   $("run-status").className = r.status === "failed" ? "error" : "muted";
   $("run-recipe").textContent = recipeText(r);
   $("btn-cancel").disabled = !boot.can.train || !OPEN.has(r.status) || r.cancel_requested;

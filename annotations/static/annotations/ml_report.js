@@ -21,7 +21,8 @@ function showStatus(r) {
   bar.dataset.status = r.status;
   const version = `v${r.model_version_number}${r.model_version_state === "active" ? "" : ` (${r.model_version_state})`}`;
   $("report-status").textContent = `Report ${r.id} on ${version}, ${r.cases} case(s): ${r.status}`
-    + (open ? ` · ${Math.round(r.progress || 0)} %` : "") + (r.error ? ` · ${r.error}` : "");
+    + (open ? ` · ${Math.round(r.progress || 0)} %` : "") + (r.waiting_for ? ` · ${r.waiting_for}` : "")
+    + (r.error ? ` · ${r.error}` : "");
   $("report-status").className = r.status === "failed" ? "error" : "muted";
   $("btn-report").disabled = !boot.can.train || open;
 }
