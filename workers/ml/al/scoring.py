@@ -198,6 +198,26 @@ def default_max_forward(device: torch.device, batch_size: int, mc_samples: int) 
     return batch_size * mc_samples if device.type == "cuda" else min(batch_size * mc_samples, 8)
 
 
+def _mc_groups(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    mc_samples: int,
+    batch_size: int,
+    max_forward: int | None,
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """(indices, softmax samples (T, B, K, H, W) cropped to the group's own size, embeddings (B, D)) per
+    group of same-shape images, in MC-dropout mode (dropout on, the rest in eval; modes restored after)."""
+    dev = model_device(model)
+    step = max_forward or default_max_forward(dev, batch_size, mc_samples)
+    divisor = network_divisor(model)
+    with mc_dropout(model), torch.inference_mode():
+        for idx in group_by_shape(images, batch_size):
+            hw = images[idx[0]].shape[-2:]
+            x = np.stack([pad_to_multiple(np.asarray(images[i], dtype=np.float32), divisor)[0] for i in idx])
+            samples, emb = mc_forward(model, torch.from_numpy(x).to(dev), mc_samples, step)
+            yield idx, samples[..., : hw[0], : hw[1]], emb
+
+
 def score_pool(
     model: nn.Module,
     images: Sequence[np.ndarray],
@@ -219,24 +239,17 @@ def score_pool(
     if len(images) == 0:
         e = np.zeros(0, dtype=np.float32)
         return PoolScores(e, e, e, e, e, np.zeros((0, 0), np.float32), e, np.zeros((0, 0), np.float32), [])
-    dev = model_device(model)
-    step = max_forward or default_max_forward(dev, batch_size, mc_samples)
-    divisor = network_divisor(model)
     cols: dict[str, list[tuple[list[int], np.ndarray]]] = {}
     maps: list[np.ndarray | None] = [None] * len(images)
-    with mc_dropout(model), torch.inference_mode():
-        for idx in group_by_shape(images, batch_size):
-            hw = images[idx[0]].shape[-2:]
-            x = np.stack([pad_to_multiple(np.asarray(images[i], dtype=np.float32), divisor)[0] for i in idx])
-            samples, emb = mc_forward(model, torch.from_numpy(x).to(dev), mc_samples, step)
-            pu = pixel_uncertainty(samples[..., : hw[0], : hw[1]])
-            scores = _case_scores(pu, aggregation, topk_fraction) | {"embeddings": emb}
-            for name, val in scores.items():
-                cols.setdefault(name, []).append((idx, val.float().cpu().numpy()))
-            k = samples.shape[2]
-            umap = (pu.entropy / math.log(k) if k > 1 else torch.zeros_like(pu.entropy)).clamp(0.0, 1.0)
-            for j, m in zip(idx, umap.float().cpu().numpy(), strict=True):
-                maps[j] = np.ascontiguousarray(m)
+    for idx, samples, emb in _mc_groups(model, images, mc_samples, batch_size, max_forward):
+        pu = pixel_uncertainty(samples)
+        scores = _case_scores(pu, aggregation, topk_fraction) | {"embeddings": emb}
+        for name, val in scores.items():
+            cols.setdefault(name, []).append((idx, val.float().cpu().numpy()))
+        k = samples.shape[2]
+        umap = (pu.entropy / math.log(k) if k > 1 else torch.zeros_like(pu.entropy)).clamp(0.0, 1.0)
+        for j, m in zip(idx, umap.float().cpu().numpy(), strict=True):
+            maps[j] = np.ascontiguousarray(m)
     columns = {n: _in_order(parts, len(images)) for n, parts in cols.items()}
     return PoolScores(**columns, uncertainty_maps=[m for m in maps if m is not None])
 
@@ -248,18 +261,10 @@ def mc_predict_proba(
     stochastic passes per image (dropout on, everything else in eval mode), cropped to each image's size."""
     if mc_samples < 1:
         raise ValueError("mc_samples must be >= 1")
-    dev = model_device(model)
-    divisor = network_divisor(model)
     out: list[np.ndarray | None] = [None] * len(images)
-    with mc_dropout(model), torch.inference_mode():
-        for idx in group_by_shape(images, batch_size):
-            hw = images[idx[0]].shape[-2:]
-            x = np.stack([pad_to_multiple(np.asarray(images[i], dtype=np.float32), divisor)[0] for i in idx])
-            step = default_max_forward(dev, batch_size, mc_samples)
-            samples, _ = mc_forward(model, torch.from_numpy(x).to(dev), mc_samples, step)
-            mean = samples[..., : hw[0], : hw[1]].mean(dim=0).float().cpu().numpy()
-            for j, m in zip(idx, mean, strict=True):
-                out[j] = np.ascontiguousarray(m)
+    for idx, samples, _emb in _mc_groups(model, images, mc_samples, batch_size, None):
+        for j, m in zip(idx, samples.mean(dim=0).float().cpu().numpy(), strict=True):
+            out[j] = np.ascontiguousarray(m)
     return [m for m in out if m is not None]
 
 
