@@ -301,3 +301,54 @@ def test_reader_asks_for_an_interactive_and_a_queued_explanation(page, login, pr
             )
         )
     assert {"uncertainty", "lime"} <= set(made)
+
+
+def _drawn(page) -> dict:
+    """Per label value: how many pixels the mask layer paints in that label's colour."""
+    return page.evaluate(
+        """() => { const v = window.hitlEditor.viewer; v.render(); const d = v.maskData.data;
+        const out = {}; for (const [value, c] of v.colors.entries()) { if (!c) continue; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] && d[i] === c[0] && d[i + 1] === c[1] && d[i + 2] === c[2]) n++;
+        out[value] = n; } return out; }"""
+    )
+
+
+def test_outline_mode_and_label_toggles_change_what_is_drawn_never_the_mask(
+    page, login, project, world, reader
+):
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    # Two solid shapes (the untrained test model's proposal is speckle: every pixel of it is a border).
+    page.evaluate(
+        """() => { const v = window.hitlEditor.viewer; const m = v.mask; m.fill(0);
+        for (let y = 0; y < v.height; y++) for (let x = 0; x < v.width; x++) {
+          if ((x - 12) ** 2 + (y - 12) ** 2 <= 64) m[y * v.width + x] = 1;
+          if (x >= 20 && x < 30 && y >= 18 && y < 28) m[y * v.width + x] = 2; }
+        v.updateMask(0, 0, v.width - 1, v.height - 1); }"""
+    )
+    before = editor_state(page)["mask"]
+    labels = {int(v): int((before == int(v)).sum()) for v in np.unique(before) if v}
+    assert sorted(labels) == [1, 2]
+    filled = _drawn(page)
+    assert {v: filled[str(v)] for v in labels} == labels  # fill: every labelled pixel
+    page.check("#mask-outline")
+    outlined = _drawn(page)
+    for v, n in labels.items():  # a border only: fewer pixels, none of them inside the region
+        assert 0 < outlined[str(v)] < n
+        region = before == v
+        inner = (
+            region
+            & np.roll(region, 1, 0)
+            & np.roll(region, -1, 0)
+            & np.roll(region, 1, 1)
+            & np.roll(region, -1, 1)
+        )
+        assert outlined[str(v)] <= n - int(inner[1:-1, 1:-1].sum())
+    hide = min(labels)
+    page.uncheck(f"#mask-label-{hide}")
+    assert _drawn(page)[str(hide)] == 0
+    page.uncheck("#mask-outline")
+    page.check(f"#mask-label-{hide}")
+    assert _drawn(page) == filled
+    assert np.array_equal(editor_state(page)["mask"], before)  # display options never edit the mask

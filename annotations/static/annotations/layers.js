@@ -58,6 +58,25 @@ function row(list, { id, name, checked, opacity, badges, onToggle, onOpacity }) 
 
 const badge = (text, cls = "") => el("span", { class: `badge ${cls}` }, text);
 
+/** Fill / outline for the mask, and one toggle per label (hiding a label only hides its colour). */
+function maskOptions(viewer, labels) {
+  const outline = el("input", { type: "checkbox", id: "mask-outline", checked: viewer.maskStyle === "outline" });
+  outline.addEventListener("change", () => viewer.setMaskStyle({ style: outline.checked ? "outline" : "fill" }));
+  const perLabel = labels.map((c) => {
+    const cb = el("input", { type: "checkbox", id: `mask-label-${c.value}`, checked: !viewer.hiddenLabels.has(c.value) });
+    cb.dataset.value = String(c.value);
+    cb.addEventListener("change", () => {
+      const hidden = new Set(viewer.hiddenLabels);
+      if (cb.checked) hidden.delete(c.value); else hidden.add(c.value);
+      viewer.setMaskStyle({ hidden });
+    });
+    return el("label", { class: "check small", for: `mask-label-${c.value}` }, cb,
+      el("span", { class: "swatch", style: `background:${c.color}` }), ` ${c.name}`);
+  });
+  return el("li", { class: "layer mask-options", "data-layer": "mask-options" },
+    el("label", { class: "check small", for: "mask-outline" }, outline, " outline only"), ...perLabel);
+}
+
 /**
  * Build the panel for one case. viewer: Viewer; payload: the editor payload. Resolves once the maps
  * are loaded. Returns {toggle(id)} for the keyboard shortcuts.
@@ -81,6 +100,7 @@ export async function buildLayers(list, viewer, payload) {
     onToggle: (on) => { viewer.maskVisible = on; viewer.requestRender(); },
     onOpacity: (a) => { viewer.maskOpacity = a; viewer.requestRender(); },
   });
+  list.append(maskOptions(viewer, payload.label_classes));
   const loads = [];
   const addMap = (id, name, url, colormap, badges) => {
     const overlay = { visible: false, opacity: 0.6 };

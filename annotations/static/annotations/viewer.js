@@ -25,6 +25,8 @@ export class Viewer {
     this.overlays = [];
     this.maskVisible = true;
     this.maskOpacity = 0.5;
+    this.maskStyle = "fill";  // or "outline": only the pixels on a label's border
+    this.hiddenLabels = new Set();  // label values not drawn (the mask itself is unchanged)
     this.decorate = null;  // (ctx, viewer) -> void, screen-space extras (brush cursor, polygon)
     this.frameRequested = false;
     this.lastFrameMs = 0;
@@ -121,19 +123,32 @@ export class Viewer {
     if (!this.dirty) return;
     let { x0, y0, x1, y1 } = this.dirty;
     this.dirty = null;
-    x0 = Math.max(0, Math.floor(x0)); y0 = Math.max(0, Math.floor(y0));
-    x1 = Math.min(this.width - 1, Math.ceil(x1)); y1 = Math.min(this.height - 1, Math.ceil(y1));
+    // One pixel more on every side: an edit changes whether its neighbours lie on a border (outline mode).
+    x0 = Math.max(0, Math.floor(x0) - 1); y0 = Math.max(0, Math.floor(y0) - 1);
+    x1 = Math.min(this.width - 1, Math.ceil(x1) + 1); y1 = Math.min(this.height - 1, Math.ceil(y1) + 1);
     if (x1 < x0 || y1 < y0) return;
     const out = this.maskData.data;
+    const { mask, width: w, height: h } = this;
+    const outline = this.maskStyle === "outline";
     for (let y = y0; y <= y1; y++) {
       for (let x = x0; x <= x1; x++) {
-        const i = y * this.width + x;
-        const c = this.colors[this.mask[i]];
+        const i = y * w + x;
+        const v = mask[i];
+        const c = this.hiddenLabels.has(v) ? null : this.colors[v];
         const o = i * 4;
-        if (c) { out[o] = c[0]; out[o + 1] = c[1]; out[o + 2] = c[2]; out[o + 3] = 255; } else out[o + 3] = 0;
+        const edge = !outline || x === 0 || y === 0 || x === w - 1 || y === h - 1
+          || mask[i - 1] !== v || mask[i + 1] !== v || mask[i - w] !== v || mask[i + w] !== v;
+        if (c && edge) { out[o] = c[0]; out[o + 1] = c[1]; out[o + 2] = c[2]; out[o + 3] = 255; } else out[o + 3] = 0;
       }
     }
     this.maskCtx.putImageData(this.maskData, 0, 0, x0, y0, x1 - x0 + 1, y1 - y0 + 1);
+  }
+
+  /** Fill or outline, and which label values to hide: the whole mask is recoloured. */
+  setMaskStyle({ style = this.maskStyle, hidden = this.hiddenLabels } = {}) {
+    this.maskStyle = style;
+    this.hiddenLabels = new Set(hidden);
+    if (this.image) this.updateMask(0, 0, this.width - 1, this.height - 1);
   }
 
   /** An overlay from 8-bit values: colormap(v) -> [r,g,b,a]. Returns the overlay record. */
