@@ -283,8 +283,10 @@ def test_reader_asks_for_an_interactive_and_a_queued_explanation(page, login, pr
     page.select_option("#explain-method", "uncertainty")
     page.click("#btn-explain")
     page.wait_for_selector("#explain-status:has-text('uncertainty computed now')")
-    page.wait_for_selector("li[data-layer='uncertainty-v1'] input:checked")
-    assert page.evaluate("window.hitlEditor.viewer.overlays.find(o => o.id === 'uncertainty-v1').visible")
+    # The proposal's own version's uncertainty is already a layer: it is shown, not listed a second time.
+    page.wait_for_selector("li[data-layer='uncertainty'] input:checked")
+    assert page.evaluate("window.hitlEditor.viewer.overlays.find(o => o.id === 'uncertainty').visible")
+    assert page.locator("li[data-layer='uncertainty-v1']").count() == 0
     assert page.locator("#explain-method option[value=uncertainty]").count() == 0
 
     page.select_option("#explain-method", "lime")
@@ -352,3 +354,41 @@ def test_outline_mode_and_label_toggles_change_what_is_drawn_never_the_mask(
     page.check(f"#mask-label-{hide}")
     assert _drawn(page) == filled
     assert np.array_equal(editor_state(page)["mask"], before)  # display options never edit the mask
+
+
+def _tinted(page) -> int:
+    return page.evaluate(
+        """() => { const o = window.hitlEditor.viewer.overlays.find((x) => x.id === "uncertainty");
+        const d = o.canvas.getContext("2d").getImageData(0, 0, o.canvas.width, o.canvas.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+
+
+def test_uncertainty_is_one_layer_tinted_only_above_an_adjustable_threshold(
+    page, login, project, world, reader
+):
+    from workers.services.proposals import explanations_compute
+
+    explanations_compute(
+        version_id=world["version"].pk, case_ids=[c.pk for c in world["pool"]], methods=["uncertainty"]
+    )
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    assert page.evaluate(
+        "() => window.hitlEditor.session.payload.explanations.some((e) => e.method === 'uncertainty')"
+    )
+    assert page.locator("[data-layer='uncertainty']").count() == 1
+    assert page.locator("[data-layer^='uncertainty-v']").count() == 0  # the same map is not listed twice
+    page.wait_for_function("() => window.hitlEditor.viewer.overlays.some((o) => o.id === 'uncertainty')")
+    values = page.evaluate(
+        "() => Array.from(window.hitlEditor.viewer.overlays.find((o) => o.id === 'uncertainty').values)"
+    )
+    default = _tinted(page)
+    assert default == sum(v >= round(0.2 * 255) and v > 0 for v in values)  # below 20 %: untinted
+    page.fill("#uncertainty-threshold", "0")
+    page.dispatch_event("#uncertainty-threshold", "input")
+    assert _tinted(page) == sum(v > 0 for v in values) >= default
+    page.fill("#uncertainty-threshold", "90")
+    page.dispatch_event("#uncertainty-threshold", "input")
+    assert _tinted(page) == sum(v >= round(0.9 * 255) for v in values) <= default

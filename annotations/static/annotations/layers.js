@@ -26,10 +26,13 @@ export function heat(v) {
   return [clamp(765 * t), clamp(765 * t - 255), clamp(765 * t - 510), clamp(40 + 215 * t) * (t > 0.02)];
 }
 
-/** Uncertainty: magenta, opacity grows with uncertainty. */
-export function unsure(v) {
-  return [230, 60, 230, clamp(v)];
+/** Uncertainty: magenta, opacity grows with uncertainty; nothing below `threshold` (0..255), so confident
+ * pixels (air, the middle of a clear structure) stay untinted. */
+export const UNCERTAINTY_THRESHOLD = 0.2;
+export function unsureAbove(threshold) {
+  return (v) => [230, 60, 230, v < threshold ? 0 : clamp(v)];
 }
+export const unsure = unsureAbove(Math.round(UNCERTAINTY_THRESHOLD * 255));
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -57,6 +60,22 @@ function row(list, { id, name, checked, opacity, badges, onToggle, onOpacity }) 
 }
 
 const badge = (text, cls = "") => el("span", { class: `badge ${cls}` }, text);
+
+/** The uncertainty map's threshold: pixels less uncertain than it are not tinted. */
+function thresholdControl(viewer, overlayOf) {
+  const slider = el("input", {
+    type: "range", min: "0", max: "90", value: String(Math.round(UNCERTAINTY_THRESHOLD * 100)),
+    id: "uncertainty-threshold", "aria-label": "Uncertainty threshold (per cent of the maximum)",
+  });
+  const out = el("span", { class: "muted small" }, `${slider.value} %`);
+  slider.addEventListener("input", () => {
+    out.textContent = `${slider.value} %`;
+    const overlay = overlayOf();
+    if (overlay) viewer.recolorOverlay(overlay, unsureAbove(Math.round((Number(slider.value) / 100) * 255)));
+  });
+  return el("li", { class: "layer", "data-layer": "uncertainty-threshold" },
+    el("label", { class: "small", for: "uncertainty-threshold" }, "Show uncertainty above ", out), slider);
+}
 
 /** Fill / outline for the mask, and one toggle per label (hiding a label only hides its colour). */
 function maskOptions(viewer, labels) {
@@ -109,6 +128,7 @@ export async function buildLayers(list, viewer, payload) {
       onToggle: (on) => { overlay.visible = on; if (overlay.real) overlay.real.visible = on; viewer.requestRender(); },
       onOpacity: (a) => { overlay.opacity = a; if (overlay.real) overlay.real.opacity = a; viewer.requestRender(); },
     });
+    controls[id].overlay = overlay;
     loads.push(getPngValues(url, width, height).then((values) => {
       overlay.real = viewer.addOverlay(id, values, colormap, overlay);
     }).catch(() => {
@@ -120,8 +140,13 @@ export async function buildLayers(list, viewer, payload) {
     const b = [badge(`v${proposal.model_version}`)];
     if (proposal.stale) b.push(badge("stale", "stale"));
     addMap("uncertainty", "Uncertainty", payload.uncertainty_url, unsure, b);
+    list.append(thresholdControl(viewer, () => controls.uncertainty.overlay?.real));
   }
+  // The "uncertainty" explanation of the proposal's own version is the same map: one layer, not two.
+  const sameAsUncertainty = (e) => e.method === "uncertainty" && payload.uncertainty_url
+    && proposal && e.model_version === proposal.model_version;
   const addExplanation = (e) => {
+    if (sameAsUncertainty(e)) return;
     const b = [badge(`v${e.model_version}`)];
     if (e.stale) b.push(badge("stale", "stale"));
     if (e.cost_forward_units != null) {
@@ -140,7 +165,7 @@ export async function buildLayers(list, viewer, payload) {
       empty?.remove();
       addExplanation(e);
       await Promise.all(loads);
-      const key = `${e.method}-v${e.model_version}`;
+      const key = sameAsUncertainty(e) ? "uncertainty" : `${e.method}-v${e.model_version}`;
       if (!controls[key].checkbox.checked && !controls[key].checkbox.disabled) controls[key].checkbox.click();
     },
     /** Toggle a layer by id prefix ("mask", "uncertainty", "gradcam", ...): the first match. */

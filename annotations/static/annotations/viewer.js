@@ -168,6 +168,20 @@ export class Viewer {
     return overlay;
   }
 
+  /** Redraw an overlay's values with another colormap (e.g. a new threshold). */
+  recolorOverlay(overlay, colormap) {
+    const ctx = overlay.canvas.getContext("2d");
+    const img = ctx.createImageData(this.width, this.height);
+    const lut = Array.from({ length: 256 }, (_, v) => colormap(v));
+    const values = overlay.values;
+    for (let i = 0; i < values.length; i++) {
+      const [r, g, b, a] = lut[values[i]];
+      img.data[i * 4] = r; img.data[i * 4 + 1] = g; img.data[i * 4 + 2] = b; img.data[i * 4 + 3] = a;
+    }
+    ctx.putImageData(img, 0, 0);
+    this.requestRender();
+  }
+
   fit() {
     if (!this.image) return;
     const s = Math.min(this.canvas.width / this.width, this.canvas.height / this.height) * 0.96;

@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--labels", type=int, default=None, help="train on this many random pool slices")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--pick", choices=PICKS, default="random", help="how --labels slices are chosen")
     ap.add_argument("--json", type=Path)
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         (name, recipe, seed)
         for name in args.datasets.split(",")
         for recipe in args.recipes.split(",")
-        for seed in range(args.seeds)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
     for name, recipe, seed in runs:
         row = run_one(
