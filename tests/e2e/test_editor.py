@@ -392,3 +392,25 @@ def test_uncertainty_is_one_layer_tinted_only_above_an_adjustable_threshold(
     page.fill("#uncertainty-threshold", "90")
     page.dispatch_event("#uncertainty-threshold", "input")
     assert _tinted(page) == sum(v >= round(0.9 * 255) for v in values) <= default
+
+
+def test_window_presets_state_the_images_own_units(page, login, project, member, reader):
+    """MR intensities stored as fractions (0..1): the presets' W / L are not rounded away ("W 1 / L 0")."""
+    from tests.workers.test_training_helpers import add_case
+
+    owner = member(Role.ML_ENGINEER)
+    image = np.random.default_rng(0).random((48, 40)).astype(np.float32) * 0.8
+    add_case(project, user=owner, image=image, mask=None, split="pool")
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    presets = page.evaluate("() => window.hitlEditor.presets.map((p) => [p.name, p.width, p.center])")
+    texts = page.locator("#preset option").all_inner_texts()
+    assert [n for n, _w, _c in presets][-2:] == ["Auto (1-99 %)", "Full range"]
+    assert all(w < 1 for _n, w, _c in presets[-2:])  # the image's own (fractional) units
+    for (name, width, center), text in zip(presets, texts, strict=True):
+        w = float(text.split("(W ")[1].split(" /")[0])
+        level = float(text.split("/ L ")[1].rstrip(")"))
+        assert text.startswith(name)
+        assert w == pytest.approx(width, rel=5e-3, abs=0.5 if abs(width) >= 100 else 0)
+        assert level == pytest.approx(center, rel=5e-3, abs=0.5 if abs(center) >= 100 else 1e-9)

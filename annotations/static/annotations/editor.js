@@ -281,8 +281,14 @@ class Editor {
       presets.push(...(c.window_presets || []));
       for (const p of MODALITY_PRESETS[c.modality] || []) if (!presets.some((q) => q.name === p.name)) presets.push(p);
       presets.push({ name: "Auto (1-99 %)", ...this.viewer.autoWindow() });
+      if (this.viewer.stats) {  // the image's whole range, in its own units
+        const { min, max } = this.viewer.stats;
+        presets.push({ name: "Full range", center: (min + max) / 2, width: Math.max(max - min, 1e-6) });
+      }
     }
-    presets.forEach((p, i) => sel.append(new Option(`${p.name} (W ${Math.round(p.width)} / L ${Math.round(p.center)})`, String(i))));
+    // In the image's real units: MR intensities may be fractions, so 3 significant digits, never rounded to 0.
+    const num = (v) => (Math.abs(v) >= 100 ? String(Math.round(v)) : String(+v.toPrecision(3)));
+    presets.forEach((p, i) => sel.append(new Option(`${p.name} (W ${num(p.width)} / L ${num(p.center)})`, String(i))));
     sel.disabled = this.viewer.rgb;
     this.presets = presets;
     const first = c.modality === "CT" || c.window_presets?.length ? presets[0] : presets[presets.length - 1];
