@@ -414,3 +414,19 @@ def test_window_presets_state_the_images_own_units(page, login, project, member,
         assert text.startswith(name)
         assert w == pytest.approx(width, rel=5e-3, abs=0.5 if abs(width) >= 100 else 0)
         assert level == pytest.approx(center, rel=5e-3, abs=0.5 if abs(center) >= 100 else 1e-9)
+
+
+def test_the_image_does_not_move_when_the_mask_becomes_unsaved(page, login, project, world, reader):
+    login(page, "reader1")
+    page.set_viewport_size(
+        {"width": 900, "height": 700}
+    )  # narrow: a badge that took space would wrap the bar
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    place = "() => { const v = window.hitlEditor.viewer; return [v.scale, v.tx, v.ty]; }"
+    before, box = page.evaluate(place), page.locator("#view").bounding_box()
+    assert page.locator("#dirty").is_hidden()
+    drag(page, [(4.5, 4.5), (20.5, 20.5)])
+    assert page.locator("#dirty").is_visible()
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert page.evaluate(place) == before and page.locator("#view").bounding_box() == box

@@ -199,7 +199,8 @@ class Editor {
     $("btn-undo").disabled = !h?.canUndo;
     $("btn-redo").disabled = !h?.canRedo;
     $("btn-reset").disabled = !h || !this.session.proposalMask;
-    $("dirty").hidden = !h?.dirty;
+    // visibility, not display: the badge keeps its place, so the header and the image never move mid-edit
+    $("dirty").style.visibility = h?.dirty ? "visible" : "hidden";
     $("history-info").textContent = h ? `${h.undoStack.length} undo · ${h.redoStack.length} redo steps` : "";
   }
 
