@@ -430,3 +430,17 @@ def test_the_image_does_not_move_when_the_mask_becomes_unsaved(page, login, proj
     assert page.locator("#dirty").is_visible()
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
     assert page.evaluate(place) == before and page.locator("#view").bounding_box() == box
+
+
+def test_every_map_says_what_it_explains_and_shows_its_colour_scale(page, login, project, world, reader):
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    names = {c["value"]: c["name"] for c in project.label_classes}
+    explanations = page.evaluate("() => window.hitlEditor.session.payload.explanations")
+    assert explanations
+    for e in explanations:
+        row = page.locator(f"li[data-layer='{e['method']}-v{e['model_version']}']")
+        assert f"explains {names[e['params']['target_class']]}" in row.inner_text()
+        assert row.locator(".legend.heat").count() == 1
+    assert page.locator("li[data-layer='uncertainty'] .legend.unsure").count() == 1

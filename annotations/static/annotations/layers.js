@@ -61,6 +61,10 @@ function row(list, { id, name, checked, opacity, badges, onToggle, onOpacity }) 
 
 const badge = (text, cls = "") => el("span", { class: `badge ${cls}` }, text);
 
+/** A colour scale for a map: the colormap's ramp between its two ends' words. */
+const legend = (kind, low, high) => el("span", { class: "legend-scale small", role: "img",
+  "aria-label": `colour scale: ${low} to ${high}` }, `${low} `, el("span", { class: `legend ${kind}` }), ` ${high}`);
+
 /** The uncertainty map's threshold: pixels less uncertain than it are not tinted. */
 function thresholdControl(viewer, overlayOf) {
   const slider = el("input", {
@@ -139,15 +143,20 @@ export async function buildLayers(list, viewer, payload) {
   if (payload.uncertainty_url) {
     const b = [badge(`v${proposal.model_version}`)];
     if (proposal.stale) b.push(badge("stale", "stale"));
+    b.push(legend("unsure", "certain", "uncertain"));
     addMap("uncertainty", "Uncertainty", payload.uncertainty_url, unsure, b);
     list.append(thresholdControl(viewer, () => controls.uncertainty.overlay?.real));
   }
   // The "uncertainty" explanation of the proposal's own version is the same map: one layer, not two.
   const sameAsUncertainty = (e) => e.method === "uncertainty" && payload.uncertainty_url
     && proposal && e.model_version === proposal.model_version;
+  const labelName = new Map(payload.label_classes.map((c) => [c.value, c.name]));
   const addExplanation = (e) => {
     if (sameAsUncertainty(e)) return;
     const b = [badge(`v${e.model_version}`)];
+    const target = e.params?.target_class;
+    if (target != null) b.push(badge(`explains ${labelName.get(target) ?? `class ${target}`}`, "target"));
+    b.push(legend("heat", "low", "high"));
     if (e.stale) b.push(badge("stale", "stale"));
     if (e.cost_forward_units != null) {
       b.push(el("span", { class: "muted small", title: "measured cost in forward passes" }, `${Number(e.cost_forward_units).toFixed(1)}× forward`));
