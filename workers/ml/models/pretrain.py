@@ -42,7 +42,7 @@ from torch import nn
 from workers.ml.models.config import NetworkConfig
 from workers.ml.models.device import pick_device
 from workers.ml.models.networks import build_network
-from workers.ml.models.training import seed_everything
+from workers.ml.models.training import poly_schedule, seed_everything
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,7 @@ def pretrain(
     model: nn.Module = build_network(recon_cfg).to(dev)
     data = _Corrupted(pool, patch, seed, mask_ratio=mask_ratio, mask_cell=mask_cell, noise_std=noise_std)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    total = max(1, steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total) ** 0.9)
+    sched = poly_schedule(opt, steps)
 
     t0 = time.perf_counter()
     window: list[float] = []

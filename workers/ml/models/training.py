@@ -128,7 +128,7 @@ class _Batches:
         return torch.stack(xs).float().to(device), torch.stack(ys).long().to(device)
 
 
-def _poly_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def poly_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """nnU-Net's poly decay: lr x (1 - step / total) ** 0.9."""
     total = max(1, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total) ** 0.9)
@@ -214,7 +214,7 @@ def train(
     )
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
     scheduler = (
-        _poly_schedule(opt, train_cfg.epochs * batches.steps_per_epoch()) if train_cfg.poly_lr else None
+        poly_schedule(opt, train_cfg.epochs * batches.steps_per_epoch()) if train_cfg.poly_lr else None
     )
 
     history: list[EpochReport] = []
