@@ -241,14 +241,12 @@ class Command(BaseCommand):
         if status not in (200, 201):
             raise CommandError(f"claim failed ({status}): {claim}")
         case_id = claim["case"]
-        if ready is None:
-            return case_id, http.call("GET", f"/cases/{case_id}/editor")[1]
-        payload = self._wait(
-            lambda: (lambda p: p if ready(p) else None)(http.call("GET", f"/cases/{case_id}/editor")[1]),
-            timeout,
-            f"a proposal for case {case_id}",
-        )
-        return case_id, payload
+
+        def editor_when_ready() -> dict | None:
+            payload = http.call("GET", f"/cases/{case_id}/editor")[1]
+            return payload if ready is None or ready(payload) else None
+
+        return case_id, self._wait(editor_when_ready, timeout, f"a proposal for case {case_id}")
 
     def _submit(self, http: Http, case_id: int, payload: dict, mask: np.ndarray) -> None:
         body = {
