@@ -189,8 +189,18 @@ def _death(status: int, *, timed_out: bool) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------- child
 
 
+def _warm_blas() -> None:
+    """Let OpenBLAS allocate its work buffer before the address-space limit: under the limit its first
+    call would otherwise fail to allocate and exit the process (status 1, no result) instead of letting a
+    too-large decode end as MemoryError ("too_large")."""
+    import numpy as np
+
+    np.dot(np.ones((64, 64)), np.ones((64, 64)))
+
+
 def _child(argv: list[str]) -> int:
     memory, cpu, output = (int(a) for a in argv)
+    _warm_blas()
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (output, output))
