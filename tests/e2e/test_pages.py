@@ -41,6 +41,7 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     assert "produced v1" in page.locator("#run-status").inner_text()
     recipe = page.locator("#run-recipe").inner_text()  # what the run trained, from its recorded config
     assert f"patch {TINY['patch_size']}x{TINY['patch_size']}" in recipe and "from scratch" in recipe, recipe
+    assert "2D: one slice per input" in recipe, recipe  # single-image phantoms: nothing to stack
     assert "(MC " in row  # the ECE of the MC-dropout mean beside the softmax's
     page.wait_for_selector("#notice:has-text('produced v1')")  # "Training run started." does not linger
     names = [c["name"] for c in project.label_classes]

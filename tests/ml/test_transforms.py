@@ -107,3 +107,33 @@ def test_intensity_augmentation_changes_image_only():
     outs = [t({"image": image, "label": label}) for _ in range(10)]
     assert all((np.asarray(o["label"]) == 1).all() for o in outs)
     assert any(not np.allclose(np.asarray(o["image"]), 0.5) for o in outs)
+
+
+def test_context_indices_clamp_at_the_ends_of_the_volume():
+    from workers.ml.models.transforms import context_indices
+
+    assert context_indices(0, 5, 3) == [0, 0, 1]
+    assert context_indices(2, 5, 3) == [1, 2, 3]
+    assert context_indices(4, 5, 5) == [2, 3, 4, 4, 4]
+    assert context_indices(0, 1, 3) == [0, 0, 0]  # a 2D image: the slice itself three times
+    assert context_indices(3, 7, 1) == [3]
+    for bad in [(0, 5, 2), (0, 5, 0), (5, 5, 3), (-1, 5, 3)]:
+        with pytest.raises(ValueError):
+            context_indices(*bad)
+
+
+def test_prepare_context_stacks_each_neighbour_prepared_on_its_own_with_the_slice_in_the_middle():
+    from workers.ml.models.transforms import prepare_context
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(4, 16, 12)).astype(np.float32) * np.arange(1, 5)[:, None, None]
+    out = prepare_context(vol, 1, 3, "MR")
+    assert out.shape == (3, 16, 12) and out.dtype == np.float32
+    for c, z in enumerate([0, 1, 2]):
+        np.testing.assert_array_equal(out[c], prepare_image(vol[z], "MR")[0])
+    np.testing.assert_array_equal(prepare_context(vol, 2, 1, "MR"), prepare_image(vol[2], "MR"))
+    rgb = rng.integers(0, 255, size=(3, 8, 8, 3), dtype=np.uint8)
+    out = prepare_context(rgb, 0, 3, "RGB")  # RGB slices: 3 channels per slice
+    assert out.shape == (9, 8, 8)
+    np.testing.assert_array_equal(out[3:6], prepare_image(rgb[0], "RGB"))
+    np.testing.assert_array_equal(out[6:9], prepare_image(rgb[1], "RGB"))

@@ -12,6 +12,7 @@ are all the readers' revisions it was voted from.
 """
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,9 +21,9 @@ import numpy as np
 from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, LabelPolicy, Project
 from hitl.core.storage import array_load, bytes_load, mask_from_png
 from workers.ml.agreement.metrics import majority_vote
-from workers.ml.models.transforms import prepare_image
+from workers.ml.models.transforms import context_indices, context_step, prepare_image
 from workers.selectors.datasets import current_revision, known_labels, labelled_cases, load_mask
-from workers.services.training_config import num_classes_for
+from workers.services.training_config import context_of, num_classes_for
 
 TRAIN_SPLITS = (CaseSplit.POOL, CaseSplit.TRAIN)
 
@@ -51,25 +52,65 @@ class TrainingSets:
 
 
 class SliceLoader:
-    """Loads case slices, reading each image's array from storage once per loader."""
+    """Loads case slices, reading each image's array from storage once per loader. With `context` k > 1
+    (2.5D), `prepared` stacks the slice and its k // 2 neighbours on each side of its volume as channels
+    (workers.ml.models.transforms.prepare_context), the neighbours about `context_mm` apart (every slice
+    when unknown); recently prepared slices are kept for the neighbours."""
 
-    def __init__(self) -> None:
+    CACHE_SLICES = 64
+
+    def __init__(self, context: int = 1, context_mm: float | None = None) -> None:
+        context_indices(0, 1, context)  # validates k
+        self.context = context
+        self.context_mm = context_mm
         self._arrays: dict[int, np.ndarray] = {}
+        self._prepared: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
-    def raw(self, case: Case) -> np.ndarray:
+    def _array(self, case: Case) -> np.ndarray:
         image = case.image
         if image.pk not in self._arrays:
             self._arrays[image.pk] = array_load(image.pixels_path)
-        return self._arrays[image.pk][case.slice_index]
+        return self._arrays[image.pk]
+
+    def raw(self, case: Case) -> np.ndarray:
+        return self._array(case)[case.slice_index]
+
+    def _slice(self, case: Case, z: int) -> np.ndarray:
+        key = (case.image_id, z)
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+        else:
+            self._prepared[key] = prepare_image(self._array(case)[z], case.image.modality)
+            if len(self._prepared) > self.CACHE_SLICES:
+                self._prepared.popitem(last=False)
+        return self._prepared[key]
 
     def prepared(self, case: Case) -> np.ndarray:
-        return prepare_image(self.raw(case), case.image.modality)
+        if self.context == 1:
+            return prepare_image(self.raw(case), case.image.modality)
+        n = self._array(case).shape[0]
+        spacing = case.image.spacing or []
+        step = context_step(spacing[2] if len(spacing) > 2 else None, self.context_mm)
+        zs = context_indices(case.slice_index, n, self.context, step)
+        return np.concatenate([self._slice(case, z) for z in zs], axis=0)
+
+
+def loader_for(config: dict) -> SliceLoader:
+    """The loader that prepares images the way a run or version with this config was trained."""
+    return SliceLoader(*context_of(config))
 
 
 def load_images(cases: Iterable[Case], loader: SliceLoader | None = None) -> list[np.ndarray]:
     """Prepared float32 (C, H, W) images of `cases` (which need `image` joined), in order."""
     loader = loader or SliceLoader()
     return [loader.prepared(c) for c in cases]
+
+
+def labelled_images(case_ids: Sequence[int], *, config: dict) -> list[np.ndarray]:
+    """Prepared images of these cases, in this order, as a run or version with `config` reads them (to
+    compare another model version on the same cases)."""
+    by_id = Case.objects.select_related("image").in_bulk(list(case_ids))
+    return load_images([by_id[pk] for pk in case_ids], loader_for(config))
 
 
 def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotation], Annotation | None]]:
@@ -108,10 +149,15 @@ def case_label(
 
 
 def labelled_set_build(
-    *, project: Project, splits: Sequence[str], num_classes: int, label_policy: str = LabelPolicy.LATEST
+    *,
+    project: Project,
+    splits: Sequence[str],
+    num_classes: int,
+    label_policy: str = LabelPolicy.LATEST,
+    loader: SliceLoader | None = None,
 ) -> LabelledSet:
     out = LabelledSet()
-    loader = SliceLoader()
+    loader = loader or SliceLoader()
     cases = list(labelled_cases(project=project, splits=splits))
     revisions = _multi_reader_revisions([c.pk for c in cases]) if label_policy != LabelPolicy.LATEST else {}
     for case in cases:
@@ -124,14 +170,23 @@ def labelled_set_build(
     return out
 
 
-def training_sets_build(*, project: Project, label_policy: str | None = None) -> TrainingSets:
+def training_sets_build(
+    *, project: Project, label_policy: str | None = None, config: dict | None = None
+) -> TrainingSets:
     """train = pool/train cases with a label, validation and test = their splits' labelled cases, each
-    case's label chosen by `label_policy` (default: the project's)."""
+    case's label chosen by `label_policy` (default: the project's), images prepared as the run's `config`
+    says (its input context: one slice, or 2.5D)."""
     k = num_classes_for(project)
     policy = label_policy or project.label_policy
 
     def build(splits: Sequence[str]) -> LabelledSet:
-        return labelled_set_build(project=project, splits=splits, num_classes=k, label_policy=policy)
+        return labelled_set_build(
+            project=project,
+            splits=splits,
+            num_classes=k,
+            label_policy=policy,
+            loader=loader_for(config or {}),
+        )
 
     sets = TrainingSets(
         train=build(TRAIN_SPLITS),

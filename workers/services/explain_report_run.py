@@ -13,7 +13,7 @@ from workers.ml.explain.report import plot_png, report_build
 from workers.ml.models.device import limit_cpu_threads
 from workers.models import ExplanationReport, ReportStatus
 from workers.selectors.datasets import load_mask
-from workers.services.datasets import SliceLoader
+from workers.services.datasets import loader_for
 from workers.services.explain_report import num_classes_of
 from workers.services.weights import model_load
 
@@ -63,7 +63,7 @@ def _run_claimed(report: ExplanationReport) -> None:
     cases = _cases(report)
     if not cases:
         raise ValueError("none of the report's cases still has a reference mask")
-    loader = SliceLoader()
+    loader = loader_for(report.model_version.config)
     images = [loader.prepared(c) for c in cases]
     masks = [load_mask(c, num_classes) for c in cases]
 

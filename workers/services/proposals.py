@@ -17,7 +17,7 @@ from workers.ml.explain.policy import DEFAULT_METHODS
 from workers.ml.models.device import limit_cpu_threads
 from workers.ml.models.inference import predict_labels
 from workers.models import Explanation, ModelVersion, Prediction, VersionState
-from workers.services.datasets import SliceLoader, load_images
+from workers.services.datasets import load_images, loader_for
 from workers.services.weights import model_load
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def proposals_compute(*, version_id: int, case_ids: Sequence[int]) -> int:
         return 0
     limit_cpu_threads()
     model = model_load(version)
-    images = load_images(cases)
+    images = load_images(cases, loader_for(version.config))
     labels = predict_labels(model, images)
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
     maps = score_pool(model, images, mc_samples=mc).uncertainty_maps
@@ -112,7 +112,7 @@ def explanations_compute(
     limit_cpu_threads()
     model = model_load(version)
     num_classes = int(version.config["network"]["num_classes"])
-    loader = SliceLoader()
+    loader = loader_for(version.config)
     written = 0
     for case, missing in todo:
         image = loader.prepared(case)

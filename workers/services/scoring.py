@@ -25,7 +25,7 @@ from workers.ml.models.device import limit_cpu_threads
 from workers.models import CaseScore, ModelVersion, VersionState
 from workers.selectors.datasets import open_pool_cases
 from workers.selectors.settings import training_settings_for
-from workers.services.datasets import SliceLoader, load_images
+from workers.services.datasets import SliceLoader, load_images, loader_for
 from workers.services.queue_order import QueueEntry, queue_priorities_set, reading_policy_route
 from workers.services.registry import active_version
 from workers.services.weights import model_load
@@ -60,9 +60,17 @@ def _concat(parts: Sequence[PoolScores]) -> PoolScores:
     )
 
 
-def score_cases(model, cases: Sequence[Case], *, mc_samples: int, chunk_size: int = CHUNK_SIZE) -> PoolScores:
-    """MC-dropout scores of `cases` (image joined), `chunk_size` cases in memory at a time."""
-    loader = SliceLoader()
+def score_cases(
+    model,
+    cases: Sequence[Case],
+    *,
+    mc_samples: int,
+    chunk_size: int = CHUNK_SIZE,
+    loader: SliceLoader | None = None,
+) -> PoolScores:
+    """MC-dropout scores of `cases` (image joined), `chunk_size` cases in memory at a time, prepared by
+    `loader` (the version's: `loader_for(version.config)`; default one slice per case)."""
+    loader = loader or SliceLoader()
     parts = []
     for start in range(0, len(cases), chunk_size):
         images = load_images(cases[start : start + chunk_size], loader)
@@ -130,7 +138,7 @@ def scoring_run(*, project_id: int, version_id: int) -> int:
         return 0
     model = model_load(version)
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
-    scores = score_cases(model, cases, mc_samples=mc)
+    scores = score_cases(model, cases, mc_samples=mc, loader=loader_for(version.config))
     rng = np.random.default_rng(version.pk)
     strategy = training_settings_for(project).query_strategy
     order, used = rank_pool(strategy, scores=scores, n=len(cases), rng=rng)

@@ -28,6 +28,7 @@ from workers.models import OPEN_RUN, RunStatus, TrainingRun
 from workers.selectors.settings import training_settings_for
 from workers.services.registry import active_version
 from workers.services.training_config import (
+    context_of,
     training_config_build,
     training_config_validate,
     warm_start_apply,
@@ -59,7 +60,10 @@ def training_run_start(
     active = active_version(project=project)
     base = (
         active
-        if active and config["warm_start"] and active.config.get("network") == config["network"]
+        if active
+        and config["warm_start"]
+        and active.config.get("network") == config["network"]
+        and context_of(active.config) == context_of(config)
         else None
     )
     if base is not None:

@@ -4,6 +4,7 @@
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.core.exceptions import ValidationError
 
 from annotations.models import Image, Project
@@ -25,9 +26,34 @@ def project_fingerprint(project: Project) -> Fingerprint | None:
 
 
 def in_channels_for(project: Project) -> int:
-    """3 when the project holds RGB images (S, H, W, 3), else 1."""
+    """Channels of one prepared slice: 3 when the project holds RGB images (S, H, W, 3), else 1."""
     shape = Image.objects.filter(project=project).values_list("shape", flat=True).first()
     return 3 if shape is not None and len(shape) == 4 else 1
+
+
+VOLUME_CONTEXT = 3  # 2.5D: a slice of a volume trains with one neighbour on each side (docs/results: recipe)
+
+
+def context_for(project: Project) -> int:
+    """The default input context: VOLUME_CONTEXT slices when any of the project's images is a volume
+    (more than one slice), else 1 (2D images: nothing to stack)."""
+    shapes = Image.objects.filter(project=project).values_list("shape", flat=True)
+    return VOLUME_CONTEXT if any(s and s[0] > 1 for s in shapes) else 1
+
+
+def context_mm_for(project: Project) -> float | None:
+    """How far apart (mm) 2.5D neighbours lie: the median slice spacing of the project's volumes, so a
+    thin-slice series reads neighbours as far apart as a thick one (None without volumes)."""
+    rows = Image.objects.filter(project=project).values_list("shape", "spacing")
+    gaps = [float(sp[2]) for shape, sp in rows if shape and shape[0] > 1 and sp and len(sp) > 2 and sp[2] > 0]
+    return float(np.median(gaps)) if gaps else None
+
+
+def context_of(config: dict[str, Any]) -> tuple[int, float | None]:
+    """Slices per input and their distance in mm for a run or version with this config (1 slice for
+    versions from before 2.5D)."""
+    given = config.get("input", {})
+    return int(given.get("context_slices", 1)), given.get("context_mm")
 
 
 # The few-labels recipe (docs/results: `python -m workers.ml.research.recipe`): 40 epochs of 25 steps drawn
@@ -74,6 +100,7 @@ class Rule:
     items: "Rule | None" = None
     multiple_of: int | None = None
     unique: bool = False
+    values: tuple[int, ...] = ()  # "int": the only values allowed (an enum), when given
 
 
 _ALL_METHODS = methods_for_arch("attention_unet")  # every method; which arch needs which: cross rule below
@@ -101,6 +128,8 @@ RULES: dict[str, Rule] = {
     ),
     "warm_start": Rule("bool"),
     "warm_start_epochs": Rule("int", 1, 500),
+    # Slices per input (2.5D); default: context_for(project). Odd, so the case's slice is the middle one.
+    "context_slices": Rule("int", 1, 7, values=(1, 3, 5, 7)),
 }
 
 
@@ -122,6 +151,7 @@ def _fits(rule: Rule, v: Any) -> bool:
         and not isinstance(v, bool)
         and rule.lo <= v <= rule.hi  # type: ignore[operator]
         and (rule.multiple_of is None or v % rule.multiple_of == 0)
+        and (not rule.values or v in rule.values)
     )
 
 
@@ -133,6 +163,8 @@ def _describe(rule: Rule) -> str:
     if rule.kind == "list":
         distinct = "distinct " if rule.unique else ""
         return f"a list of {rule.lo:g}..{rule.hi:g} {distinct}values, each {_describe(rule.items)}"  # type: ignore[arg-type]
+    if rule.values:
+        return f"one of {', '.join(map(str, rule.values))}"
     multiple = f", a multiple of {rule.multiple_of}" if rule.multiple_of else ""
     return f"{'an integer' if rule.kind == 'int' else 'a number'} in {rule.lo:g}..{rule.hi:g}{multiple}"
 
@@ -167,6 +199,8 @@ def _rule_schema(rule: Rule) -> dict[str, Any]:
         return {**items, "uniqueItems": True} if rule.unique else items
     out: dict[str, Any] = {"type": "integer" if rule.kind == "int" else "number"}
     out.update(minimum=rule.lo, maximum=rule.hi)
+    if rule.values:
+        out["enum"] = list(rule.values)
     return {**out, "multipleOf": rule.multiple_of} if rule.multiple_of else out
 
 
@@ -198,8 +232,10 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
     fp = project_fingerprint(project)
     planned = plan(fp) if fp is not None else {}
     c = {**DEFAULTS, **planned, **overrides}
+    context = int(c.get("context_slices") or context_for(project))
+    per_slice = in_channels_for(project)
     net = NetworkConfig(
-        in_channels=in_channels_for(project),
+        in_channels=context * per_slice,
         num_classes=num_classes_for(project),
         channels=tuple(c["channels"]),
         num_res_units=c["num_res_units"],
@@ -226,6 +262,11 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
         "overrides": overrides,
         "fingerprint": fp.to_dict() if fp is not None else None,
         "plan": planned,
+        "input": {
+            "context_slices": context,
+            "context_mm": context_mm_for(project) if context > 1 else None,
+            "channels_per_slice": per_slice,
+        },
         "network": net.to_dict(),
         "train": train_cfg.to_dict(),
         "scoring": {"mc_samples": c["mc_samples"], "aggregation": "mean"},

@@ -21,9 +21,10 @@ from workers.ml.models.metrics import METRIC_NAME, Calibration, SetMetrics, cali
 from workers.ml.models.networks import NetworkConfig
 from workers.ml.models.training import EpochReport, TrainConfig, train
 from workers.models import RunStatus, TrainingRun
-from workers.services.datasets import LabelledSet, TrainingSets, training_sets_build
+from workers.services.datasets import LabelledSet, TrainingSets, labelled_images, training_sets_build
 from workers.services.registry import active_version, model_version_register
 from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark
+from workers.services.training_config import context_of
 from workers.services.weights import model_load, model_state_load
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
 def _execute_claimed(run: TrainingRun) -> None:
     limit_cpu_threads()
     attempt = run.attempts
-    sets = training_sets_build(project=run.project, label_policy=run.label_policy)
+    sets = training_sets_build(project=run.project, label_policy=run.label_policy, config=run.config)
     revision_ids = sets.train.revision_ids + sets.validation.revision_ids + sets.test.revision_ids
     TrainingRun.objects.filter(pk=run.pk).update(revision_ids=revision_ids)
     if not len(sets.train):
@@ -175,7 +176,7 @@ def _execute_claimed(run: TrainingRun) -> None:
     mc = int(run.config.get("scoring", {}).get("mc_samples", 5))
     metrics = evaluate(result.model, sets, net_cfg.num_classes, train_cfg.batch_size, mc)
     metrics["active_on_validation"] = active_on_validation(
-        run.project, sets, net_cfg.num_classes, train_cfg.batch_size
+        run.project, sets, net_cfg.num_classes, train_cfg.batch_size, run_config=run.config
     )
     metrics |= {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": run.seed}
     data = checkpoint_to_bytes(result.model, net_cfg, meta={"run": run.pk, "project": run.project_id})
@@ -248,7 +249,7 @@ def evaluate(
 
 
 def active_on_validation(
-    project: Project, sets: TrainingSets, num_classes: int, batch_size: int
+    project: Project, sets: TrainingSets, num_classes: int, batch_size: int, *, run_config: dict
 ) -> dict | None:
     """The active version's Dice on this run's validation cases, by the same metric: gating compares the
     two models on the same cases (the validation set grows, and older versions' stored figures may use an
@@ -257,11 +258,14 @@ def active_on_validation(
     if version is None or not len(sets.validation):
         return None
     net = version.config.get("network", {})
-    if (
-        net.get("num_classes") != num_classes
-        or net.get("in_channels", 1) != sets.validation.images[0].shape[0]
-    ):
+    if net.get("num_classes") != num_classes:
         return None
+    validation = sets.validation
+    if context_of(version.config) != context_of(run_config):  # e.g. a 2D version and a 2.5D run
+        images = labelled_images(validation.case_ids, config=version.config)
+        if images[0].shape[0] != net.get("in_channels", 1):
+            return None
+        validation = LabelledSet(case_ids=validation.case_ids, images=images, masks=validation.masks)
     model = model_load(version)
-    m = _set_metrics(model, sets.validation, num_classes, batch_size)
+    m = _set_metrics(model, validation, num_classes, batch_size)
     return {"version_id": version.pk, "validation_dice": _dice_of(m)}

@@ -50,6 +50,9 @@ function recipeText(r) {
   }
   if (t.patch_size) parts.push(`patch ${t.patch_size[0]}x${t.patch_size[1]}, batch ${t.batch_size}`);
   if (net.channels) parts.push(`${net.channels.length}-level ${net.arch || "unet"}`);
+  const input = c.input || {}, ctx = input.context_slices || 1;
+  const apart = input.context_mm ? ` ${fmt(input.context_mm, 1)} mm apart` : "";
+  parts.push(ctx > 1 ? `2.5D: each slice with ${ctx - 1} neighbours${apart} as input` : "2D: one slice per input");
   if (t.epochs) {
     const steps = t.steps_per_epoch ? ` x ${t.steps_per_epoch} steps` : "";
     parts.push(`${t.epochs} epochs${steps}${r.base_version ? ", fine-tuning the active version" : ", from scratch"}`);

@@ -61,10 +61,11 @@ def map_from_png(data: bytes) -> np.ndarray:
 def _grey(image: np.ndarray) -> np.ndarray:
     """Image -> (H, W) float in [0, 1] with a 1-99 percentile window.
 
-    Accepts (H, W), channels-first (1|3, H, W) as produced by `prepare_image`, or channels-last (H, W, 3).
+    Accepts (H, W), channels-first (C, H, W) with C <= 9 as produced by `prepare_image` or
+    `prepare_context` (2.5D: up to 3 RGB slices; the mean over channels is shown), or channels-last (H, W, 3).
     """
     a = np.asarray(image, dtype=np.float64)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
+    if a.ndim == 3 and a.shape[0] <= 9:
         a = a.mean(axis=0)
     elif a.ndim == 3 and a.shape[-1] == 3:
         a = a.mean(axis=-1)

@@ -5,6 +5,10 @@ Contracts:
   grayscale and 3 for RGB, finite values only. CT: HU clipped to [-1000, 1000] and scaled to [-1, 1].
   RGB: uint8 / 255 (uint16 / 65535; floats already in [0, 1] kept), alpha dropped. Anything else
   (MR, XR, US, ...): robust percentile scaling, 1st -> 0 and 99th -> 1, clipped to [0, 1].
+- `prepare_context(volume, z, k, modality, step)` is 2.5D input: slice `z` of a raw (S, H, W[, 3]) array with
+  its k // 2 neighbours on each side, `step` slices apart (clamped at the volume's ends), each prepared on
+  its own and stacked as channels: float32 (k * C, H, W), the slice itself in the middle channel(s). k = 1 is
+  `prepare_image`. `context_step` picks the step that puts neighbours a given distance in mm apart.
 - `pad_to_multiple(arr, divisor)` pads the last two axes at the end (bottom/right) by edge replication,
   and returns the original (H, W) so `crop_to(arr, hw)` undoes it exactly.
 - `train_transforms(patch_size, ...)` is a MONAI dictionary pipeline over {"image": (C, H, W),
@@ -54,6 +58,31 @@ def prepare_image(raw: np.ndarray, modality: str) -> np.ndarray:
     else:
         out = _percentile_scale(img)
     return out.astype(np.float32, copy=False)[None]
+
+
+def context_indices(z: int, n: int, k: int, step: int = 1) -> list[int]:
+    """The slice indices of a k-slice context around `z` in a volume of `n` slices, `step` slices apart,
+    clamped at the ends (k odd, 0 <= z < n): context_indices(0, 5, 3) == [0, 0, 1]."""
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"context must be an odd number of slices >= 1, got {k}")
+    if not 0 <= z < n or step < 1:
+        raise ValueError(f"slice {z} outside a volume of {n} slices, or step {step} < 1")
+    return [min(max(z + d * step, 0), n - 1) for d in range(-(k // 2), k // 2 + 1)]
+
+
+def context_step(slice_mm: float | None, context_mm: float | None) -> int:
+    """Slices between neighbours so that they lie about `context_mm` apart in a volume whose slices are
+    `slice_mm` apart (1 when either is unknown): the same physical context for thin and thick series."""
+    if not slice_mm or not context_mm or slice_mm <= 0 or context_mm <= 0:
+        return 1
+    return max(1, round(context_mm / slice_mm))
+
+
+def prepare_context(volume: np.ndarray, z: int, k: int, modality: str, step: int = 1) -> np.ndarray:
+    """2.5D input: raw (S, H, W[, 3]) volume -> float32 (k * C, H, W) around slice `z` (see the module doc)."""
+    return np.concatenate(
+        [prepare_image(volume[i], modality) for i in context_indices(z, volume.shape[0], k, step)], axis=0
+    )
 
 
 def ensure_prepared(image: np.ndarray, modality: str, in_channels: int) -> np.ndarray:
