@@ -106,7 +106,9 @@ def test_a_volume_project_trains_and_serves_2_5d_and_the_whole_chain_follows(
     pool = {c.pk for c in cases if c.split == CaseSplit.POOL}
     test = {c.pk for c in cases if c.split == CaseSplit.TEST}
     assert set(CaseScore.objects.filter(model_version=version).values_list("case_id", flat=True)) == pool
-    assert set(Prediction.objects.filter(model_version=version).values_list("case_id", flat=True)) == pool | test
+    assert (
+        set(Prediction.objects.filter(model_version=version).values_list("case_id", flat=True)) == pool | test
+    )
     assert Explanation.objects.filter(model_version=version).count() == 2 * len(pool)
 
 
@@ -131,7 +133,9 @@ def test_gating_reads_validation_cases_the_way_each_version_was_trained(project,
     monkeypatch.setattr(training_service, "_enqueue_execute", lambda run_id: None)
     monkeypatch.setattr("workers.services.registry._enqueue_scoring", lambda p, v: None)
     seed_volume(project, ml)
-    first = training_run_start(project=project, requested_by=ml, config_overrides={**TINY, "context_slices": 1})
+    first = training_run_start(
+        project=project, requested_by=ml, config_overrides={**TINY, "context_slices": 1}
+    )
     v1 = training_run_execute(run_id=first.pk).result_version
     assert v1.state == VersionState.ACTIVE and v1.config["network"]["in_channels"] == 1
     second = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
@@ -139,4 +143,6 @@ def test_gating_reads_validation_cases_the_way_each_version_was_trained(project,
     second = training_run_execute(run_id=second.pk)
     assert second.status == RunStatus.SUCCEEDED, second.outcome
     gate = second.result_version.metrics.get("active_on_validation") or {}
-    assert gate.get("version_id") == v1.pk and 0 <= gate["validation_dice"] <= 1, second.result_version.metrics
+    assert gate.get("version_id") == v1.pk and 0 <= gate["validation_dice"] <= 1, (
+        second.result_version.metrics
+    )
