@@ -29,7 +29,11 @@ PY = VENV / "bin" / "python"
 # never waits behind training, scoring, reports or exports.
 LANES = {"interactive": "interactive,default", "batch": "ingest,score,explain,train,export"}
 # Unit-test files that also run on PostgreSQL: its constraints, and the queue's PostgreSQL-only claim path.
-PG_TOO = ("tests/annotations/test_models.py", "tests/annotations/test_queue.py")
+PG_TOO = (
+    "tests/annotations/test_models.py",
+    "tests/annotations/test_queue.py",
+    "tests/annotations/test_leases.py",
+)
 
 
 def say(msg: str) -> None:

@@ -8,7 +8,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from annotations.models import Role
-from tests.annotations.test_queue import pool  # noqa: F401  (fixture)
+from tests.annotations.conftest import pool  # noqa: F401  (fixture)
 from tests.factories import MembershipFactory, UserFactory
 
 JUNK_BODIES = [

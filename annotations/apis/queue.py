@@ -1,8 +1,11 @@
 """The reader queue over HTTP: claim, heartbeat, skip, flag, release; and mask submission."""
 
-from drf_spectacular.utils import extend_schema
+import re
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -28,21 +31,55 @@ class AssignmentOutputSerializer(serializers.Serializer):
     claimed_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     queue_reason = serializers.JSONField(help_text="why the case was chosen, at claim time")
+    held_elsewhere = serializers.BooleanField(
+        help_text="the lease belongs to another editor tab of yours (X-Editor-Tab): open read-only, or take over"
+    )
+
+
+_TAB = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TAB_HEADER = OpenApiParameter(
+    "X-Editor-Tab",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    description="An editor tab's own id (1-64 of A-Z a-z 0-9 _ -): a lease belongs to the tab that claimed it; "
+    "another tab gets 409 lease_moved until it takes the case over. API clients may omit it.",
+)
+
+
+def editor_tab(request) -> str:
+    """The X-Editor-Tab header ("" when absent); 400 when malformed (empty included)."""
+    tab = request.headers.get("X-Editor-Tab")
+    if tab is None:
+        return ""
+    if not _TAB.fullmatch(tab):
+        raise ValidationError({"X-Editor-Tab": ["1-64 characters of A-Z a-z 0-9 _ -"]})
+    return tab
+
+
+def assignment_out(assignment: Assignment, tab: str) -> dict:
+    assignment.held_elsewhere = queue.held_elsewhere(assignment, tab)  # type: ignore[attr-defined]
+    return AssignmentOutputSerializer(assignment).data
 
 
 class ClaimApi(APIView):
     error_statuses = {"post": [409]}  # a concurrent claim won
 
     @extend_schema(
-        request=None, responses={200: AssignmentOutputSerializer, 204: None}, operation_id="queue_claim"
+        request=None,
+        parameters=[TAB_HEADER],
+        responses={200: AssignmentOutputSerializer, 204: None},
+        operation_id="queue_claim",
     )
     def post(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.ANNOTATE)
-        assignment = queue.case_claim_next(project=project, reader=request.user)
+        tab = editor_tab(request)
+        assignment = queue.case_claim_next(project=project, reader=request.user, tab=tab)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(AssignmentOutputSerializer(assignment).data)
+        return Response(assignment_out(assignment, tab))
 
 
 class QueueHeadOutputSerializer(serializers.ModelSerializer):
@@ -81,62 +118,97 @@ class ReasonSerializer(StrictSerializer):
 
 class _CaseLeaseApi(APIView):
     action_fn = None
-    error_statuses = {"post": [409]}  # no lease, an expired one, a lease already ended
+    # no lease, an expired one, a lease already ended, one another tab holds (lease_moved)
+    error_statuses = {"post": [409]}
     InputSerializer: type[serializers.Serializer] | None = None  # the lease actions that need a reason
 
     def _run(self, request, case_id: int):
         case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
         require(roles, Action.ANNOTATE)
+        tab = editor_tab(request)
         reason = ""
         if self.InputSerializer is not None:
             ser = self.InputSerializer(data=request.data)
             ser.is_valid(raise_exception=True)
             reason = ser.validated_data["reason"]
-        assignment = self.perform(case=case, reader=request.user, reason=reason)
-        return Response(AssignmentOutputSerializer(assignment).data)
+        assignment = self.perform(case=case, reader=request.user, reason=reason, tab=tab)
+        return Response(assignment_out(assignment, tab))
 
-    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
         raise NotImplementedError
 
 
+def _lease_schema(operation_id: str, request=None):
+    return extend_schema(
+        request=request,
+        parameters=[TAB_HEADER],
+        responses=AssignmentOutputSerializer,
+        operation_id=operation_id,
+    )
+
+
 class HeartbeatApi(_CaseLeaseApi):
-    @extend_schema(request=None, responses=AssignmentOutputSerializer, operation_id="lease_heartbeat")
+    @_lease_schema("lease_heartbeat")
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
-        return queue.assignment_heartbeat(case=case, reader=reader)
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
+        return queue.assignment_heartbeat(case=case, reader=reader, tab=tab)
 
 
 class SkipApi(_CaseLeaseApi):
     InputSerializer = ReasonSerializer
 
-    @extend_schema(request=ReasonSerializer, responses=AssignmentOutputSerializer, operation_id="case_skip")
+    @_lease_schema("case_skip", ReasonSerializer)
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
-        return queue.assignment_skip(case=case, reader=reader, reason=reason)
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
+        return queue.assignment_skip(case=case, reader=reader, reason=reason, tab=tab)
 
 
 class FlagApi(_CaseLeaseApi):
     InputSerializer = ReasonSerializer
 
-    @extend_schema(request=ReasonSerializer, responses=AssignmentOutputSerializer, operation_id="case_flag")
+    @_lease_schema("case_flag", ReasonSerializer)
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
-        return queue.assignment_flag(case=case, reader=reader, reason=reason)
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
+        return queue.assignment_flag(case=case, reader=reader, reason=reason, tab=tab)
 
 
 class ReleaseApi(_CaseLeaseApi):
-    @extend_schema(request=None, responses=AssignmentOutputSerializer, operation_id="lease_release")
+    @_lease_schema("lease_release")
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 
-    def perform(self, *, case: Case, reader: User, reason: str) -> Assignment:
-        return queue.assignment_release(case=case, reader=reader)
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
+        return queue.assignment_release(case=case, reader=reader, tab=tab)
+
+
+class TakeOverApi(_CaseLeaseApi):
+    """Move your lease on this case to the calling editor tab (X-Editor-Tab required)."""
+
+    @_lease_schema("lease_take_over")
+    def post(self, request, case_id: int):
+        return self._run(request, case_id)
+
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
+        return queue.assignment_take_over(case=case, reader=reader, tab=tab)
+
+
+class ReclaimApi(_CaseLeaseApi):
+    """A new lease on this case after yours lapsed (expired or released), while the case still has a free
+    reading slot and you have not submitted, skipped or flagged it (409 case_taken, already_read,
+    case_closed, lease_elsewhere otherwise)."""
+
+    @_lease_schema("lease_reclaim")
+    def post(self, request, case_id: int):
+        return self._run(request, case_id)
+
+    def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
+        return queue.case_reclaim(case=case, reader=reader, tab=tab)
 
 
 class RevisionOutputSerializer(serializers.Serializer):
@@ -168,7 +240,10 @@ class SubmitApi(APIView):
         proposal_model_version = serializers.IntegerField(allow_null=True, required=False, default=None)
 
     @extend_schema(
-        request=InputSerializer, responses={201: RevisionOutputSerializer}, operation_id="annotations_submit"
+        request=InputSerializer,
+        parameters=[TAB_HEADER],
+        responses={201: RevisionOutputSerializer},
+        operation_id="annotations_submit",
     )
     def post(self, request, case_id: int):
         case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
@@ -184,5 +259,6 @@ class SubmitApi(APIView):
             base_revision=data["base_revision"],
             time_spent_s=data["time_spent_s"],
             proposal_model_version_id=data["proposal_model_version"],
+            tab=editor_tab(request),
         )
         return Response(RevisionOutputSerializer(annotation).data, status=status.HTTP_201_CREATED)

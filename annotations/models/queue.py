@@ -40,6 +40,12 @@ class Assignment(models.Model):
     claimed_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    holder = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="the editor tab holding the lease (the X-Editor-Tab header); empty for API clients",
+    )
 
     class Meta:
         ordering = ["-claimed_at", "-id"]

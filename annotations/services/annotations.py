@@ -76,13 +76,15 @@ def annotation_submit(
     base_revision: int | None,
     time_spent_s: float,
     proposal_model_version_id: int | None = None,
+    tab: str = "",
 ) -> Annotation:
     """Store `mask` as the next revision of `case` by `reader`, who must hold an active lease on it.
     `case` comes with its project and image (e.g. from `case_get_for_user`); the lease and the case row are
     locked here, and the case's revisions read under that lock.
 
-    Raises MaskError (bad shape/labels), QueueError (no or expired lease), StaleBase (409)."""
-    assignment = active_assignment_lock_case(case=case, reader=reader)
+    Raises MaskError (bad shape/labels), QueueError (no or expired lease, or one another editor tab `tab`
+    holds), StaleBase (409)."""
+    assignment = active_assignment_lock_case(case=case, reader=reader, tab=tab)
     if tuple(mask.shape) != tuple(case.image.shape[1:3]):
         raise MaskError(
             "mask_shape_mismatch",

@@ -2,7 +2,10 @@
 
 Claiming locks the chosen case row (`SELECT ... FOR NO KEY UPDATE SKIP LOCKED` on PostgreSQL, where the common
 claim is a single statement, see services.queue_pg; on SQLite the IMMEDIATE transaction is the single-writer
-lock), takes the lowest free reading slot from the case's slot bitmask, and writes the assignment. Row locks
+lock), takes the lowest free reading slot from the case's slot bitmask, and writes the assignment. A lease
+belongs to the editor tab that claimed it (`holder`, from the X-Editor-Tab header; API clients send none):
+another tab of the same reader sees the lease as held elsewhere until it takes it over, and a reader whose
+lease lapsed re-claims the same case while it still has a free slot (`case_reclaim`), keeping their mask. Row locks
 here are NO KEY UPDATE: they exclude each other, but not the KEY SHARE lock a transaction takes on a case
 while it inserts a row pointing at it (the worker writing a proposal, score or explanation; a reader's
 revision), so a case is never skipped or waited on for that. A case has as many slots as the reading policy
@@ -59,7 +62,7 @@ def _next_case(project: Project, reader: User, *, skip_locked: bool = True) -> C
     )
 
 
-def case_claim_next(*, project: Project, reader: User) -> Assignment | None:
+def case_claim_next(*, project: Project, reader: User, tab: str = "") -> Assignment | None:
     """The caller's active lease if it has one (claiming is idempotent), else a new lease on the
     highest-priority case the caller has not read and that still has a free slot; None when the queue is
     empty for this reader. On PostgreSQL the common claim is one statement (services.queue_pg); what it
@@ -68,16 +71,18 @@ def case_claim_next(*, project: Project, reader: User) -> Assignment | None:
         if connection.vendor == "postgresql":
             now = timezone.now()
             expires = now + timedelta(seconds=lease_seconds())
-            assignment = claim_one_statement(project=project, reader=reader, now=now, expires=expires)
+            assignment = claim_one_statement(
+                project=project, reader=reader, now=now, expires=expires, holder=tab
+            )
             if assignment is not None:
                 return assignment
-        return _claim_orm(project=project, reader=reader)
+        return _claim_orm(project=project, reader=reader, tab=tab)
     except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
         raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
 
 
 @transaction.atomic
-def _claim_orm(*, project: Project, reader: User) -> Assignment | None:
+def _claim_orm(*, project: Project, reader: User, tab: str = "") -> Assignment | None:
     now = timezone.now()
     held = Assignment.objects.filter(project=project, reader=reader, status=AssignmentStatus.ACTIVE).first()
     if held is not None:
@@ -91,9 +96,14 @@ def _claim_orm(*, project: Project, reader: User) -> Assignment | None:
         case = _next_case(project, reader, skip_locked=False)
     if case is None:
         return None
-    slot = _lowest_free_slot(case.slots_mask, case_readers(project=project, case=case))
     # No savepoint (it would cost two more round trips): on a conflict the whole claim rolls back, and
     # case_claim_next turns the IntegrityError into a "conflict".
+    return _lease(project=project, case=case, reader=reader, tab=tab, now=now, action="case.claim")
+
+
+def _lease(*, project: Project, case: Case, reader: User, tab: str, now, action: str) -> Assignment:
+    """A new lease on the lowest free slot of `case` (locked by the caller)."""
+    slot = _lowest_free_slot(case.slots_mask, case_readers(project=project, case=case))
     assignment = Assignment.objects.create(
         project=project,
         case=case,
@@ -102,11 +112,12 @@ def _claim_orm(*, project: Project, reader: User) -> Assignment | None:
         queue_reason=case.queue_reason,
         claimed_at=now,
         expires_at=now + timedelta(seconds=lease_seconds()),
+        holder=tab,
     )
     Case.objects.filter(pk=case.pk).update(
         slots_mask=F("slots_mask").bitor(1 << slot), reads_taken=F("reads_taken") + 1
     )
-    _audit(assignment, "case.claim", actor=reader, project=project, details={"slot": slot})
+    _audit(assignment, action, actor=reader, project=project, details={"slot": slot})
     assignment.case = case
     return assignment
 
@@ -140,20 +151,27 @@ def assignment_end(
     assignment.status, assignment.finished_at = status, now
 
 
-def _checked(assignment: Assignment | None) -> Assignment:
+def held_elsewhere(assignment: Assignment, tab: str) -> bool:
+    """The lease belongs to another editor tab than `tab` (never for API clients, which send no tab)."""
+    return bool(tab and assignment.holder and assignment.holder != tab)
+
+
+def _checked(assignment: Assignment | None, tab: str = "") -> Assignment:
     if assignment is None:
         raise QueueError("no_lease", "you hold no lease on this case; claim it from the queue first")
     if assignment.expires_at <= timezone.now():
         raise QueueError("lease_expired", "your lease on this case expired; claim again")
+    if held_elsewhere(assignment, tab):
+        raise QueueError("lease_moved", "this case is open in another tab or window of yours; take it over")
     return assignment
 
 
-def active_assignment(*, case: Case, reader: User, lock: bool = False) -> Assignment:
+def active_assignment(*, case: Case, reader: User, lock: bool = False, tab: str = "") -> Assignment:
     qs = Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.ACTIVE)
-    return _checked((qs.select_for_update(no_key=True) if lock else qs).first())
+    return _checked((qs.select_for_update(no_key=True) if lock else qs).first(), tab)
 
 
-def active_assignment_lock_case(*, case: Case, reader: User) -> Assignment:
+def active_assignment_lock_case(*, case: Case, reader: User, tab: str = "") -> Assignment:
     """The reader's active lease on `case`, with the lease row and the case row locked in one statement;
     `assignment.case` is the case as it is now (e.g. its current revision), read under the lock."""
     qs = (
@@ -162,34 +180,34 @@ def active_assignment_lock_case(*, case: Case, reader: User) -> Assignment:
         .select_for_update(of=("self", "case"), no_key=True)
         .order_by()
     )
-    return _checked(qs.first())
+    return _checked(qs.first(), tab)
 
 
 @transaction.atomic
-def assignment_heartbeat(*, case: Case, reader: User) -> Assignment:
-    assignment = active_assignment(case=case, reader=reader, lock=True)
+def assignment_heartbeat(*, case: Case, reader: User, tab: str = "") -> Assignment:
+    assignment = active_assignment(case=case, reader=reader, lock=True, tab=tab)
     assignment.expires_at = timezone.now() + timedelta(seconds=lease_seconds())
     assignment.save(update_fields=["expires_at"])
     return assignment
 
 
 @transaction.atomic
-def assignment_skip(*, case: Case, reader: User, reason: str) -> Assignment:
+def assignment_skip(*, case: Case, reader: User, reason: str, tab: str = "") -> Assignment:
     """Skip with a reason: the slot returns to the queue; this reader will not be offered the case again."""
     if not reason.strip():
         raise QueueError("reason_required", "say why you skip this case")
-    assignment = active_assignment(case=case, reader=reader, lock=True)
+    assignment = active_assignment(case=case, reader=reader, lock=True, tab=tab)
     assignment_end(assignment, AssignmentStatus.SKIPPED, now=timezone.now(), reason=reason)
     _audit(assignment, "case.skip", actor=reader, project=case.project)
     return assignment
 
 
 @transaction.atomic
-def assignment_flag(*, case: Case, reader: User, reason: str) -> Assignment:
+def assignment_flag(*, case: Case, reader: User, reason: str, tab: str = "") -> Assignment:
     """Flag (e.g. "image unreadable"): the case leaves the queue for everyone until a data manager acts."""
     if not reason.strip():
         raise QueueError("reason_required", "say what is wrong with this case")
-    assignment = active_assignment(case=case, reader=reader, lock=True)
+    assignment = active_assignment(case=case, reader=reader, lock=True, tab=tab)
     now = timezone.now()
     assignment_end(assignment, AssignmentStatus.FLAGGED, now=now, reason=reason)
     Case.objects.filter(pk=case.pk).update(flagged_at=now)
@@ -198,11 +216,61 @@ def assignment_flag(*, case: Case, reader: User, reason: str) -> Assignment:
 
 
 @transaction.atomic
-def assignment_release(*, case: Case, reader: User) -> Assignment:
-    assignment = active_assignment(case=case, reader=reader, lock=True)
+def assignment_release(*, case: Case, reader: User, tab: str = "") -> Assignment:
+    """Give the case back to the queue. From another tab than the holder: lease_moved (closing a second,
+    read-only tab never releases the case the first one is editing)."""
+    assignment = active_assignment(case=case, reader=reader, lock=True, tab=tab)
     assignment_end(assignment, AssignmentStatus.RELEASED, now=timezone.now())
     _audit(assignment, "case.release", actor=reader, project=case.project)
     return assignment
+
+
+@transaction.atomic
+def assignment_take_over(*, case: Case, reader: User, tab: str) -> Assignment:
+    """Move the reader's lease on `case` to editor tab `tab` (renewed); the other tab becomes read-only at
+    its next heartbeat."""
+    if not tab:
+        raise QueueError("tab_required", "send the X-Editor-Tab header of the tab that takes the case over")
+    assignment = active_assignment(case=case, reader=reader, lock=True)
+    assignment.holder = tab
+    assignment.expires_at = timezone.now() + timedelta(seconds=lease_seconds())
+    assignment.save(update_fields=["holder", "expires_at"])
+    _audit(assignment, "case.take_over", actor=reader, project=case.project)
+    return assignment
+
+
+@transaction.atomic
+def case_reclaim(*, case: Case, reader: User, tab: str = "") -> Assignment:
+    """A new lease on this very case for a reader whose lease lapsed (expired or released) while the page
+    stayed open: granted while the case is still in the queue with a free slot and the reader has not
+    submitted, skipped or flagged it. The reader's own live lease on it is returned as is (any tab)."""
+    project = case.project
+    now = timezone.now()
+    held = (
+        Assignment.objects.select_for_update(no_key=True)
+        .filter(project=project, reader=reader, status=AssignmentStatus.ACTIVE)
+        .first()
+    )
+    if held is not None and held.expires_at <= now:
+        assignment_end(held, AssignmentStatus.EXPIRED, now=now)
+        held = None
+    if held is not None:
+        if held.case_id != case.pk:
+            raise QueueError("lease_elsewhere", f"you hold case {held.case_id}; submit or release it first")
+        return held
+    if Assignment.objects.filter(case=case, reader=reader, status__in=READ_ONCE).exists():
+        raise QueueError("already_read", "you have already submitted, skipped or flagged this case")
+    locked = (
+        Case.objects.select_for_update(no_key=True)
+        .filter(pk=case.pk, split=CaseSplit.POOL, flagged_at=None)
+        .only("id", "slots_mask", "reads_taken", "queue_reason", "readers_required")
+        .first()
+    )
+    if locked is None:
+        raise QueueError("case_closed", "this case has left the reading queue (flagged, or not a pool case)")
+    if locked.reads_taken >= case_readers(project=project, case=locked):
+        raise QueueError("case_taken", "every reading slot of this case is now held or read by others")
+    return _lease(project=project, case=locked, reader=reader, tab=tab, now=now, action="case.reclaim")
 
 
 def leases_expire(*, now=None) -> int:

@@ -36,9 +36,9 @@ WITH pick AS (
        FOR NO KEY UPDATE OF c SKIP LOCKED
 ), claimed AS (
     INSERT INTO {assignment} (project_id, case_id, reader_id, slot, status, reason, queue_reason,
-                              claimed_at, expires_at)
+                              claimed_at, expires_at, holder)
     SELECT %(project)s, pick.id, %(reader)s, pick.slot, %(active)s, '', pick.queue_reason,
-           %(now)s, %(expires)s
+           %(now)s, %(expires)s, %(holder)s
       FROM pick
      WHERE pick.slot IS NOT NULL
     RETURNING id, case_id, slot, queue_reason
@@ -66,7 +66,7 @@ CLAIM_SQL = _SQL.format(
 
 
 def claim_one_statement(
-    *, project: Project, reader: User, now: datetime, expires: datetime
+    *, project: Project, reader: User, now: datetime, expires: datetime, holder: str = ""
 ) -> Assignment | None:
     """The new assignment, or None when this statement claimed nothing (see the module docstring)."""
     params: dict[str, int | str | datetime] = {
@@ -77,6 +77,7 @@ def claim_one_statement(
         "active": AssignmentStatus.ACTIVE.value,
         "now": now,
         "expires": expires,
+        "holder": holder,
     }
     with connection.cursor() as cursor:
         cursor.execute(CLAIM_SQL, params)
@@ -94,4 +95,5 @@ def claim_one_statement(
         queue_reason=json.loads(reason) if isinstance(reason, str) else reason,
         claimed_at=now,
         expires_at=expires,
+        holder=holder,
     )

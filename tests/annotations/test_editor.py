@@ -9,7 +9,7 @@ from django.utils import timezone
 from annotations.models import Assignment, Role
 from annotations.services.queue import case_claim_next
 from hitl.core.storage import bytes_save, mask_to_png
-from tests.annotations.test_queue import H, W, _mask, _submit, pool  # noqa: F401  (fixtures)
+from tests.annotations.test_queue import H, W, _mask, _submit
 from workers.models import Explanation, ModelVersion, Prediction
 
 
@@ -20,7 +20,7 @@ def _version(project, number, state):
 
 
 @pytest.fixture
-def claimed(project, pool, member, client_for):  # noqa: F811
+def claimed(project, pool, member, client_for):
     reader = member(Role.ANNOTATOR)
     assignment = case_claim_next(project=project, reader=reader)
     return reader, client_for(reader), assignment.case_id
@@ -96,7 +96,7 @@ def test_blind_reading(project, claimed, member, client_for):
 
 
 @pytest.mark.django_db
-def test_reader_may_fetch_the_revision_they_build_on(project, pool, member, client_for):  # noqa: F811
+def test_reader_may_fetch_the_revision_they_build_on(project, pool, member, client_for):
     """One reader per case: the head can be someone else's revision (here a colleague's earlier read of a
     case handed out again); the editor points at it and the reader must be able to load it."""
     first, second = member(Role.ANNOTATOR), member(Role.ANNOTATOR)

@@ -4,12 +4,12 @@ import pytest
 from annotations.models import Role
 from annotations.selectors.workspace import reader_progress as reader_stats
 from annotations.services.queue import case_claim_next
-from tests.annotations.test_queue import _mask, _submit, pool  # noqa: F401  (fixtures)
+from tests.annotations.test_queue import _mask, _submit
 from workers.services.agreement import agreement_update
 
 
 @pytest.mark.django_db
-def test_reader_sees_own_agreement_once_colleagues_read_the_same_case(project, pool, member, client_for):  # noqa: F811
+def test_reader_sees_own_agreement_once_colleagues_read_the_same_case(project, pool, member, client_for):
     project.readers_per_case = 2
     project.save()
     readers = [member(Role.ANNOTATOR) for _ in range(2)]

@@ -3,7 +3,7 @@
 Besides the success bodies each view declares, every operation documents the errors it can return, all in
 the one error body of the API ({"error": {"code", "message", "details"}}, apis/errors.py): 401 and 403 for
 authenticated views, 404 for paths with an id and for list pages that do not exist, 400 and 415 where a
-body or query parameters are read, 429 where a throttle or the login lockout applies, and the codes a view
+body, query parameters or headers are read, 429 where a throttle or the login lockout applies, and the codes a view
 names itself in `error_statuses` ({"post": [409]}). List views paginate, so their 200 is the envelope."""
 
 from drf_spectacular.openapi import AutoSchema as BaseAutoSchema
@@ -98,7 +98,7 @@ class AutoSchema(BaseAutoSchema):
             codes.add("404")
         if method in _BODY_METHODS and self.get_request_serializer() is not None:
             codes |= {"400", "415"}
-        if any(p["in"] == "query" for p in self._get_parameters()):
+        if any(p["in"] in ("query", "header") for p in self._get_parameters()):
             codes.add("400")
         if getattr(view, "throttle_classes", None):
             codes.add("429")
