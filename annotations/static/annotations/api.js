@@ -15,8 +15,13 @@ export function csrfToken() {
   return m ? decodeURIComponent(m[1]) : "";
 }
 
+const defaultHeaders = {};
+
+/** A header sent with every API call from this page (e.g. the editor tab's X-Editor-Tab). */
+export function setHeader(name, value) { defaultHeaders[name] = value; }
+
 export async function api(method, url, body) {
-  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  const opts = { method, credentials: "same-origin", headers: { Accept: "application/json", ...defaultHeaders } };
   if (method !== "GET") opts.headers["X-CSRFToken"] = csrfToken();
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";

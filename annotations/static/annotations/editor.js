@@ -1,10 +1,11 @@
 // The annotator's editor page: wires the viewer, tools, history, layers, shortcuts and the case session.
 
 import { bootData } from "./api.js";
+import { button, leaseMethods } from "./editor_lease.js";
 import { History } from "./history.js";
 import { buildExplainRequest } from "./explain_request.js";
 import { buildLayers } from "./layers.js";
-import { describeError, formatSeconds, median, Session } from "./session.js";
+import { describeError, formatSeconds, LEASE_LAPSED, median, Session } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
 import { dab, fillPolygon, stroke } from "./tools.js";
 import { MODALITY_PRESETS, Viewer } from "./viewer.js";
@@ -33,8 +34,11 @@ class Editor {
     setupPointer(this);
     this.viewer.decorate = (ctx) => this.decorate(ctx);
     window.addEventListener("beforeunload", (ev) => {
-      if (this.history?.dirty) { ev.preventDefault(); ev.returnValue = ""; }
+      if (this.history?.dirty && this.state === "ready") { ev.preventDefault(); ev.returnValue = ""; }
     });
+    // Closing (or reloading) the tab gives the case back at once instead of holding it until the lease
+    // expires; a read-only tab holds nothing, so closing it never releases the case another tab edits.
+    window.addEventListener("pagehide", () => { if (this.state === "ready") this.session.release(); });
     setInterval(() => { $("stat-timer").textContent = this.session.caseId ? formatSeconds(this.session.elapsed) : "—"; }, 1000);
   }
 
@@ -45,15 +49,16 @@ class Editor {
     try {
       const assignment = await this.session.claim();
       if (!assignment) { this.setState("empty"); $("case-title").textContent = "queue empty"; return; }
-      await this.open(assignment.case);
+      await this.open(assignment.case, { readOnly: assignment.held_elsewhere });
     } catch (err) {
       this.setState("error");
-      this.notice(`Could not open the next case: ${describeError(err)}`, "error");
+      const box = this.notice(`Could not open the next case: ${describeError(err)}`, "error");
+      box.append(" ", button("btn-try-again", "Try again", () => this.next(), "primary"));
     }
   }
 
-  async open(caseId) {
-    const s = await this.session.load(caseId);
+  async open(caseId, { readOnly = false } = {}) {
+    const s = await this.session.load(caseId, { readOnly });
     const p = s.payload;
     this.history = new History(s.mask, s.width, s.height, () => this.historyChanged());
     this.viewer.setImage(s.pixels, s.mask, this.labels);
@@ -67,10 +72,11 @@ class Editor {
     this.renderCaseInfo(p);
     this.historyChanged();
     this.setState("ready");
+    if (readOnly) this.showReadOnly("This case is open in another tab or window of yours.");
     $("view").focus();
   }
 
-  async submit() {
+  async submit(retried = false) {
     if (this.state !== "ready") return;
     this.setState("saving");
     try {
@@ -85,7 +91,9 @@ class Editor {
     } catch (err) {
       this.setState("ready");
       if (err.code === "stale_base") this.showConflict(err.details.current_revision);
-      else this.notice(`Not saved: ${describeError(err)}. Your mask is still here.`, "error");
+      else if (err.code === "lease_moved" || (LEASE_LAPSED.has(err.code) && !retried)) {
+        if (await this.recover(err)) await this.submit(true);  // held again: save what is on screen
+      } else this.notice(`Not saved: ${describeError(err)}. Your mask is still here.`, "error");
     }
   }
 
@@ -234,7 +242,7 @@ class Editor {
   // ---- UI -------------------------------------------------------------------------------------------
   setState(state) { this.state = state; this.root.dataset.state = state;
     const ready = state === "ready";
-    for (const id of ["btn-submit", "btn-skip", "btn-flag"]) $(id).disabled = !ready;
+    for (const id of ["btn-submit", "btn-skip", "btn-flag", "btn-release"]) $(id).disabled = !ready;
     $("empty").hidden = state !== "empty";
   }
 
@@ -244,19 +252,6 @@ class Editor {
     box.className = `notice ${kind}`;
     box.textContent = text || "";
     return box;
-  }
-
-  showLease(a, err) {
-    const badge = $("lease");
-    if (a) {
-      const t = new Date(a.expires_at);
-      badge.textContent = `held until ${t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
-      badge.className = "badge ok";
-    } else {
-      badge.textContent = "lease lost";
-      badge.className = "badge stale";
-      this.notice(`Lease renewal failed: ${describeError(err)}. Your mask is still here; submit to find out.`, "error");
-    }
   }
 
   buildLabelPicker() {
@@ -363,6 +358,7 @@ class Editor {
     $("btn-submit").onclick = () => this.submit();
     $("btn-skip").onclick = () => this.skipOrFlag("skip");
     $("btn-flag").onclick = () => this.skipOrFlag("flag");
+    $("btn-release").onclick = () => this.releaseCase();
     $("btn-retry").onclick = () => this.next();
     $("btn-undo").onclick = () => this.undo();
     $("btn-redo").onclick = () => this.redo();
@@ -407,6 +403,8 @@ class Editor {
       .add("?", "This help", () => this.toggleHelp());
   }
 }
+
+Object.assign(Editor.prototype, leaseMethods);
 
 const editor = new Editor();
 window.hitlEditor = editor;  // for debugging and the browser tests

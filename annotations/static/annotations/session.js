@@ -1,7 +1,21 @@
 // One reading session on one case: claim, load, keep the lease alive, submit / skip / flag, and resolve
 // a 409 without losing the reader's mask. No DOM here beyond what the callbacks are given.
 
-import { ApiError, get, getPixels, getPngValues, post, rleEncode } from "./api.js";
+import { ApiError, csrfToken, get, getPixels, getPngValues, post, rleEncode, setHeader } from "./api.js";
+
+/** This tab's own id, kept across reloads of the tab (sessionStorage is per tab): a lease belongs to the
+ * tab that claimed it, so a second tab on the same case opens read-only until it takes the case over. */
+function tabId() {
+  let id = sessionStorage.getItem("hitl-editor-tab");
+  if (!id) {
+    id = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+    sessionStorage.setItem("hitl-editor-tab", id);
+  }
+  return id;
+}
+
+// A lease that ended behind the page's back; the editor re-claims the same case (keeping the mask).
+export const LEASE_LAPSED = new Set(["no_lease", "lease_expired", "lease_gone"]);
 
 export class Session {
   /** hooks: {onLease(assignment|null, error?)} */
@@ -9,17 +23,35 @@ export class Session {
     this.projectId = projectId;
     this.hooks = hooks;
     this.timer = null;
+    this.tab = tabId();
+    setHeader("X-Editor-Tab", this.tab);
   }
 
-  /** Claim the next case (or the one already held). Returns the assignment, or null for an empty queue. */
+  /** Claim the next case (or the one already held). Returns the assignment, or null for an empty queue;
+   * `assignment.held_elsewhere` when another tab of this reader holds it. */
   async claim() {
     const assignment = await post(`/api/v1/projects/${this.projectId}/queue/claim`);
     this.assignment = assignment;
     return assignment;
   }
 
-  /** Everything the editor needs for `caseId`: payload, pixels, opening mask and proposal mask. */
-  async load(caseId) {
+  /** Move the lease on the open case to this tab. */
+  async takeOver() {
+    this.assignment = await post(`/api/v1/cases/${this.caseId}/lease/take-over`);
+    this.startHeartbeat();
+    return this.assignment;
+  }
+
+  /** A new lease on the open case after ours lapsed (409 case_taken / already_read / ... otherwise). */
+  async reclaim() {
+    this.assignment = await post(`/api/v1/cases/${this.caseId}/lease/reclaim`);
+    this.startHeartbeat();
+    return this.assignment;
+  }
+
+  /** Everything the editor needs for `caseId`: payload, pixels, opening mask and proposal mask. The lease
+   * is kept alive unless the case is opened read-only (held by another tab). */
+  async load(caseId, { readOnly = false } = {}) {
     const payload = await get(`/api/v1/cases/${caseId}/editor`);
     const pixels = await getPixels(payload.case.pixels_url);
     const [h, w] = payload.case.shape;
@@ -31,7 +63,7 @@ export class Session {
       caseId, payload, pixels, proposalMask, mask, width: w, height: h,
       baseRevision: payload.head_revision, openedAt: performance.now(),
     });
-    this.startHeartbeat();
+    if (readOnly) this.stopHeartbeat(); else this.startHeartbeat();
     return this;
   }
 
@@ -71,11 +103,13 @@ export class Session {
     return out;
   }
 
+  /** Give the case back to the queue. keepalive: the request survives the page closing (like
+   * navigator.sendBeacon, which cannot send the CSRF and tab headers). */
   release() {
-    if (!this.caseId) return;
-    // keepalive: the request survives the page unloading
-    fetch(`/api/v1/cases/${this.caseId}/lease/release`, { method: "POST", keepalive: true,
-      credentials: "same-origin", headers: { "X-CSRFToken": (document.cookie.match(/csrftoken=([^;]+)/) || [])[1] || "" } });
+    if (!this.caseId) return Promise.resolve();
+    this.stopHeartbeat();
+    return fetch(`/api/v1/cases/${this.caseId}/lease/release`, { method: "POST", keepalive: true,
+      credentials: "same-origin", headers: { "X-CSRFToken": csrfToken(), "X-Editor-Tab": this.tab } });
   }
 
   startHeartbeat() {
@@ -109,6 +143,11 @@ export function describeError(err) {
     lease_expired: "Your hold on this case expired.",
     no_lease: "You no longer hold this case.",
     lease_gone: "Your hold on this case ended.",
+    lease_moved: "This case is open in another tab or window of yours.",
+    case_taken: "Another reader now holds this case.",
+    already_read: "You have already submitted, skipped or flagged this case.",
+    case_closed: "This case has left the reading queue.",
+    lease_elsewhere: "You hold another case in another tab or window.",
     mask_labels_invalid: "The mask contains a label this project does not have.",
   };
   return `${hints[err.code] || err.message} (${err.code})`;

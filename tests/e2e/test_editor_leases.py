@@ -1,0 +1,164 @@
+"""Readers never lose work to a lease (issue 17): a second tab opens read-only and can take the case over;
+a lapsed lease is re-claimed on submit and the mask on screen is saved; a case another reader took keeps
+the mask on screen and downloadable; closing the tab or Release gives the case back; a failed open offers
+a retry. Each test checks the saved revision against the mask on screen."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from annotations.models import Annotation, Assignment, AssignmentStatus, Role
+from annotations.services.masks import mask_decode
+from annotations.services.queue import case_claim_next, leases_expire
+from hitl.core.storage import bytes_load, mask_from_png
+from tests.e2e.helpers import drag, editor_state, reading_world, server_idle, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def world(project, member):
+    return reading_world(project, member)
+
+
+@pytest.fixture
+def reader(member):
+    return member(Role.ANNOTATOR, username="reader1")
+
+
+def _open(page, login, project):
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+
+
+def _saved(case_id, reader) -> np.ndarray:
+    with server_idle():
+        annotation = Annotation.objects.get(case_id=case_id, author=reader)
+        return mask_from_png(bytes_load(annotation.mask_path))
+
+
+def _lapse(case_id) -> None:
+    """The lease runs out behind the page (the periodic expiry returns the slot to the queue)."""
+    with server_idle():
+        past = timezone.now() - timezone.timedelta(seconds=1)
+        Assignment.objects.filter(case_id=case_id).update(claimed_at=past, expires_at=past)
+        assert leases_expire() == 1
+
+
+def _status(case_id, reader) -> str:
+    with server_idle():
+        return Assignment.objects.filter(case_id=case_id, reader=reader).latest("claimed_at").status
+
+
+def test_a_second_tab_opens_read_only_and_takes_the_case_over(page, login, project, world, reader):
+    _open(page, login, project)
+    drag(page, [(6.5, 8.5), (24.5, 8.5)])
+    mine_a = editor_state(page)
+    second = page.context.new_page()
+    errors: list[str] = []
+    second.on("pageerror", lambda exc: errors.append(str(exc)))
+    second.goto(f"/projects/{project.pk}/annotate/")
+    second.wait_for_selector("#editor[data-state=readonly]")
+    assert editor_state(second)["case"] == mine_a["case"]
+    assert (
+        second.locator("#lease").inner_text() == "read-only" and second.locator("#btn-submit").is_disabled()
+    )
+    before = editor_state(second)["mask"]
+    drag(second, [(6.5, 20.5), (24.5, 20.5)])  # read-only: painting does nothing
+    assert np.array_equal(editor_state(second)["mask"], before)
+
+    second.click("#btn-take-over")
+    wait_ready(second)
+    drag(second, [(6.5, 24.5), (24.5, 24.5)])
+    mine_b = editor_state(second)
+    page.click("#btn-submit")  # tab A no longer holds the case: it turns read-only, its mask kept
+    page.wait_for_selector("#editor[data-state=readonly]")
+    assert np.array_equal(editor_state(page)["mask"], mine_a["mask"])
+    with server_idle():
+        assert not Annotation.objects.filter(case_id=mine_a["case"]).exists()
+    second.click("#btn-submit")
+    wait_ready(second, other_than=mine_b["case"])
+    assert np.array_equal(_saved(mine_b["case"], reader), mine_b["mask"])
+    second.close()
+    assert not errors, errors
+
+
+def test_a_lapsed_lease_is_reclaimed_and_the_mask_on_screen_is_saved(page, login, project, world, reader):
+    _open(page, login, project)
+    drag(page, [(6.5, 8.5), (24.5, 8.5)])
+    mine = editor_state(page)
+    _lapse(mine["case"])
+    page.click("#btn-submit")  # 409 no_lease -> the editor re-claims the same case and submits again
+    wait_ready(page, other_than=mine["case"])
+    assert np.array_equal(_saved(mine["case"], reader), mine["mask"])
+    with server_idle():
+        leases = Assignment.objects.filter(case_id=mine["case"], reader=reader).order_by("claimed_at")
+        assert [a.status for a in leases] == [AssignmentStatus.EXPIRED, AssignmentStatus.SUBMITTED]
+
+
+def test_a_case_another_reader_took_keeps_the_mask_on_screen_and_downloadable(
+    page, login, project, world, reader, member
+):
+    _open(page, login, project)
+    drag(page, [(6.5, 8.5), (24.5, 8.5)])
+    mine = editor_state(page)
+    _lapse(mine["case"])
+    with server_idle():
+        other = case_claim_next(project=project, reader=member(Role.ANNOTATOR, username="reader2"))
+    assert other.case_id == mine["case"]
+    page.click("#btn-submit")
+    page.wait_for_selector("#editor[data-state=lost]")
+    assert "Another reader now holds this case" in page.locator("#notice").inner_text()
+    assert np.array_equal(editor_state(page)["mask"], mine["mask"])
+    with page.expect_download() as download:
+        page.click("#btn-download-mask")
+    body = json.loads(open(download.value.path()).read())
+    assert body["case"] == mine["case"]
+    assert np.array_equal(mask_decode(body["mask"], shape=mine["mask"].shape), mine["mask"])
+    page.click("#btn-next-case")
+    wait_ready(page, other_than=mine["case"])
+
+
+def test_closing_the_tab_or_release_gives_the_case_back(page, login, project, world, reader):
+    _open(page, login, project)
+    first = editor_state(page)["case"]
+    page.click("#btn-release")
+    page.wait_for_selector("#editor[data-state=released]")
+    assert _status(first, reader) == AssignmentStatus.RELEASED
+    page.click("#btn-next-case")
+    wait_ready(page)
+    case = editor_state(page)["case"]
+    tab = page.context.new_page()  # a second, read-only tab: closing it releases nothing
+    tab.goto(f"/projects/{project.pk}/annotate/")
+    tab.wait_for_selector("#editor[data-state=readonly]")
+    tab.close()
+    time.sleep(0.5)
+    assert _status(case, reader) == AssignmentStatus.ACTIVE
+    page.close()  # the holder tab: pagehide releases the case at once
+    deadline = time.monotonic() + 10
+    while _status(case, reader) != AssignmentStatus.RELEASED and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _status(case, reader) == AssignmentStatus.RELEASED
+
+
+def test_a_failed_open_offers_a_retry_that_opens_the_case(page, login, project, world, reader):
+    failures = {"left": 1}
+
+    def once_500(route):
+        if failures["left"]:
+            failures["left"] -= 1
+            route.fulfill(status=500, content_type="application/json", body='{"error": {"code": "error"}}')
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/cases/*/editor", once_500)
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    page.wait_for_selector("#editor[data-state=error]")
+    page.click("#btn-try-again")
+    wait_ready(page)
+    assert editor_state(page)["case"] is not None
