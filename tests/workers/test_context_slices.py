@@ -1,6 +1,6 @@
-"""2.5D input in the service: a project of volumes trains, gates, proposes, scores and explains with each
-slice's neighbours as input channels; 2D projects keep one slice; versions read cases the way they were
-trained, also across a switch between 2D and 2.5D."""
+"""2.5D input in the service (`context_slices`, 2D by default): a project of volumes that chooses it trains,
+gates, proposes, scores and explains with each slice's neighbours as input channels; versions read cases
+the way they were trained, also across a switch between 2D and 2.5D."""
 
 import hashlib
 import uuid
@@ -96,7 +96,9 @@ def test_a_volume_project_trains_and_serves_2_5d_and_the_whole_chain_follows(
 ):
     cases = seed_volume(project, ml)
     with django_capture_on_commit_callbacks(execute=True):
-        run = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+        run = training_run_start(
+            project=project, requested_by=ml, config_overrides={**TINY, "context_slices": 3}
+        )
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.outcome
     assert run.config["input"] == {"context_slices": 3, "context_mm": 2.0, "channels_per_slice": 1}
@@ -112,7 +114,7 @@ def test_a_volume_project_trains_and_serves_2_5d_and_the_whole_chain_follows(
     assert Explanation.objects.filter(model_version=version).count() == 2 * len(pool)
 
 
-def test_a_2d_project_keeps_one_slice_and_the_context_is_an_odd_override(project, ml, monkeypatch):
+def test_one_slice_by_default_and_the_context_is_an_odd_override(project, ml, monkeypatch):
     monkeypatch.setattr(training_service, "_enqueue_execute", lambda run_id: None)
     seed_project(project, ml)
     run = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
@@ -138,7 +140,9 @@ def test_gating_reads_validation_cases_the_way_each_version_was_trained(project,
     )
     v1 = training_run_execute(run_id=first.pk).result_version
     assert v1.state == VersionState.ACTIVE and v1.config["network"]["in_channels"] == 1
-    second = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+    second = training_run_start(
+        project=project, requested_by=ml, config_overrides={**TINY, "context_slices": 3}
+    )
     assert second.base_version is None and second.config["input"]["context_slices"] == 3
     second = training_run_execute(run_id=second.pk)
     assert second.status == RunStatus.SUCCEEDED, second.outcome
