@@ -3,7 +3,7 @@
 from django.urls import include, path
 
 from annotations import pages
-from annotations.apis import agreement, audit, auth, cases, editor, members, projects, queue
+from annotations.apis import agreement, audit, auth, cases, editor, members, projects, queue, revisions
 
 api: list = [
     path("auth/token", auth.TokenApi.as_view(), name="api-token"),
@@ -21,6 +21,7 @@ api: list = [
     path("projects/<int:project_id>/audit", audit.AuditListApi.as_view(), name="audit-list"),
     path("projects/<int:project_id>/queue", queue.QueueHeadApi.as_view(), name="queue-head"),
     path("projects/<int:project_id>/queue/claim", queue.ClaimApi.as_view(), name="queue-claim"),
+    path("projects/<int:project_id>/my-cases", revisions.MyCasesApi.as_view(), name="my-cases"),
     path("cases/<int:case_id>", cases.CaseDetailApi.as_view(), name="case-detail"),
     path("cases/<int:case_id>/lease/heartbeat", queue.HeartbeatApi.as_view(), name="lease-heartbeat"),
     path("cases/<int:case_id>/lease/release", queue.ReleaseApi.as_view(), name="lease-release"),
@@ -29,6 +30,7 @@ api: list = [
     path("cases/<int:case_id>/skip", queue.SkipApi.as_view(), name="case-skip"),
     path("cases/<int:case_id>/flag", queue.FlagApi.as_view(), name="case-flag"),
     path("cases/<int:case_id>/annotations", queue.SubmitApi.as_view(), name="annotation-submit"),
+    path("cases/<int:case_id>/revisions", revisions.ReviseApi.as_view(), name="annotation-revise"),
     path("cases/<int:case_id>/editor", editor.EditorPayloadApi.as_view(), name="case-editor"),
     path("cases/<int:case_id>/pixels", editor.PixelsApi.as_view(), name="case-pixels"),
     path(

@@ -7,10 +7,10 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from annotations.models import Annotation, AnnotationKind, AssignmentStatus, Case
+from annotations.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, Case
 from annotations.selectors.reading_policy import case_readers
 from annotations.services.masks import MaskError, check_labels, correction_effort
-from annotations.services.queue import active_assignment_lock_case, assignment_end
+from annotations.services.queue import QueueError, active_assignment_lock_case, assignment_end
 from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
@@ -85,6 +85,68 @@ def annotation_submit(
     Raises MaskError (bad shape/labels), QueueError (no or expired lease, or one another editor tab `tab`
     holds), StaleBase (409)."""
     assignment = active_assignment_lock_case(case=case, reader=reader, tab=tab)
+    annotation = _write_revision(
+        case=case,
+        assignment=assignment,
+        reader=reader,
+        mask=mask,
+        base_revision=base_revision,
+        time_spent_s=time_spent_s,
+        proposal_model_version_id=proposal_model_version_id,
+        action="annotation.submit",
+    )
+    assignment_end(assignment, AssignmentStatus.SUBMITTED, now=timezone.now(), keeps_slot=True)
+    return annotation
+
+
+@transaction.atomic
+def annotation_revise(
+    *,
+    case: Case,
+    reader: User,
+    mask: np.ndarray,
+    base_revision: int | None,
+    time_spent_s: float,
+    proposal_model_version_id: int | None = None,
+) -> Annotation:
+    """A new revision of a case the reader has already submitted ("my recent cases"): no lease and no
+    reading slot (theirs stays taken); the same checks as a submission (shape, labels, base revision, the
+    reader's own head when reading blind). Raises QueueError not_read / case_closed, MaskError, StaleBase."""
+    assignment = (
+        Assignment.objects.filter(case=case, reader=reader, status=AssignmentStatus.SUBMITTED)
+        .select_related("case")
+        .select_for_update(of=("self", "case"), no_key=True)
+        .order_by()
+        .first()
+    )
+    if assignment is None:
+        raise QueueError("not_read", "you can revise only a case you have submitted")
+    if assignment.case.flagged_at is not None:
+        raise QueueError("case_closed", "this case was flagged and has left the reading queue")
+    return _write_revision(
+        case=case,
+        assignment=assignment,
+        reader=reader,
+        mask=mask,
+        base_revision=base_revision,
+        time_spent_s=time_spent_s,
+        proposal_model_version_id=proposal_model_version_id,
+        action="annotation.revise",
+    )
+
+
+def _write_revision(
+    *,
+    case: Case,
+    assignment: Assignment,
+    reader: User,
+    mask: np.ndarray,
+    base_revision: int | None,
+    time_spent_s: float,
+    proposal_model_version_id: int | None,
+    action: str,
+) -> Annotation:
+    """The checks and writes a submission and a revision share; `assignment.case` was read under a lock."""
     if tuple(mask.shape) != tuple(case.image.shape[1:3]):
         raise MaskError(
             "mask_shape_mismatch",
@@ -131,10 +193,9 @@ def annotation_submit(
         delete_quietly([path])  # the row failed: leave no orphan file
         raise
     Case.objects.filter(pk=case.pk).update(current_annotation=annotation)
-    assignment_end(assignment, AssignmentStatus.SUBMITTED, now=timezone.now(), keeps_slot=True)
     audit_record(
         actor=reader,
-        action="annotation.submit",
+        action=action,
         project=case.project,
         target=annotation,
         details={"case_id": case.pk, "revision": revision, "base_revision": head_revision},

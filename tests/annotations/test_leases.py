@@ -133,3 +133,36 @@ def test_reclaim_refuses_a_flagged_case_and_non_members(
     assert (
         outsider.post(f"/api/v1/cases/{case_id}/lease/reclaim").status_code == 409
     )  # member: a 409, not 500
+
+
+@pytest.mark.django_db
+def test_a_reader_lists_their_submitted_cases_and_revises_one_without_a_lease(
+    project, pool, reader, member, client_for
+):
+    client = client_for(reader)
+    case_id = _claim(client, project).json()["case"]
+    assert _submit(client, case_id, _mask(1)).status_code == 201
+    mine = client.get(f"/api/v1/projects/{project.pk}/my-cases").json()
+    assert [(r["case"], r["my_latest_revision"], r["flagged"]) for r in mine] == [(case_id, 1, False)]
+    body = {
+        "mask": {"format": "png_base64", "data": base64.b64encode(png_bytes(_mask(2))).decode()},
+        "base_revision": 1,
+        "time_spent_s": 3,
+    }
+    resp = client.post(f"/api/v1/cases/{case_id}/revisions", body, format="json")
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["revision"] == 2 and resp.json()["base"] is not None
+    case = Case.objects.get(pk=case_id)
+    assert case.current_annotation.revision == 2 and case.reads_taken == 1  # no second slot taken
+    assert AuditEvent.objects.filter(action="annotation.revise").count() == 1
+    stale = client.post(f"/api/v1/cases/{case_id}/revisions", body, format="json")  # still on revision 1
+    assert stale.status_code == 409 and _code(stale) == "stale_base"
+    assert client.get(f"/api/v1/projects/{project.pk}/my-cases").json()[0]["my_latest_revision"] == 2
+    other = client_for(member(Role.ANNOTATOR, username="other"))
+    resp = other.post(f"/api/v1/cases/{case_id}/revisions", body, format="json")
+    assert resp.status_code in (404, 409) and Annotation.objects.filter(case_id=case_id).count() == 2
+    Case.objects.filter(pk=case_id).update(flagged_at=timezone.now())
+    body["base_revision"] = 2
+    resp = client.post(f"/api/v1/cases/{case_id}/revisions", body, format="json")
+    assert resp.status_code == 409 and _code(resp) == "case_closed"
+    assert client.get(f"/api/v1/projects/{project.pk}/my-cases?limit=0").status_code == 400

@@ -2,6 +2,7 @@
 
 import { bootData } from "./api.js";
 import { button, leaseMethods } from "./editor_lease.js";
+import { recentMethods } from "./recent_cases.js";
 import { History } from "./history.js";
 import { buildExplainRequest } from "./explain_request.js";
 import { buildLayers } from "./layers.js";
@@ -57,8 +58,9 @@ class Editor {
     }
   }
 
-  async open(caseId, { readOnly = false } = {}) {
-    const s = await this.session.load(caseId, { readOnly });
+  async open(caseId, { readOnly = false, revise = false } = {}) {
+    this.mode = revise ? "revise" : "queue";
+    const s = await this.session.load(caseId, { readOnly: readOnly || revise });
     const p = s.payload;
     this.history = new History(s.mask, s.width, s.height, () => this.historyChanged());
     this.viewer.setImage(s.pixels, s.mask, this.labels);
@@ -67,7 +69,8 @@ class Editor {
     this.stopExplain?.();
     this.stopExplain = buildExplainRequest($("explain-request"), p, (e) => this.layers.addExplanation(e));
     this.polygon = [];
-    $("case-title").textContent = `· ${p.case.image_name} · slice ${p.case.slice_index}`;
+    $("case-title").textContent = `· ${p.case.image_name} · slice ${p.case.slice_index}`
+      + (revise ? ` · revising your revision ${p.head_revision ?? ""}` : "");
     this.renderWhy(p);
     this.renderCaseInfo(p);
     this.historyChanged();
@@ -80,13 +83,15 @@ class Editor {
     if (this.state !== "ready") return;
     this.setState("saving");
     try {
-      const revision = await this.session.submit(this.history.mask);
-      this.stats.done += 1;
+      const revising = this.mode === "revise";
+      const revision = await this.session.submit(this.history.mask, { revise: revising });
+      if (!revising) this.stats.done += 1;
       this.stats.times.push(revision.time_spent_s);
       this.renderStats();
       this.history = null;
       this.lastRevision = revision;
       this.root.dataset.lastRevision = String(revision.id);
+      this.refreshRecent();
       await this.next();
     } catch (err) {
       this.setState("ready");
@@ -242,7 +247,9 @@ class Editor {
   // ---- UI -------------------------------------------------------------------------------------------
   setState(state) { this.state = state; this.root.dataset.state = state;
     const ready = state === "ready";
-    for (const id of ["btn-submit", "btn-skip", "btn-flag", "btn-release"]) $(id).disabled = !ready;
+    for (const id of ["btn-submit", "btn-skip", "btn-flag", "btn-release"]) {
+      $(id).disabled = !ready || (this.mode === "revise" && id !== "btn-submit");  // a revision holds no lease
+    }
     $("empty").hidden = state !== "empty";
   }
 
@@ -404,8 +411,9 @@ class Editor {
   }
 }
 
-Object.assign(Editor.prototype, leaseMethods);
+Object.assign(Editor.prototype, leaseMethods, recentMethods);
 
 const editor = new Editor();
 window.hitlEditor = editor;  // for debugging and the browser tests
 editor.next();
+editor.refreshRecent();

@@ -79,14 +79,16 @@ export class Session {
     return this.openedAt ? (performance.now() - this.openedAt) / 1000 : 0;
   }
 
-  async submit(mask) {
+  /** Save `mask` as the next revision: through the lease, or (`revise`, a case this reader submitted
+   * before, reopened from "my recent cases") as a revision of their own reading. */
+  async submit(mask, { revise = false } = {}) {
     const body = {
       mask: rleEncode(mask, this.height, this.width),
       base_revision: this.baseRevision,
       time_spent_s: Math.min(86400, Math.round(this.elapsed * 10) / 10),
       proposal_model_version: this.payload.proposal ? this.payload.proposal.model_version_id : null,
     };
-    const revision = await post(`/api/v1/cases/${this.caseId}/annotations`, body);
+    const revision = await post(`/api/v1/cases/${this.caseId}/${revise ? "revisions" : "annotations"}`, body);
     this.stopHeartbeat();
     return revision;
   }
