@@ -162,3 +162,33 @@ def test_a_failed_open_offers_a_retry_that_opens_the_case(page, login, project, 
     page.click("#btn-try-again")
     wait_ready(page)
     assert editor_state(page)["case"] is not None
+
+
+def test_a_reader_reopens_a_submitted_case_and_saves_a_new_revision(page, login, project, world, reader):
+    _open(page, login, project)
+    first = editor_state(page)
+    page.click("#btn-submit")
+    wait_ready(page, other_than=first["case"])
+    queued = editor_state(page)["case"]
+    page.click(f"#recent-{first['case']}")  # "my recent cases": the case just submitted
+    page.wait_for_function("(id) => window.hitlEditor.session.caseId === id", arg=first["case"])
+    wait_ready(page)
+    assert "revising your revision 1" in page.locator("#case-title").inner_text()
+    assert page.locator("#btn-skip").is_disabled() and page.locator("#btn-release").is_disabled()
+    assert np.array_equal(editor_state(page)["mask"], first["mask"])  # it opens on the reader's revision
+    drag(page, [(6.5, 12.5), (24.5, 12.5)])
+    revised = editor_state(page)
+    page.click("#btn-submit")
+    wait_ready(page, other_than=first["case"])  # back to the queue
+    with server_idle():  # the queued case was given back while revising, then claimed again
+        statuses = list(
+            Assignment.objects.filter(case_id=queued, reader=reader)
+            .order_by("claimed_at")
+            .values_list("status", flat=True)
+        )
+        assert statuses == [AssignmentStatus.RELEASED, AssignmentStatus.ACTIVE]
+        assert editor_state(page)["case"] == queued
+        latest = Annotation.objects.filter(case_id=first["case"], author=reader).order_by("-revision").first()
+        saved = mask_from_png(bytes_load(latest.mask_path))
+    assert latest.revision == 2 and np.array_equal(saved, revised["mask"])
+    page.wait_for_selector(f"#recent-{first['case']}:has-text('revision 2')")
