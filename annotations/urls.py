@@ -3,7 +3,18 @@
 from django.urls import include, path
 
 from annotations import pages
-from annotations.apis import agreement, audit, auth, cases, editor, members, projects, queue, revisions
+from annotations.apis import (
+    agreement,
+    audit,
+    auth,
+    cases,
+    editor,
+    members,
+    projects,
+    queue,
+    revisions,
+    triage,
+)
 
 api: list = [
     path("auth/token", auth.TokenApi.as_view(), name="api-token"),
@@ -22,6 +33,14 @@ api: list = [
     path("projects/<int:project_id>/queue", queue.QueueHeadApi.as_view(), name="queue-head"),
     path("projects/<int:project_id>/queue/claim", queue.ClaimApi.as_view(), name="queue-claim"),
     path("projects/<int:project_id>/my-cases", revisions.MyCasesApi.as_view(), name="my-cases"),
+    path(
+        "projects/<int:project_id>/flagged-skipped",
+        triage.FlaggedSkippedApi.as_view(),
+        name="flagged-skipped",
+    ),
+    path(
+        "cases/<int:case_id>/return-to-queue", triage.ReturnToQueueApi.as_view(), name="case-return-to-queue"
+    ),
     path("cases/<int:case_id>", cases.CaseDetailApi.as_view(), name="case-detail"),
     path("cases/<int:case_id>/lease/heartbeat", queue.HeartbeatApi.as_view(), name="lease-heartbeat"),
     path("cases/<int:case_id>/lease/release", queue.ReleaseApi.as_view(), name="lease-release"),

@@ -156,3 +156,28 @@ def test_ml_engineer_runs_the_explanation_quality_report_and_reads_the_table(
     page.wait_for_function("() => document.querySelector('#report-plot').naturalWidth > 0")
     assert "majority baseline" in page.locator("#report-surrogate").inner_text()
     page.screenshot(path=str(artifacts / "ml-explanation-report.png"), full_page=True)
+
+
+def test_data_manager_reads_flag_and_skip_reasons_and_returns_a_flagged_case(page, login, project, member):
+    from annotations.services.queue import assignment_flag, assignment_skip, case_claim_next
+    from tests.workers.test_training_helpers import seed_project
+
+    owner = member(Role.ML_ENGINEER)
+    seed_project(project, owner, n_train=0, n_val=0, n_test=0, n_pool=3)
+    flagger, skipper = member(Role.ANNOTATOR, username="ann1"), member(Role.ANNOTATOR, username="ann2")
+    flagged = case_claim_next(project=project, reader=flagger).case
+    assignment_flag(case=flagged, reader=flagger, reason="wrong anatomy or modality: knee")
+    skipped = case_claim_next(project=project, reader=skipper).case
+    assignment_skip(case=skipped, reader=skipper, reason="image quality too poor")
+    member(Role.DATA_MANAGER, username="dm")
+    login(page, "dm")
+    page.goto(f"/projects/{project.pk}/data/")
+    row = page.locator(f"#flagged tr[data-case='{flagged.pk}']")
+    row.wait_for()
+    assert "ann1" in row.inner_text() and "knee" in row.inner_text()
+    page.wait_for_selector("#skipped >> text=image quality too poor")
+    row.get_by_role("button", name=f"Return case {flagged.pk} to the reading queue").click()
+    page.wait_for_selector("#flagged >> text=No flagged cases.")
+    with server_idle():
+        flagged.refresh_from_db()
+        assert flagged.flagged_at is None
