@@ -15,14 +15,23 @@ def test_a_data_manager_sees_reasons_and_returns_a_flagged_case_to_the_queue(
     first, second = member(Role.ANNOTATOR, username="ann1"), member(Role.ANNOTATOR, username="ann2")
     a1, a2 = client_for(first), client_for(second)
     flagged = a1.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
-    assert a1.post(f"/api/v1/cases/{flagged}/flag", {"reason": "wrong anatomy"}, format="json").status_code == 200
+    assert (
+        a1.post(f"/api/v1/cases/{flagged}/flag", {"reason": "wrong anatomy"}, format="json").status_code
+        == 200
+    )
     skipped = a2.post(f"/api/v1/projects/{project.pk}/queue/claim").json()["case"]
-    assert a2.post(f"/api/v1/cases/{skipped}/skip", {"reason": "too blurry"}, format="json").status_code == 200
+    assert (
+        a2.post(f"/api/v1/cases/{skipped}/skip", {"reason": "too blurry"}, format="json").status_code == 200
+    )
 
     dm = client_for(member(Role.DATA_MANAGER))
     data = dm.get(f"/api/v1/projects/{project.pk}/flagged-skipped").json()
-    assert [(r["case"], r["reader"], r["reason"]) for r in data["flagged"]] == [(flagged, "ann1", "wrong anatomy")]
-    assert [(r["case"], r["reader"], r["reason"]) for r in data["skipped"]] == [(skipped, "ann2", "too blurry")]
+    assert [(r["case"], r["reader"], r["reason"]) for r in data["flagged"]] == [
+        (flagged, "ann1", "wrong anatomy")
+    ]
+    assert [(r["case"], r["reader"], r["reason"]) for r in data["skipped"]] == [
+        (skipped, "ann2", "too blurry")
+    ]
     for role in (Role.ANNOTATOR, Role.ML_ENGINEER):
         other = client_for(member(role))
         assert other.get(f"/api/v1/projects/{project.pk}/flagged-skipped").status_code in (403, 404)
