@@ -1,5 +1,6 @@
-"""kill -9 the worker during training: the reaper ends the run FAILED, nothing is half-registered, the
-active version and the queue are untouched and the queue still serves."""
+"""kill -9 the worker during training: nothing is half-registered, the active version and the queue are
+untouched and the queue still serves; the reaper queues the run again and a restarted worker completes it
+exactly once (one version registered)."""
 
 import os
 import signal
@@ -24,28 +25,42 @@ from workers.tasks import training_run_execute
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def own_worker(services):
+def _start_worker(queue: str) -> subprocess.Popen:
     """A worker of our own on a private queue (the session's worker must not take this run)."""
     env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1")
-    queue = f"kill-{uuid.uuid4().hex[:8]}"
-    hostname = f"{queue}@itest"
+    hostname = f"{queue}-{uuid.uuid4().hex[:4]}@itest"
     cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", queue, "-c", "1", "-n", hostname]
     proc = subprocess.Popen([*cmd, "-l", "WARNING"], cwd=ROOT, env=env, start_new_session=True)
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or WorkerHeartbeat.objects.filter(hostname=hostname).exists(), 90
-        )
-        assert proc.poll() is None, "the worker exited"
-        yield proc, queue
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    wait_until(
+        lambda: proc.poll() is not None or WorkerHeartbeat.objects.filter(hostname=hostname).exists(), 90
+    )
+    assert proc.poll() is None, "the worker exited"
+    return proc
 
 
-def test_kill_9_during_training(own_worker, monkeypatch):
-    proc, queue = own_worker
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no graceful shutdown at all
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def own_workers(services):
+    """start(queue) -> a worker process; every one is killed at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(queue: str) -> subprocess.Popen:
+        procs.append(_start_worker(queue))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        _kill(proc)
+
+
+def test_kill_9_during_training_then_a_restarted_worker_completes_it_once(own_workers, monkeypatch):
+    queue = f"kill-{uuid.uuid4().hex[:8]}"
+    proc = own_workers(queue)
     project = TrainingSettingsFactory(query_strategy="entropy").project
     ml, reader = UserFactory(), UserFactory()
     MembershipFactory(project=project, user=ml, role=Role.ML_ENGINEER)
@@ -55,21 +70,16 @@ def test_kill_9_during_training(own_worker, monkeypatch):
     scoring_run(project_id=project.pk, version_id=active.pk)
     before = dict(Case.objects.filter(project=project).values_list("pk", "priority"))
 
-    monkeypatch.setattr(training_service, "_enqueue_execute", lambda run_id: None)  # we route it ourselves
-    long = {**TINY, "epochs": 500, "max_steps_per_epoch": 4}
-    run = training_run_start(project=project, requested_by=ml, config_overrides=long)
+    sent: list[int] = []
+    monkeypatch.setattr(training_service, "_enqueue_execute", sent.append)  # we route it ourselves
+    config = {**TINY, "epochs": 30, "max_steps_per_epoch": 4, "warm_start": False}
+    run = training_run_start(project=project, requested_by=ml, config_overrides=config)
     training_run_execute.apply_async(kwargs={"run_id": run.pk}, queue=queue)
     wait_until(lambda: len(TrainingRun.objects.get(pk=run.pk).epochs) >= 2, timeout=60)
 
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: no graceful shutdown at all
-    proc.wait(timeout=30)
+    _kill(proc)
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING  # nobody finished it
-    time.sleep(1.5)
-    assert training_runs_reap(stale_after_s=1) == [run.pk]
-    run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and run.outcome.startswith("worker lost") and run.finished_at
-    assert run.result_version is None
     assert list(ModelVersion.objects.filter(project=project).values_list("pk", "state")) == [
         (active.pk, VersionState.ACTIVE)
     ]
@@ -77,5 +87,16 @@ def test_kill_9_during_training(own_worker, monkeypatch):
     assignment = case_claim_next(project=project, reader=reader)  # the queue still serves, in order
     head = max((p, -pk) for pk, p in before.items() if Case.objects.get(pk=pk).split == "pool")
     assert assignment is not None and assignment.case_id == -head[1]
-    # A new run may start: the dead one no longer blocks the project.
-    assert training_run_start(project=project, requested_by=ml, config_overrides=TINY).status == "queued"
+
+    time.sleep(1.5)
+    assert training_runs_reap(stale_after_s=1) == [run.pk]  # lost: queued again, its execute re-sent
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED and sent == [run.pk, run.pk]
+    own_workers(queue)  # the restart
+    training_run_execute.apply_async(kwargs={"run_id": run.pk}, queue=queue)
+    training_run_execute.apply_async(kwargs={"run_id": run.pk}, queue=queue)  # a duplicate delivery
+    wait_until(lambda: TrainingRun.objects.get(pk=run.pk).status not in ("queued", "running"), timeout=240)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 2, run.outcome
+    versions = ModelVersion.objects.filter(project=project).exclude(pk=active.pk)
+    assert list(versions.values_list("pk", flat=True)) == [run.result_version_id]  # exactly one

@@ -220,7 +220,7 @@ def test_an_attention_unet_run_trains_a_fresh_attention_network(project, ml, see
     assert cfg.arch == "attention_unet" and type(model).__name__ == "AttentionUnet"
 
 
-def test_reaper_fails_stale_running_runs_only(project, ml, seeded, no_enqueue):
+def test_the_reaper_requeues_a_lost_run_once_then_fails_it(project, ml, seeded, no_enqueue):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -231,8 +231,26 @@ def test_reaper_fails_stale_running_runs_only(project, ml, seeded, no_enqueue):
     assert training_runs_reap(stale_after_s=1000) == []
     assert training_runs_reap() == [run.pk]
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and run.outcome.startswith("worker lost")
-    assert training_run_execute(run_id=run.pk).status == RunStatus.FAILED  # a redelivery: nothing
+    assert run.status == RunStatus.QUEUED and "queued again (attempt 2 of 2)" in run.outcome
+    assert no_enqueue["execute"].count(run.pk) == 2  # the start's and the re-queue's execute
+    run = training_run_execute(run_id=run.pk)  # the restarted worker completes it, exactly once
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 2 and run.result_version is not None
+    assert ModelVersion.objects.filter(project=project).count() == 1
+    assert training_run_execute(run_id=run.pk).result_version_id == run.result_version_id  # redelivery
+
+    second = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+    TrainingRun.objects.filter(pk=second.pk).update(status=RunStatus.RUNNING, heartbeat_at=old, attempts=2)
+    assert training_runs_reap() == [second.pk]
+    second.refresh_from_db()
+    assert second.status == RunStatus.FAILED and second.outcome.startswith("worker lost")
+    assert training_run_execute(run_id=second.pk).status == RunStatus.FAILED  # a redelivery: nothing
+    third = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+    TrainingRun.objects.filter(pk=third.pk).update(
+        status=RunStatus.RUNNING, heartbeat_at=old, attempts=1, cancel_requested=True
+    )
+    assert training_runs_reap() == [third.pk]
+    third.refresh_from_db()
+    assert third.status == RunStatus.CANCELLED
 
 
 def test_redelivery_reclaims_a_stale_run_once(project, ml, seeded, no_enqueue):

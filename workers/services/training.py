@@ -4,9 +4,11 @@ heartbeat in the run row, cancellable), automatic triggering, and reaping runs w
 Run lifecycle: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED. Only `training_run_execute` moves a run
 to RUNNING (claiming it, attempt += 1); every later write of that execution is conditioned on
 (status RUNNING, attempts == its attempt), so a reaped or re-claimed run is never overwritten by a zombie.
-Reaper policy: a RUNNING run without a heartbeat for STALE_AFTER_S is marked FAILED ("worker lost"); it is
-not re-queued (a new run is one click or the next auto-trigger away, and a run that killed its worker,
-e.g. out of memory, would likely kill the next one too).
+Reaper policy: a RUNNING run without a heartbeat for STALE_AFTER_S lost its worker (killed, restarted,
+out of memory). Its first attempt is re-queued (QUEUED again, its execute sent through the outbox), so a
+restarted worker completes it exactly once (the claim admits one execution at a time, and registration is
+the run's last, atomic step); a run whose second attempt is lost too is marked FAILED ("worker lost": a run
+that kills its worker twice, e.g. out of memory, would likely kill the next one as well).
 """
 
 import logging
@@ -152,8 +154,9 @@ def training_autotrigger(*, project: Project) -> TrainingRun | None:
 
 
 def training_runs_reap(*, stale_after_s: float = STALE_AFTER_S) -> list[int]:
-    """Mark RUNNING runs whose heartbeat is older than `stale_after_s` FAILED ("worker lost"). Returns their
-    ids. Nothing was registered for them: registration is the run's last, atomic step."""
+    """RUNNING runs whose heartbeat is older than `stale_after_s`: re-queued when attempts are left, else
+    marked FAILED ("worker lost"). Returns their ids. Nothing was registered for them: registration is the
+    run's last, atomic step."""
     horizon = timezone.now() - timedelta(seconds=stale_after_s)
     ids = list(
         TrainingRun.objects.filter(status=RunStatus.RUNNING)
@@ -166,13 +169,23 @@ def training_runs_reap(*, stale_after_s: float = STALE_AFTER_S) -> list[int]:
             run = TrainingRun.objects.select_for_update().get(pk=pk)
             if run.status != RunStatus.RUNNING or not is_stale(run, timezone.now(), stale_after_s):
                 continue
-            mark(
-                run,
-                RunStatus.FAILED,
-                f"worker lost: no heartbeat for over {int(stale_after_s)} s "
-                f"(after {len(run.epochs)} epoch(s)); no version was registered",
-            )
+            lost = f"worker lost: no heartbeat for over {int(stale_after_s)} s (after {len(run.epochs)} epoch(s))"
+            if run.cancel_requested:
+                mark(run, RunStatus.CANCELLED, f"cancelled ({lost})")
+            elif run.attempts < MAX_ATTEMPTS:
+                _requeue(run, f"{lost}; queued again (attempt {run.attempts + 1} of {MAX_ATTEMPTS})")
+            else:
+                mark(run, RunStatus.FAILED, f"{lost}; no version was registered")
             reaped.append(pk)
     if reaped:
         log.warning("reaped training runs %s (worker lost)", reaped)
     return reaped
+
+
+def _requeue(run: TrainingRun, outcome: str) -> None:
+    """A lost attempt goes back to the queue (in the caller's transaction; the execute is sent after commit
+    through the outbox, so a broker outage cannot lose it)."""
+    run.status, run.outcome, run.progress, run.epochs = RunStatus.QUEUED, outcome[:2000], 0.0, []
+    run.heartbeat_at = None
+    run.save(update_fields=["status", "outcome", "progress", "epochs", "heartbeat_at"])
+    _enqueue_execute(run.pk)
