@@ -87,3 +87,16 @@ def test_the_first_publish_makes_the_filesystem_brokers_folders(tmp_path):
     _python(code, _fresh_env(tmp_path, "hitl.settings.local"))
     assert {p.name for p in (tmp_path / "broker").iterdir()} == {"queue", "processed", "control"}
     assert [p.suffix for p in (tmp_path / "broker" / "queue").iterdir()] == [".msg"]
+
+
+def test_on_redis_a_dead_workers_unacknowledged_tasks_come_back_after_the_visibility_timeout(tmp_path):
+    env = _fresh_env(tmp_path, "hitl.settings.local")
+    code = (
+        "from hitl.celery import app; o = app.conf.broker_transport_options; "
+        "assert o == {'visibility_timeout': %s}, o"
+    )
+    _python(code % 900, {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    _python(
+        code % 60,
+        {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "HITL_BROKER_VISIBILITY_SECONDS": "60"},
+    )

@@ -219,6 +219,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
+else:
+    # Redis: a task whose worker died (acks_late: never acknowledged) goes back to its queue after this many
+    # seconds, so a restarted worker runs it. Every task is idempotent: a copy of a task still running
+    # (training, an export, a report) finds it claimed and does nothing.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("HITL_BROKER_VISIBILITY_SECONDS", default=900)
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
