@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import ACCEPTING, SERVING
+from tests.e2e.helpers import ACCEPTING, SERVING, unexpected, watch
 
 # Playwright's sync API runs an event loop in this thread; the test itself still touches the DB.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -110,12 +110,11 @@ def page(browser, live_server):
     context = browser.new_context(viewport={"width": 1400, "height": 900}, base_url=live_server.url)
     page = context.new_page()
     page.set_default_timeout(20_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
+    watch(page)
     yield page
     context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    problems = unexpected(page)
+    assert not problems, f"errors in the page: {problems}"
 
 
 @pytest.fixture

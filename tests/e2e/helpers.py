@@ -73,3 +73,27 @@ def wait_ready(page, *, other_than: int | None = None) -> None:
     page.wait_for_selector("#editor[data-state=ready]")
     if other_than is not None:
         page.wait_for_function("(id) => window.hitlEditor.session.caseId !== id", arg=other_than)
+
+
+def watch(page) -> None:
+    """Record on the page what must not happen unless a test expects it: JavaScript exceptions, console
+    errors and failed requests (HTTP >= 400, or no answer). A test that provokes a failure on purpose lists
+    it with `page.expect_failures(status, url_part)`; the fixture checks the rest at the end."""
+    page.js_errors, page.console_errors, page.failed_requests, page.expected = [], [], [], []
+    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
+    page.on("response", lambda r: r.status >= 400 and page.failed_requests.append((r.status, r.url)))
+    page.on("requestfailed", lambda r: page.failed_requests.append((0, r.url)))
+    page.expect_failures = lambda status, part: page.expected.append((status, part))
+
+
+def unexpected(page) -> list[str]:
+    """What went wrong in the page that its test did not announce."""
+
+    def ok(status: int, url: str) -> bool:
+        return any(status == s and part in url for s, part in page.expected)
+
+    failed = [f"{status} {url}" for status, url in page.failed_requests if not ok(status, url)]
+    # Chromium logs every failed fetch as a console error; those are judged by their request above.
+    console = [m for m in page.console_errors if "Failed to load resource" not in m]
+    return [*page.js_errors, *console, *failed]

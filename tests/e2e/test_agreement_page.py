@@ -14,6 +14,7 @@ from django.test import Client  # noqa: E402
 
 from annotations.models import Role  # noqa: E402
 from hitl.core.storage import bytes_save, mask_to_png  # noqa: E402
+from tests.e2e.helpers import unexpected, watch  # noqa: E402
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory  # noqa: E402
 from tests.workers.test_training_helpers import add_case, annotate, make_version  # noqa: E402
 from workers.models import Prediction, VersionState  # noqa: E402
@@ -90,6 +91,7 @@ def test_agreement_dashboard_renders_with_real_data(live_server):
                 [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
             )
             page = context.new_page()
+            watch(page)
             external = []
             page.on(
                 "request",
@@ -121,6 +123,7 @@ def test_agreement_dashboard_renders_with_real_data(live_server):
             widths = panels.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
             assert all(w > 0 for w in widths), widths
             assert not external, external  # nothing from a CDN or elsewhere
+            assert not unexpected(page), unexpected(page)  # no console error, no failed request
         finally:
             browser.close()
     assert ARTIFACT.stat().st_size > 10_000

@@ -183,6 +183,7 @@ def test_stale_base_conflict_is_shown_and_resolved_without_losing_the_mask(
     theirs = np.zeros_like(mine["mask"])
     theirs[:, :16] = 2
     annotate(case, mask=theirs, user=reader)  # e.g. saved from another tab: revision 1 appears
+    page.expect_failures(409, f"/cases/{case.pk}/annotations")  # stale_base
 
     page.click("#btn-submit")
     notice = page.locator("#notice")

@@ -14,7 +14,7 @@ from annotations.models import Annotation, Assignment, AssignmentStatus, Role
 from annotations.services.masks import mask_decode
 from annotations.services.queue import case_claim_next, leases_expire
 from hitl.core.storage import bytes_load, mask_from_png
-from tests.e2e.helpers import drag, editor_state, reading_world, server_idle, wait_ready
+from tests.e2e.helpers import drag, editor_state, reading_world, server_idle, unexpected, wait_ready, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +59,7 @@ def test_a_second_tab_opens_read_only_and_takes_the_case_over(page, login, proje
     drag(page, [(6.5, 8.5), (24.5, 8.5)])
     mine_a = editor_state(page)
     second = page.context.new_page()
-    errors: list[str] = []
-    second.on("pageerror", lambda exc: errors.append(str(exc)))
+    watch(second)
     second.goto(f"/projects/{project.pk}/annotate/")
     second.wait_for_selector("#editor[data-state=readonly]")
     assert editor_state(second)["case"] == mine_a["case"]
@@ -75,6 +74,7 @@ def test_a_second_tab_opens_read_only_and_takes_the_case_over(page, login, proje
     wait_ready(second)
     drag(second, [(6.5, 24.5), (24.5, 24.5)])
     mine_b = editor_state(second)
+    page.expect_failures(409, f"/cases/{mine_a['case']}/annotations")  # lease_moved
     page.click("#btn-submit")  # tab A no longer holds the case: it turns read-only, its mask kept
     page.wait_for_selector("#editor[data-state=readonly]")
     assert np.array_equal(editor_state(page)["mask"], mine_a["mask"])
@@ -84,7 +84,7 @@ def test_a_second_tab_opens_read_only_and_takes_the_case_over(page, login, proje
     wait_ready(second, other_than=mine_b["case"])
     assert np.array_equal(_saved(mine_b["case"], reader), mine_b["mask"])
     second.close()
-    assert not errors, errors
+    assert not unexpected(second), unexpected(second)
 
 
 def test_a_lapsed_lease_is_reclaimed_and_the_mask_on_screen_is_saved(page, login, project, world, reader):
@@ -92,6 +92,7 @@ def test_a_lapsed_lease_is_reclaimed_and_the_mask_on_screen_is_saved(page, login
     drag(page, [(6.5, 8.5), (24.5, 8.5)])
     mine = editor_state(page)
     _lapse(mine["case"])
+    page.expect_failures(409, f"/cases/{mine['case']}/annotations")  # no_lease
     page.click("#btn-submit")  # 409 no_lease -> the editor re-claims the same case and submits again
     wait_ready(page, other_than=mine["case"])
     assert np.array_equal(_saved(mine["case"], reader), mine["mask"])
@@ -110,6 +111,8 @@ def test_a_case_another_reader_took_keeps_the_mask_on_screen_and_downloadable(
     with server_idle():
         other = case_claim_next(project=project, reader=member(Role.ANNOTATOR, username="reader2"))
     assert other.case_id == mine["case"]
+    page.expect_failures(409, f"/cases/{mine['case']}/annotations")  # no_lease
+    page.expect_failures(409, f"/cases/{mine['case']}/lease/reclaim")  # case_taken
     page.click("#btn-submit")
     page.wait_for_selector("#editor[data-state=lost]")
     assert "Another reader now holds this case" in page.locator("#notice").inner_text()
@@ -156,6 +159,7 @@ def test_a_failed_open_offers_a_retry_that_opens_the_case(page, login, project, 
             route.continue_()
 
     page.route("**/api/v1/cases/*/editor", once_500)
+    page.expect_failures(500, "/editor")
     login(page, "reader1")
     page.goto(f"/projects/{project.pk}/annotate/")
     page.wait_for_selector("#editor[data-state=error]")

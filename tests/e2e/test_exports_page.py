@@ -35,6 +35,7 @@ def test_data_manager_creates_watches_and_downloads_an_export(page, login, proje
     page.goto(f"/projects/{project.pk}/data/")
     page.wait_for_selector("#exports >> text=No exports yet.")
     # the pool holds no labelled case: the API refuses and the page shows its message and code
+    page.expect_failures(409, f"/projects/{project.pk}/exports")
     page.check("input[name=format][value=png]")
     page.check("input[name=split][value=pool]")
     page.click("#export-create")

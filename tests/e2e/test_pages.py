@@ -116,6 +116,7 @@ def test_a_refused_upload_says_why_for_each_file(page, login, project, member, t
     bomb.write_bytes(dicom_deflated_bomb(64 << 20))
     login(page, "dm")
     page.goto(f"/projects/{project.pk}/data/")
+    page.expect_failures(400, f"/projects/{project.pk}/images")  # the file refused from its headers
     page.set_input_files("#file", str(notes))
     page.click("#upload button[type=submit]")
     page.wait_for_selector("#notice >> text=Upload failed")
