@@ -3,6 +3,7 @@ agreement dashboard, and the site's own error pages. Thin shells: a selector for
 the HTML; the editor fetches its data from the JSON API with the session cookie, so the browser sees
 exactly what the API allows."""
 
+import numpy as np
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
@@ -11,13 +12,14 @@ from django.shortcuts import render
 from django.template import loader
 from rest_framework.exceptions import NotFound
 
+from annotations.models import AnnotationKind
 from annotations.plots import histogram_svg, model_svg, overlay_data_uri, readers_svg, trend_svg
 from annotations.selectors.agreement import agreement_for_case, project_stats, reader_stats, sees_all_readers
 from annotations.selectors.images import case_get_for_user, case_list, image_list
 from annotations.selectors.projects import project_for_page, project_get_for_user, project_list_for_user
 from annotations.selectors.workspace import reader_progress
 from hitl.core.pages import render_project_page
-from hitl.core.permissions import Action, reads_blind
+from hitl.core.permissions import Action, allows, reads_blind
 from hitl.core.storage import array_load, bytes_load, mask_from_png
 from workers.selectors.registry import query_strategy_label
 
@@ -101,6 +103,16 @@ def agreement_page(request, project_id: int):
     return render(request, "annotations/agreement.html", context)
 
 
+def _panel(title, pixels, mask, colors, revision, share=None) -> dict:
+    """One panel of the case view: full-resolution overlay (up to 1024 px; shown small, zoomed on click)."""
+    src = overlay_data_uri(pixels, mask, colors, max_px=1024)
+    return {"title": title, "src": src, "revision": revision, "share": share}
+
+
+def _share(mask) -> float | None:
+    return None if mask is None else float(mask.mean())
+
+
 @login_required
 def agreement_case_page(request, project_id: int, case_id: int):
     """The readers' masks, the consensus and the model's proposal side by side (not for annotators:
@@ -118,18 +130,32 @@ def agreement_case_page(request, project_id: int, case_id: int):
         raise Http404("no agreement for this case yet")
     pixels = array_load(case.image.pixels_path)[case.slice_index]
     colors = {int(c["value"]): c["color"] for c in case.project.label_classes}
+    readers = list(agreement.readers.select_related("reader", "annotation"))
+    masks = [mask_from_png(bytes_load(r.annotation.mask_path)) for r in readers]
     panels = [
-        {
-            "title": f"{r.reader.username} · Dice {r.dice_vs_consensus:.3f}",
-            "src": overlay_data_uri(pixels, mask_from_png(bytes_load(r.annotation.mask_path)), colors),
-        }
-        for r in agreement.readers.select_related("reader", "annotation")
+        _panel(
+            f"{r.reader.username} · Dice {r.dice_vs_consensus:.3f}", pixels, m, colors, r.annotation.revision
+        )
+        for r, m in zip(readers, masks, strict=True)
     ]
+    consensus = agreement.consensus
+    consensus_mask = mask_from_png(bytes_load(consensus.mask_path))
     panels.append(
-        {
-            "title": f"STAPLE consensus · r{agreement.consensus.revision}",
-            "src": overlay_data_uri(pixels, mask_from_png(bytes_load(agreement.consensus.mask_path)), colors),
-        }
+        _panel(
+            f"STAPLE consensus · r{consensus.revision}", pixels, consensus_mask, colors, consensus.revision
+        )
     )
-    context = {"project": case.project, "case": case, "agreement": agreement, "panels": panels}
+    disagree = np.any([m != masks[0] for m in masks[1:]], axis=0).astype(np.uint8) if len(masks) > 1 else None
+    panels.append(
+        _panel("Readers disagree (red)", pixels, disagree, {1: "#ff2020"}, None, share=_share(disagree))
+    )
+    adjudicated = case.annotations.filter(kind=AnnotationKind.ADJUDICATED).order_by("-revision").first()
+    context = {
+        "project": case.project,
+        "case": case,
+        "agreement": agreement,
+        "panels": panels,
+        "adjudicated": adjudicated,
+        "can_adjudicate": allows(roles, Action.ADJUDICATE),
+    }
     return render(request, "annotations/agreement_case.html", context)

@@ -128,8 +128,10 @@ def model_svg(agreements) -> SafeString:
     )
 
 
-def overlay_data_uri(pixels: np.ndarray, mask: np.ndarray | None, colors: dict[int, str]) -> str:
-    """The slice with `mask` blended in its label colours, as a PNG data URI (max 384 px)."""
+def overlay_data_uri(
+    pixels: np.ndarray, mask: np.ndarray | None, colors: dict[int, str], max_px: int = 384
+) -> str:
+    """The slice with `mask` blended in its label colours, as a PNG data URI (at most `max_px` a side)."""
     if pixels.ndim == 2:
         grey = apply_window(pixels, *auto_window(pixels))
         rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
@@ -141,7 +143,7 @@ def overlay_data_uri(pixels: np.ndarray, mask: np.ndarray | None, colors: dict[i
             tint = np.array([int(color[k : k + 2], 16) for k in (1, 3, 5)], dtype=np.float32)
             rgb[sel] = 0.45 * rgb[sel] + 0.55 * tint
     img = PILImage.fromarray(rgb.astype(np.uint8), mode="RGB")
-    img.thumbnail((384, 384))
+    img.thumbnail((max_px, max_px))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -67,6 +67,7 @@ api: list = [
         name="project-agreement-csv",
     ),
     path("cases/<int:case_id>/agreement", agreement.CaseAgreementApi.as_view(), name="case-agreement"),
+    path("cases/<int:case_id>/adjudicate", agreement.AdjudicateApi.as_view(), name="case-adjudicate"),
 ]
 
 pages_: list = [

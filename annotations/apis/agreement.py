@@ -14,6 +14,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.apis.cases import AnnotationOutputSerializer
 from annotations.selectors.agreement import (
     agreement_csv_rows,
     agreement_for_case,
@@ -25,7 +26,9 @@ from annotations.selectors.agreement import (
 from annotations.selectors.editor import require_case_access
 from annotations.selectors.images import case_get_for_user
 from annotations.selectors.projects import project_get_for_user
+from annotations.services.adjudication import case_adjudicate
 from hitl.core.apis.query import query_params
+from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
 
 
@@ -171,3 +174,26 @@ class AgreementCsvApi(APIView):
         readers = None if sees_all_readers(roles) else {request.user.pk}
         rows = agreement_csv_rows(project=project, kind=kind, reader_ids=readers)
         return csv_response(rows, f"project-{project.pk}-agreement-{kind}.csv")
+
+
+class AdjudicateApi(APIView):
+    """Admins: settle a multi-read case by adopting one of its reader or consensus revisions (by number) as
+    a new revision of kind `adjudicated`; training and consensus exports prefer it."""
+
+    error_statuses = {"post": [409]}  # no such reader/consensus revision
+
+    class InputSerializer(StrictSerializer):
+        revision = serializers.IntegerField(min_value=1, help_text="the revision to adopt")
+
+    @extend_schema(
+        request=InputSerializer, responses={201: AnnotationOutputSerializer}, operation_id="case_adjudicate"
+    )
+    def post(self, request, case_id: int):
+        case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
+        require(roles, Action.ADJUDICATE)
+        ser = self.InputSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        annotation = case_adjudicate(
+            case=case, actor=request.user, source_revision=ser.validated_data["revision"]
+        )
+        return Response(AnnotationOutputSerializer(annotation).data, status=201)

@@ -7,6 +7,7 @@ class AnnotationKind(models.TextChoices):
     READER = "reader", "Reader revision"
     REFERENCE = "reference", "Imported reference (ground truth)"
     CONSENSUS = "consensus", "Consensus"
+    ADJUDICATED = "adjudicated", "Adjudicated (an admin's decision; training and exports prefer it)"
 
 
 class Annotation(models.Model):

@@ -34,6 +34,7 @@ class Action(StrEnum):
     TRAIN = "train"
     EXPORT = "export"
     VIEW_AUDIT = "view_audit"
+    ADJUDICATE = "adjudicate"
 
 
 ALL_ROLES = frozenset(Role.values)
@@ -49,6 +50,7 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.TRAIN: frozenset({Role.ML_ENGINEER, Role.ADMIN}),
     Action.EXPORT: frozenset({Role.DATA_MANAGER, Role.ADMIN}),
     Action.VIEW_AUDIT: frozenset({Role.ADMIN}),
+    Action.ADJUDICATE: frozenset({Role.ADMIN}),
 }
 
 

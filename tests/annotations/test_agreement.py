@@ -191,7 +191,8 @@ def test_dashboard_pages_render(project, member, client, django_user_model):
     html = client.get(f"/projects/{project.pk}/agreement/").content.decode()
     assert html.count("<svg") == 4 and "reader2" in html and f"/agreement/cases/{case.pk}/" in html
     side = client.get(f"/projects/{project.pk}/agreement/cases/{case.pk}/").content.decode()
-    assert side.count('data-testid="panel"') == 4 and "STAPLE consensus" in side
+    assert side.count('data-testid="panel"') == 5 and "STAPLE consensus" in side  # + where readers disagree
+    assert "Readers disagree" in side and "Adopt as adjudicated" not in side  # adjudication: admins only
     annotator = member(Role.ANNOTATOR)
     client.force_login(annotator)
     assert client.get(f"/projects/{project.pk}/agreement/").status_code == 200

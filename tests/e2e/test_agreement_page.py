@@ -119,7 +119,9 @@ def test_agreement_dashboard_renders_with_real_data(live_server):
             page.locator("[data-testid=disputed-row] a").first.click()
             page.wait_for_load_state("load")
             panels = page.locator("[data-testid=panel] img")
-            assert panels.count() == 4
+            assert panels.count() == 5  # three readers, the consensus, where they disagree
+            assert "Readers disagree" in page.locator("[data-testid=panel]").last.inner_text()
+            assert page.locator("button.adopt").count() == 0  # adjudication is for admins
             widths = panels.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
             assert all(w > 0 for w in widths), widths
             assert not external, external  # nothing from a CDN or elsewhere
@@ -127,3 +129,38 @@ def test_agreement_dashboard_renders_with_real_data(live_server):
         finally:
             browser.close()
     assert ARTIFACT.stat().st_size > 10_000
+
+
+def test_an_admin_zooms_sees_where_readers_disagree_and_adjudicates(page, login):
+    from annotations.models import Annotation, AnnotationKind
+    from tests.e2e.helpers import server_idle
+    from workers.services.datasets import training_sets_build
+
+    project, _ml = _data()
+    admin = UserFactory(username="e2e-admin")
+    MembershipFactory(project=project, user=admin, role=Role.ADMIN)
+    case = project.cases.order_by("id").last()  # the most disputed
+    login(page, "e2e-admin")
+    page.goto(f"/projects/{project.pk}/agreement/cases/{case.pk}/")
+    first = page.locator("[data-testid=panel] img").first
+    small = first.bounding_box()["width"]
+    first.click()
+    assert first.bounding_box()["width"] > 2 * small  # zoomed to full resolution
+    first.click()
+    assert first.bounding_box()["width"] == small
+    disagree = page.locator("[data-testid=panel]").last.inner_text()
+    assert "Readers disagree" in disagree and "of the pixels" in disagree
+    adopted = int(page.locator("[data-testid=panel]").first.get_attribute("data-revision"))
+    page.once("dialog", lambda d: d.accept())
+    page.locator("button.adopt").first.click()
+    page.wait_for_selector(f"#adjudicated:has-text('adopted revision {adopted}')")
+    with server_idle():
+        settled = Annotation.objects.get(case=case, kind=AnnotationKind.ADJUDICATED)
+        source = Annotation.objects.get(case=case, revision=adopted)
+        assert (
+            settled.author == admin and settled.base == source and settled.mask_sha256 == source.mask_sha256
+        )
+        case.refresh_from_db()
+        assert case.current_annotation == settled
+        sets = training_sets_build(project=project)  # the consensus policy now trains on the decision
+        assert settled.pk in sets.train.revision_ids

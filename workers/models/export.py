@@ -21,7 +21,7 @@ class ExportFormat(models.TextChoices):
 
 class ExportLabels(models.TextChoices):
     LATEST = "latest", "Latest accepted revision per case"
-    CONSENSUS = "consensus", "Consensus revision per case"
+    CONSENSUS = "consensus", "Consensus revision per case (an adjudicated one when an admin settled the case)"
     ALL = "all", "Every revision of every reader"
 
 

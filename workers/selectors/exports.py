@@ -23,8 +23,8 @@ def export_revision_ids(
     model_version_ids: list[int] | None = None,
 ) -> list[int]:
     """Revision ids in (case, revision) order. latest = each case's current revision (the pointer);
-    consensus = each case's newest consensus revision; all = every revision. Filters apply to the
-    revisions themselves (dates inclusive, in the server's time zone)."""
+    consensus = each case's newest adjudicated revision, else its newest consensus; all = every revision.
+    Filters apply to the revisions themselves (dates inclusive, in the server's time zone)."""
     qs = Annotation.objects.filter(case__project=project)
     if splits:
         qs = qs.filter(case__split__in=splits)
@@ -40,14 +40,15 @@ def export_revision_ids(
         current = Case.objects.filter(project=project, current_annotation__isnull=False)
         qs = qs.filter(pk__in=current.values("current_annotation_id"))
     elif labels == ExportLabels.CONSENSUS:
-        qs = qs.filter(kind=AnnotationKind.CONSENSUS)
-    rows = list(qs.order_by("case_id", "revision").values_list("case_id", "pk"))
-    if labels == ExportLabels.CONSENSUS:
-        newest: dict[int, int] = {}
-        for case_id, pk in rows:
-            newest[case_id] = pk  # ordered by revision: the last one is the newest
-        return list(newest.values())
-    return [pk for _, pk in rows]
+        qs = qs.filter(kind__in=[AnnotationKind.CONSENSUS, AnnotationKind.ADJUDICATED])
+    if labels != ExportLabels.CONSENSUS:
+        return list(qs.order_by("case_id", "revision").values_list("pk", flat=True))
+    # per case: the newest adjudicated revision (an admin's decision), else the newest consensus
+    newest: dict[int, tuple[bool, int, int]] = {}
+    for case_id, pk, kind, revision in qs.values_list("case_id", "pk", "kind", "revision"):
+        key = (kind == AnnotationKind.ADJUDICATED, revision, pk)
+        newest[case_id] = max(newest.get(case_id, key), key)
+    return [newest[c][2] for c in sorted(newest)]
 
 
 def export_job_list(*, project: Project) -> QuerySet[ExportJob]:

@@ -7,6 +7,8 @@ readers (each reader's latest revision counts) trains on
   current annotation),
 - "majority": the per-pixel majority vote of the readers' latest revisions (computed here),
 - "latest": its current annotation (the last submission).
+An admin's adjudicated revision (annotations.services.adjudication) settles a multi-read case under every
+policy.
 The exact revisions used are returned so a run can record them (reproducibility); for a majority vote these
 are all the readers' revisions it was voted from.
 """
@@ -114,16 +116,22 @@ def labelled_images(case_ids: Sequence[int], *, config: dict) -> list[np.ndarray
 
 
 def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotation], Annotation | None]]:
-    """Per case: each reader's latest revision (by author id) and the newest consensus revision. One query."""
+    """Per case: each reader's latest revision (by author id) and the revision that settles it: the newest
+    adjudicated one, else the newest consensus. One query."""
     out: dict[int, tuple[list[Annotation], Annotation | None]] = {}
+    settled = [AnnotationKind.ADJUDICATED, AnnotationKind.CONSENSUS]
     rows = Annotation.objects.filter(
-        case_id__in=case_ids, kind__in=[AnnotationKind.READER, AnnotationKind.CONSENSUS]
+        case_id__in=case_ids, kind__in=[AnnotationKind.READER, *settled]
     ).order_by("case_id", "-revision")
     latest: dict[int, dict[int, Annotation]] = {}
     consensus: dict[int, Annotation] = {}
     for ann in rows.only("id", "case_id", "revision", "kind", "author_id", "mask_path"):
-        if ann.kind == AnnotationKind.CONSENSUS:
-            consensus.setdefault(ann.case_id, ann)
+        if ann.kind in settled:
+            held = consensus.get(ann.case_id)
+            if held is None or (
+                held.kind == AnnotationKind.CONSENSUS and ann.kind == AnnotationKind.ADJUDICATED
+            ):
+                consensus[ann.case_id] = ann
         elif ann.author_id is not None:  # a reader's revision always has its author
             latest.setdefault(ann.case_id, {}).setdefault(ann.author_id, ann)
     for case_id in case_ids:
@@ -136,8 +144,12 @@ def _multi_reader_revisions(case_ids: list[int]) -> dict[int, tuple[list[Annotat
 def case_label(
     case: Case, policy: str, readers: list[Annotation], consensus: Annotation | None, num_classes: int
 ) -> tuple[np.ndarray, list[int]]:
-    """The training mask of one case under `policy` and the revision ids it came from."""
+    """The training mask of one case under `policy` and the revision ids it came from. An adjudicated
+    revision (`consensus` may be one) settles a multi-read case under every policy."""
     current = current_revision(case)
+    if consensus is not None and consensus.kind == AnnotationKind.ADJUDICATED and len(readers) >= 2:
+        mask = known_labels(mask_from_png(bytes_load(consensus.mask_path)), num_classes)
+        return mask, [consensus.pk]
     if policy == LabelPolicy.LATEST or current.kind == AnnotationKind.REFERENCE or len(readers) < 2:
         return load_mask(case, num_classes), [current.pk]
     if policy == LabelPolicy.MAJORITY:
@@ -159,7 +171,7 @@ def labelled_set_build(
     out = LabelledSet()
     loader = loader or SliceLoader()
     cases = list(labelled_cases(project=project, splits=splits))
-    revisions = _multi_reader_revisions([c.pk for c in cases]) if label_policy != LabelPolicy.LATEST else {}
+    revisions = _multi_reader_revisions([c.pk for c in cases])
     for case in cases:
         readers, consensus = revisions.get(case.pk, ([], None))
         mask, used = case_label(case, label_policy, readers, consensus, num_classes)
