@@ -19,6 +19,7 @@ from hitl.core.apis.query import query_params
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
 from hitl.core.types import User
+from workers.selectors.registry import active_version_number
 
 
 # Declared fields rather than a ModelSerializer: it is built on every claim, and introspecting the model
@@ -33,6 +34,14 @@ class AssignmentOutputSerializer(serializers.Serializer):
     queue_reason = serializers.JSONField(help_text="why the case was chosen, at claim time")
     held_elsewhere = serializers.BooleanField(
         help_text="the lease belongs to another editor tab of yours (X-Editor-Tab): open read-only, or take over"
+    )
+
+
+class HeartbeatOutputSerializer(AssignmentOutputSerializer):
+    active_model_version = serializers.IntegerField(
+        allow_null=True,
+        help_text="the number of the project's active model version now (an open editor reloads its layers "
+        "when it changes)",
     )
 
 
@@ -58,9 +67,11 @@ def editor_tab(request) -> str:
     return tab
 
 
-def assignment_out(assignment: Assignment, tab: str) -> dict:
+def assignment_out(assignment: Assignment, tab: str, out=AssignmentOutputSerializer) -> dict:
     assignment.held_elsewhere = queue.held_elsewhere(assignment, tab)  # type: ignore[attr-defined]
-    return AssignmentOutputSerializer(assignment).data
+    if out is HeartbeatOutputSerializer:  # one query, on the heartbeat only (never on the hot claim path)
+        assignment.active_model_version = active_version_number(project_id=assignment.project_id)  # type: ignore[attr-defined]
+    return out(assignment).data
 
 
 class ClaimApi(APIView):
@@ -121,6 +132,7 @@ class _CaseLeaseApi(APIView):
     # no lease, an expired one, a lease already ended, one another tab holds (lease_moved)
     error_statuses = {"post": [409]}
     InputSerializer: type[serializers.Serializer] | None = None  # the lease actions that need a reason
+    OutputSerializer: type[serializers.Serializer] = AssignmentOutputSerializer
 
     def _run(self, request, case_id: int):
         case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
@@ -132,7 +144,7 @@ class _CaseLeaseApi(APIView):
             ser.is_valid(raise_exception=True)
             reason = ser.validated_data["reason"]
         assignment = self.perform(case=case, reader=request.user, reason=reason, tab=tab)
-        return Response(assignment_out(assignment, tab))
+        return Response(assignment_out(assignment, tab, self.OutputSerializer))
 
     def perform(self, *, case: Case, reader: User, reason: str, tab: str) -> Assignment:
         raise NotImplementedError
@@ -148,7 +160,14 @@ def _lease_schema(operation_id: str, request=None):
 
 
 class HeartbeatApi(_CaseLeaseApi):
-    @_lease_schema("lease_heartbeat")
+    OutputSerializer = HeartbeatOutputSerializer
+
+    @extend_schema(
+        request=None,
+        parameters=[TAB_HEADER],
+        responses=HeartbeatOutputSerializer,
+        operation_id="lease_heartbeat",
+    )
     def post(self, request, case_id: int):
         return self._run(request, case_id)
 

@@ -75,8 +75,17 @@ def editor_payload(*, case: Case, user: User, roles: set[str]) -> dict[str, Any]
         "head_revision": head.revision if head else None,
         "head_mask_url": f"/api/v1/annotations/{head.pk}/mask.png" if head else None,
         "model_version": ml["model_version"],
-        "proposal": {**_public(proposal), "mask_url": f"{base}/proposal.png"} if proposal else None,
-        "uncertainty_url": f"{base}/uncertainty.png" if proposal and proposal["uncertainty_path"] else None,
+        # The URLs name the version: a browser-cached layer of another version is never shown under this one.
+        "proposal": (
+            {**_public(proposal), "mask_url": f"{base}/proposal.png?version={proposal['model_version_id']}"}
+            if proposal
+            else None
+        ),
+        "uncertainty_url": (
+            f"{base}/uncertainty.png?version={proposal['model_version_id']}"
+            if proposal and proposal["uncertainty_path"]
+            else None
+        ),
         "explanations": [
             {**_public(e), "map_url": f"/api/v1/explanations/{e['id']}/map.png"} for e in ml["explanations"]
         ],

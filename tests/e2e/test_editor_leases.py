@@ -196,3 +196,43 @@ def test_a_reader_reopens_a_submitted_case_and_saves_a_new_revision(page, login,
         saved = mask_from_png(bytes_load(latest.mask_path))
     assert latest.revision == 2 and np.array_equal(saved, revised["mask"])
     page.wait_for_selector(f"#recent-{first['case']}:has-text('revision 2')")
+
+
+def test_promote_and_rollback_with_the_editor_open_replace_the_layers_never_the_mask(
+    page, login, project, world, reader
+):
+    from tests.workers.test_training_helpers import make_version
+    from workers.models import Prediction
+    from workers.services.proposals import proposals_compute
+    from workers.services.registry import model_version_promote, model_version_rollback
+
+    _open(page, login, project)
+    drag(page, [(6.5, 8.5), (24.5, 8.5)])
+    mine = editor_state(page)
+    assert page.locator("#layers").inner_text().count("proposal v1") == 1
+    with server_idle():
+        v2 = make_version(project, number=2, seed=7)
+        model_version_promote(version=v2, actor=world["owner"])
+        proposals_compute(version_id=v2.pk, case_ids=[mine["case"]])
+    page.evaluate("window.hitlEditor.session.startHeartbeat()")  # the next beat reports v2
+    page.wait_for_selector("#notice:has-text('Model v2 is now active')")
+    assert "proposal v2" in page.locator("#layers").inner_text()
+    why = page.locator("#why").inner_text()
+    assert "proposal by\nv2" in why and "active model\nv2" in why and "ranked by\nv1" in why, why
+    assert np.array_equal(editor_state(page)["mask"], mine["mask"])  # the reader's work is untouched
+    with server_idle():  # "reset to proposal" now uses v2's proposal
+        stored = Prediction.objects.get(case_id=mine["case"], model_version=v2).mask_path
+        v2_mask = mask_from_png(bytes_load(stored))
+    assert np.array_equal(editor_state(page)["proposal"], v2_mask)
+    with server_idle():
+        model_version_rollback(project=project, actor=world["owner"])
+    page.evaluate("window.hitlEditor.session.startHeartbeat()")
+    page.wait_for_selector("#notice:has-text('Model v1 is now active')")
+    assert (
+        "proposal v1" in page.locator("#layers").inner_text()
+        and "v2" not in page.locator("#layers").inner_text()
+    )
+    assert np.array_equal(editor_state(page)["mask"], mine["mask"])
+    page.click("#btn-submit")
+    wait_ready(page, other_than=mine["case"])
+    assert np.array_equal(_saved(mine["case"], reader), mine["mask"])

@@ -74,3 +74,29 @@ def test_case_ml_payload_query_count(project, pool, django_assert_max_num_querie
     assert payload["proposal"]["mask_path"] and len(payload["explanations"]) == 2
     empty = case_ml_payload(pool[1])
     assert empty["proposal"] is None and empty["explanations"] == [] and empty["model_version"]["number"] == 1
+
+
+def test_layer_urls_name_their_version_so_a_cached_layer_of_another_version_is_never_shown(
+    project, pool, member, client_for
+):
+    from annotations.selectors.editor import editor_payload
+
+    v1 = make_version(project, number=1, state=VersionState.ACTIVE, seed=1)
+    proposals_compute(version_id=v1.pk, case_ids=[pool[0].pk])
+    v2 = make_version(project, number=2, seed=2)
+    owner = member(Role.ADMIN)
+    model_version_promote(version=v2, actor=owner)
+    proposals_compute(version_id=v2.pk, case_ids=[pool[0].pk])
+    payload = editor_payload(case=pool[0], user=owner, roles={Role.ADMIN})
+    assert payload["proposal"]["mask_url"].endswith(f"/proposal.png?version={v2.pk}")
+    assert payload["uncertainty_url"].endswith(f"/uncertainty.png?version={v2.pk}")
+    client = client_for(owner)
+    for version in (v1, v2):
+        stored = Prediction.objects.get(case=pool[0], model_version=version)
+        for layer, path in (("proposal", stored.mask_path), ("uncertainty", stored.uncertainty_path)):
+            resp = client.get(f"/api/v1/cases/{pool[0].pk}/{layer}.png?version={version.pk}")
+            assert resp.status_code == 200 and resp.content == bytes_load(path), (layer, version.number)
+    assert client.get(f"/api/v1/cases/{pool[1].pk}/proposal.png?version={v1.pk}").status_code == 404
+    assert client.get(f"/api/v1/cases/{pool[0].pk}/proposal.png?version=abc").status_code == 400
+    default = client.get(f"/api/v1/cases/{pool[0].pk}/proposal.png")  # no version: the active one's
+    assert default.content == bytes_load(Prediction.objects.get(case=pool[0], model_version=v2).mask_path)

@@ -9,12 +9,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.selectors.editor import case_get_for_viewer
+from hitl.core.apis.query import query_params
 from hitl.core.apis.responses import png_response
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.storage import bytes_load
 from workers.ml.explain.policy import ALL_METHODS, is_interactive
 from workers.models import Explanation
-from workers.selectors.registry import case_ml_payload, explanation_brief
+from workers.selectors.registry import case_ml_payload, explanation_brief, prediction_layer_path
 from workers.services.explain_on_demand import OUTCOMES, explanation_request
 
 
@@ -23,21 +24,40 @@ def _case_for(request, case_id: int):
 
 
 class ProposalPngApi(APIView):
+    """The case's proposal layer: of the version named by `version` (the editor payload's URLs name it, so
+    a browser never shows a cached layer of another version), else the active version's (or the newest)."""
+
     layer = "mask_path"
 
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_proposal_png")
+    class FilterSerializer(serializers.Serializer):
+        version = serializers.IntegerField(min_value=1, required=False, help_text="a model version id")
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+        operation_id="cases_proposal_png",
+    )
     def get(self, request, case_id: int):
         case, _ = _case_for(request, case_id)
-        proposal = case_ml_payload(case)["proposal"]
-        if not proposal or not proposal.get(self.layer):
+        version = query_params(self.FilterSerializer, request).get("version")
+        if version is not None:
+            path = prediction_layer_path(case=case, version_id=version, layer=self.layer)
+        else:
+            proposal = case_ml_payload(case)["proposal"]
+            path = proposal.get(self.layer) if proposal else None
+        if not path:
             raise NotFound("no proposal for this case yet")
-        return png_response(bytes_load(proposal[self.layer]))
+        return png_response(bytes_load(path))
 
 
 class UncertaintyPngApi(ProposalPngApi):
     layer = "uncertainty_path"
 
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_uncertainty_png")
+    @extend_schema(
+        parameters=[ProposalPngApi.FilterSerializer],
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+        operation_id="cases_uncertainty_png",
+    )
     def get(self, request, case_id: int):
         return super().get(request, case_id)
 

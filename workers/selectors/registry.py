@@ -204,6 +204,26 @@ def proposal_ref(*, case: Case, version_id: int) -> ProposalRef | None:
     return ProposalRef(version_id=version_id, mask_path=path or None)
 
 
+def prediction_layer_path(*, case: Case, version_id: int, layer: str) -> str | None:
+    """The stored path of `layer` ("mask_path" or "uncertainty_path") of version `version_id`'s prediction
+    for `case` (None when there is none)."""
+    row = (
+        Prediction.objects.filter(case=case, model_version_id=version_id)
+        .values_list(layer, flat=True)
+        .first()
+    )
+    return row or None
+
+
+def active_version_number(*, project_id: int) -> int | None:
+    """The number of the project's active version (None before the first): one indexed query."""
+    return (
+        ModelVersion.objects.filter(project_id=project_id, state=VersionState.ACTIVE)
+        .values_list("number", flat=True)
+        .first()
+    )
+
+
 def auto_retrain_on(*, project_id: int) -> bool:
     """Whether the project retrains automatically (its training settings' auto_retrain_every > 0; off for a
     project that never saved any). One query. The clinical side asks this before queueing the retraining

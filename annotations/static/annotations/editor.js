@@ -79,6 +79,23 @@ class Editor {
     $("view").focus();
   }
 
+  /** The heartbeat reports the project's active version: when it is no longer the one the layers came from
+   * (a promote or a rollback while the case is open), reload the proposal, maps and "why" for it. The
+   * reader's mask is never touched; "reset to proposal" then uses the new proposal. */
+  async activeVersionIs(number) {
+    const p = this.session.payload;
+    if (!p || this.mode === "revise" || (p.model_version?.number ?? null) === (number ?? null)) return;
+    const fresh = await this.session.reloadModelLayers();
+    this.viewer.overlays = [];
+    this.layers = await buildLayers($("layers"), this.viewer, fresh);
+    this.stopExplain?.();
+    this.stopExplain = buildExplainRequest($("explain-request"), fresh, (e) => this.layers.addExplanation(e));
+    this.renderWhy(fresh);
+    this.historyChanged();
+    this.viewer.requestRender();
+    this.notice(`Model v${number} is now active: its proposal and maps replace the old ones; your mask is unchanged.`, "info");
+  }
+
   async submit(retried = false) {
     if (this.state !== "ready") return;
     this.setState("saving");
@@ -302,11 +319,17 @@ class Editor {
   renderWhy(p) {
     const why = p.why || {};
     const score = p.score || {};
+    // Two different facts, each with its own version: which model's scores put the case in your queue (at
+    // claim time), and which model drew the proposal on screen (the active one, or marked stale).
+    const ranked = why.model_version ?? score.model_version;
+    const proposal = p.proposal ? `v${p.proposal.model_version}${p.proposal.stale ? " (stale: not the active version)" : ""}` : "none";
     const rows = [
       ["strategy", why.strategy || score.strategy || "—"],
       ["score", why.score ?? score.score],
       ["rank", why.rank ?? score.rank],
-      ["model", why.model_version ? `v${why.model_version}` : p.model_version ? `v${p.model_version.number}` : "none yet"],
+      ["ranked by", ranked ? `v${ranked}` : "no model yet"],
+      ["proposal by", proposal],
+      ["active model", p.model_version ? `v${p.model_version.number}` : "none yet"],
     ];
     this.renderKv($("why"), rows.map(([k, v]) => [k, typeof v === "number" ? +v.toPrecision(4) : v ?? "—"]));
   }

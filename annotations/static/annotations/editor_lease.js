@@ -86,6 +86,7 @@ export const leaseMethods = {
       const t = new Date(a.expires_at);
       badge.textContent = `held until ${t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
       badge.className = "badge ok";
+      if ("active_model_version" in a) await this.activeVersionIs(a.active_model_version);
     } else if (err.code === "lease_moved" || LEASE_LAPSED.has(err.code)) {
       if (await this.recover(err)) this.notice("Your hold on this case had lapsed; it is yours again and nothing was lost.", "info");
     } else {  // e.g. the network: the next heartbeat tries again

@@ -67,6 +67,15 @@ export class Session {
     return this;
   }
 
+  /** The editor payload again (another model version became active): the new proposal replaces the old
+   * one for "reset to proposal"; the reader's mask and base revision stay. */
+  async reloadModelLayers() {
+    const payload = await get(`/api/v1/cases/${this.caseId}/editor`);
+    this.payload = payload;
+    this.proposalMask = payload.proposal ? await getPngValues(payload.proposal.mask_url, this.width, this.height) : null;
+    return payload;
+  }
+
   /** The current head revision's mask (after a stale-base conflict). */
   async loadHead() {
     const payload = await get(`/api/v1/cases/${this.caseId}/editor`);
