@@ -49,6 +49,17 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     assert any(n in per_class for n in names), per_class  # validation Dice per class, by label name
     page.wait_for_selector("#curve svg circle")
     page.wait_for_selector("#queue tr td:has-text('v1')")  # the pool was rescored by v1
+    history = page.locator(f"#run-history tr[data-run='{run.pk}']")  # the run history, refreshed at the end
+    history.wait_for()
+    cells = history.locator("td").all_inner_texts()
+    assert cells[2] == "succeeded" and cells[5] == str(len(run.revision_ids)) and cells[6] == run.label_policy
+    assert (
+        f"{run.config['train']['epochs']} epochs" in cells[7]
+        and "from scratch" in cells[7]
+        and cells[8] == "v1"
+    )
+    assert page.locator("#loss-curve svg path.series-0").count() == 1  # training loss per epoch
+    assert page.locator("#loss-curve svg path.series-1").count() == 1  # validation Dice per epoch
 
     page.select_option("#query_strategy", "margin")
     page.fill("#auto_retrain_every", "5")

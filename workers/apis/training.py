@@ -39,6 +39,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         source="result_version.number", allow_null=True, default=None
     )
     eta_seconds = serializers.SerializerMethodField()
+    labels_used = serializers.SerializerMethodField(help_text="mask revisions the run read (train, validation, test)")
 
     class Meta:
         model = TrainingRun
@@ -57,6 +58,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
             "progress",
             "epochs",
             "eta_seconds",
+            "labels_used",
             "waiting_for",
             "outcome",
             "cancel_requested",
@@ -66,6 +68,9 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
             "finished_at",
             "heartbeat_at",
         ]
+
+    def get_labels_used(self, run: TrainingRun) -> int:
+        return len(run.revision_ids or [])
 
     def get_eta_seconds(self, run: TrainingRun) -> float | None:
         if run.status != "running" or not run.epochs:

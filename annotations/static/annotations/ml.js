@@ -3,6 +3,7 @@
 
 import { bootData, get, getAll, patch, post } from "./api.js";
 import { $, cell, fmt, notice } from "./dom.js";
+import { refreshHistory } from "./ml_runs.js";
 import { learningCurveSvg } from "./plot.js";
 
 const boot = bootData();
@@ -73,7 +74,7 @@ async function refreshRun() {
     watching = false;
     notice(`Run ${run.id} ${run.status}${run.result_version_number ? `: produced v${run.result_version_number}` : ""}.`,
       run.status === "succeeded" ? "info" : "error");  // replaces "Training run started."
-    await Promise.all([refreshVersions(), refreshCurve(), refreshQueue()]);
+    await Promise.all([refreshVersions(), refreshCurve(), refreshQueue(), refreshHistory()]);
   }
 }
 

@@ -33,3 +33,31 @@ export function learningCurveSvg(points, { width = 520, height = 260 } = {}) {
   });
   return `${svg}</svg>`;
 }
+
+/** Training loss and validation Dice per epoch of one run (loss scaled by its largest value, said in the
+ * legend, so both share the 0..1 axis). */
+export function lossCurveSvg(epochs, { width = 520, height = 220 } = {}) {
+  if (!epochs || !epochs.length) return '<p class="muted">No epochs yet.</p>';
+  const m = { l: 44, r: 12, t: 22, b: 32 };
+  const n = epochs.length;
+  const X = (i) => m.l + (n > 1 ? i / (n - 1) : 0.5) * (width - m.l - m.r);
+  const Y = (v) => height - m.b - Math.max(0, Math.min(1, v)) * (height - m.t - m.b);
+  const maxLoss = Math.max(...epochs.map((e) => e.train_loss ?? 0), 1e-9);
+  const series = [
+    { name: `training loss (÷ ${maxLoss.toPrecision(3)})`, color: "#8250df", v: (e) => (e.train_loss == null ? null : e.train_loss / maxLoss) },
+    { name: "validation Dice", color: "#0b5cad", v: (e) => e.val_dice },
+  ];
+  let svg = `<svg viewBox="0 0 ${width} ${height}" xmlns="http://www.w3.org/2000/svg">`;
+  for (const t of [0, 0.5, 1]) {
+    svg += `<line x1="${m.l}" x2="${width - m.r}" y1="${Y(t)}" y2="${Y(t)}" stroke="#d0d7de"/>`;
+    svg += `<text x="${m.l - 6}" y="${Y(t) + 4}" font-size="11" text-anchor="end" fill="#404850">${t}</text>`;
+  }
+  svg += `<text x="${(width + m.l) / 2}" y="${height - 6}" font-size="12" text-anchor="middle" fill="#1b1f24">epoch (1..${n})</text>`;
+  series.forEach((s, k) => {
+    const d = epochs.map((e, i) => [i, s.v(e)]).filter(([, v]) => v != null)
+      .map(([i, v], j) => `${j ? "L" : "M"}${X(i).toFixed(1)},${Y(v).toFixed(1)}`).join(" ");
+    if (d) svg += `<path class="series-${k}" d="${d}" fill="none" stroke="${s.color}" stroke-width="2"/>`;
+    svg += `<rect x="${m.l + 8 + k * 200}" y="4" width="10" height="10" fill="${s.color}"/><text x="${m.l + 22 + k * 200}" y="13" font-size="12" fill="#1b1f24">${esc(s.name)}</text>`;
+  });
+  return `${svg}</svg>`;
+}
