@@ -131,7 +131,7 @@ def test_agreement_dashboard_renders_with_real_data(live_server):
     assert ARTIFACT.stat().st_size > 10_000
 
 
-def test_an_admin_zooms_sees_where_readers_disagree_and_adjudicates(page, login):
+def test_an_admin_zooms_sees_where_readers_disagree_and_adjudicates(page, login, artifacts):
     from annotations.models import Annotation, AnnotationKind
     from tests.e2e.helpers import server_idle
     from workers.services.datasets import training_sets_build
@@ -148,6 +148,9 @@ def test_an_admin_zooms_sees_where_readers_disagree_and_adjudicates(page, login)
     assert first.bounding_box()["width"] > 2 * small  # zoomed to full resolution
     first.click()
     assert first.bounding_box()["width"] == small
+    page.locator("[data-testid=panel] img").last.click()  # the disagreement map, zoomed
+    page.screenshot(path=str(artifacts / "agreement-case.png"), full_page=True)
+    page.locator("[data-testid=panel] img").last.click()
     disagree = page.locator("[data-testid=panel]").last.inner_text()
     assert "Readers disagree" in disagree and "of the pixels" in disagree
     adopted = int(page.locator("[data-testid=panel]").first.get_attribute("data-revision"))

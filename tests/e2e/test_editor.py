@@ -317,7 +317,7 @@ def _drawn(page) -> dict:
 
 
 def test_outline_mode_and_label_toggles_change_what_is_drawn_never_the_mask(
-    page, login, project, world, reader
+    page, login, project, world, reader, artifacts
 ):
     login(page, "reader1")
     page.goto(f"/projects/{project.pk}/annotate/")
@@ -336,6 +336,9 @@ def test_outline_mode_and_label_toggles_change_what_is_drawn_never_the_mask(
     filled = _drawn(page)
     assert {v: filled[str(v)] for v in labels} == labels  # fill: every labelled pixel
     page.check("#mask-outline")
+    page.get_by_label("Grad-CAM", exact=True).check()  # a map with its legend beside the outlined mask
+    page.screenshot(path=str(artifacts / "editor-outline.png"))
+    page.get_by_label("Grad-CAM", exact=True).uncheck()
     outlined = _drawn(page)
     for v, n in labels.items():  # a border only: fewer pixels, none of them inside the region
         assert 0 < outlined[str(v)] < n
