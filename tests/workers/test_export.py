@@ -276,6 +276,37 @@ def test_a_job_exports_the_revisions_frozen_at_creation(project, member):
     assert export_job_run(job_id=job.pk) is None  # a second delivery does nothing
 
 
+def test_an_export_whose_worker_died_is_queued_again_once_and_completes_once(project, member):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hitl.core.models import OutboxMessage
+    from workers.services.exports.job import exports_reap
+
+    dm, reader = member(Role.DATA_MANAGER), member(Role.ANNOTATOR)
+    image = import_nifti(project, dm)
+    revise(image.cases.get(slice_index=0), blob_mask(tuple(image.shape[1:3]), 1), reader)
+    job = export_job_create(project=project, requested_by=dm, formats=["png"], enqueue=False)
+    old = timezone.now() - timedelta(minutes=10)
+    fresh = timezone.now()
+    ExportJob.objects.filter(pk=job.pk).update(status=ExportStatus.RUNNING, attempts=1, heartbeat_at=fresh)
+    assert exports_reap() == [] and export_job_run(job_id=job.pk) is None  # alive: left alone
+    ExportJob.objects.filter(pk=job.pk).update(heartbeat_at=old)  # its worker was killed mid-zip
+    assert exports_reap() == [job.pk]
+    job.refresh_from_db()
+    assert job.status == ExportStatus.QUEUED
+    assert OutboxMessage.objects.filter(task="workers.tasks.export.export_job_run").count() == 1
+    done = export_job_run(job_id=job.pk)  # the restarted worker
+    assert done.status == ExportStatus.SUCCEEDED and done.attempts == 2 and done.result_path
+    assert export_job_run(job_id=job.pk) is None  # the dead worker's message, redelivered: nothing
+    assert ExportJob.objects.get(pk=job.pk).result_path == done.result_path
+    ExportJob.objects.filter(pk=job.pk).update(status=ExportStatus.RUNNING, attempts=2, heartbeat_at=old)
+    assert exports_reap() == [job.pk]  # lost twice: failed, with the reason
+    job.refresh_from_db()
+    assert job.status == ExportStatus.FAILED and "worker lost" in job.error
+
+
 def test_corrupt_mask_fails_the_job_with_a_reason(project, member):
     dm, reader = member(Role.DATA_MANAGER), member(Role.ANNOTATOR)
     image = import_nifti(project, dm)

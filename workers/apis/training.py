@@ -39,7 +39,9 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         source="result_version.number", allow_null=True, default=None
     )
     eta_seconds = serializers.SerializerMethodField()
-    labels_used = serializers.SerializerMethodField(help_text="mask revisions the run read (train, validation, test)")
+    labels_used = serializers.SerializerMethodField(
+        help_text="mask revisions the run read (train, validation, test)"
+    )
 
     class Meta:
         model = TrainingRun

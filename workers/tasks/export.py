@@ -23,3 +23,10 @@ def exports_expire() -> int:
     from workers.services.exports.job import export_jobs_expire
 
     return export_jobs_expire()
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def exports_reap() -> list[int]:
+    from workers.services.exports.job import exports_reap as reap
+
+    return reap()  # exports whose worker died: queued again once, then failed

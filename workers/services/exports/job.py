@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.http import Http404
 from django.utils import timezone
 
@@ -42,8 +42,10 @@ from workers.services.exports.png import write_png
 log = logging.getLogger(__name__)
 
 RUN_TASK = task_names.EXPORT_JOB_RUN
-# A RUNNING job older than this is taken over by the next delivery (its worker died: acks_late redelivers).
-STALE_AFTER = datetime.timedelta(hours=2)
+# A RUNNING job whose worker wrote no progress for this long lost its worker (killed, restarted): the reaper
+# queues it again once (exports_reap), and a redelivered message may take it over (acks_late).
+STALE_AFTER = datetime.timedelta(minutes=5)
+MAX_ATTEMPTS = 2
 ProgressFn = Callable[[int, int], None]
 
 
@@ -141,17 +143,54 @@ class _Progress:
         if now - self._last >= 0.5:
             self._last = now
             pct = min(99.0, 100.0 * self.done / self.total)
-            ExportJob.objects.filter(pk=self.job_id).update(progress=pct)
+            ExportJob.objects.filter(pk=self.job_id).update(progress=pct, heartbeat_at=timezone.now())
+
+
+def _stale(now) -> Q:
+    """RUNNING with no progress written for STALE_AFTER (its worker is gone)."""
+    horizon = now - STALE_AFTER
+    return Q(status=ExportStatus.RUNNING) & (
+        Q(heartbeat_at__lt=horizon) | Q(heartbeat_at__isnull=True, started_at__lt=horizon)
+    )
 
 
 def _claim(job_id: int) -> bool:
+    """QUEUED (or a stale RUNNING one with an attempt left) -> RUNNING, one execution at a time."""
     now = timezone.now()
-    stale = Q(status=ExportStatus.RUNNING, started_at__lt=now - STALE_AFTER)
+    takeover = _stale(now) & Q(attempts__lt=MAX_ATTEMPTS)
     return bool(
-        ExportJob.objects.filter(Q(pk=job_id) & (Q(status=ExportStatus.QUEUED) | stale)).update(
-            status=ExportStatus.RUNNING, started_at=now, progress=0.0, error=""
+        ExportJob.objects.filter(Q(pk=job_id) & (Q(status=ExportStatus.QUEUED) | takeover)).update(
+            status=ExportStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            progress=0.0,
+            error="",
         )
     )
+
+
+def exports_reap() -> list[int]:
+    """Exports whose worker died: queued again while an attempt is left (the zip is built in a temporary
+    file and stored at the end, so nothing half-written remains), else FAILED. Returns their ids."""
+    reaped = []
+    for pk in ExportJob.objects.filter(_stale(timezone.now())).values_list("pk", flat=True):
+        with transaction.atomic():
+            job = ExportJob.objects.select_for_update().filter(_stale(timezone.now()), pk=pk).first()
+            if job is None:
+                continue
+            if job.attempts < MAX_ATTEMPTS:
+                job.status, job.progress = ExportStatus.QUEUED, 0.0
+                job.save(update_fields=["status", "progress"])
+                outbox_enqueue(task=RUN_TASK, kwargs={"job_id": job.pk})
+            else:
+                job.status, job.finished_at = ExportStatus.FAILED, timezone.now()
+                job.error = "worker lost twice while building the export"
+                job.save(update_fields=["status", "finished_at", "error"])
+            reaped.append(pk)
+    if reaped:
+        log.warning("reaped exports %s (worker lost)", reaped)
+    return reaped
 
 
 def export_job_run(*, job_id: int, progress: ProgressFn | None = None) -> ExportJob | None:
