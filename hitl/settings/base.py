@@ -246,6 +246,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.training.training_auto_check": {"queue": "default"},
     "workers.tasks.training.*": {"queue": "train"},
     "workers.tasks.scoring.*": {"queue": "score"},
+    "workers.tasks.explain.explanation_reports_reap": {"queue": "default"},
     "workers.tasks.explain.*": {"queue": "explain"},
     "workers.tasks.export.exports_reap": {"queue": "default"},  # never behind a (possibly dead) export
     "workers.tasks.export.*": {"queue": "export"},
@@ -258,6 +259,7 @@ CELERY_BEAT_SCHEDULE = {
     "reap-dead-training-runs": {"task": "workers.tasks.training.training_runs_reap", "schedule": 60.0},
     "expire-exports": {"task": "workers.tasks.export.exports_expire", "schedule": 3600.0},
     "reap-lost-exports": {"task": "workers.tasks.export.exports_reap", "schedule": 60.0},
+    "reap-lost-reports": {"task": "workers.tasks.explain.explanation_reports_reap", "schedule": 60.0},
     "reap-abandoned-imports": {"task": "workers.tasks.ingest.import_jobs_reap", "schedule": 600.0},
 }
 CELERY_TASK_ALWAYS_EAGER = False

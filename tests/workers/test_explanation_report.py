@@ -107,6 +107,37 @@ def test_a_report_stuck_running_past_the_time_limit_does_not_block_a_new_one(pro
     assert fresh.status == ReportStatus.QUEUED
 
 
+def test_a_report_whose_worker_died_is_queued_again_once_and_completes_once(project, ml, cases, active):
+    from hitl.core.models import OutboxMessage
+    from workers.services.explain_report import explanation_reports_reap
+
+    report = _start(project, ml, max_cases=1)
+    old = timezone.now() - timedelta(minutes=30)
+    ExplanationReport.objects.filter(pk=report.pk).update(
+        status=ReportStatus.RUNNING, attempts=1, started_at=old, heartbeat_at=timezone.now()
+    )
+    assert explanation_reports_reap() == []  # progress is being written: alive
+    ExplanationReport.objects.filter(pk=report.pk).update(heartbeat_at=old)  # its worker was killed
+    sent = OutboxMessage.objects.filter(task="workers.tasks.explain.explanation_report_task").count()
+    assert explanation_reports_reap() == [report.pk]
+    report.refresh_from_db()
+    assert report.status == ReportStatus.QUEUED
+    assert (
+        OutboxMessage.objects.filter(task="workers.tasks.explain.explanation_report_task").count() == sent + 1
+    )
+    done = explanation_report_run(report_id=report.pk)  # the restarted worker
+    assert done.status == ReportStatus.SUCCEEDED and done.attempts == 2 and done.plot_path, done.error
+    assert (
+        explanation_report_run(report_id=report.pk).finished_at == done.finished_at
+    )  # a redelivery: nothing
+    ExplanationReport.objects.filter(pk=report.pk).update(
+        status=ReportStatus.RUNNING, attempts=2, heartbeat_at=old
+    )
+    assert explanation_reports_reap() == [report.pk]  # lost twice: failed, with the reason
+    report.refresh_from_db()
+    assert report.status == ReportStatus.FAILED and "worker lost" in report.error
+
+
 def test_no_active_model_is_no_model(project, ml, cases):
     make_version(project, number=1)  # a candidate only
     with pytest.raises(ConflictError) as err:

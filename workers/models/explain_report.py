@@ -37,6 +37,10 @@ class ExplanationReport(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="the worker's last progress write")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="executions started (a lost one is retried once)"
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

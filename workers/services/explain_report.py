@@ -4,7 +4,8 @@ progress in the row, result JSON and plot PNG stored, any failure recorded as FA
 
 Lifecycle: QUEUED -> RUNNING -> SUCCEEDED | FAILED. Only `explanation_report_run` claims a QUEUED report;
 a redelivered message for a report that is already RUNNING or finished does nothing. A RUNNING report
-older than the task's hard time limit can only belong to a dead worker: the next start marks it FAILED
+that wrote no progress for REPORT_STALE_AFTER lost its worker: the beat task `explanation_reports_reap`
+queues it again once, then fails it; one older than the task's hard time limit is failed by the next start
 rather than letting it block the project for ever.
 """
 
@@ -13,6 +14,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import CaseSplit, Project
@@ -119,3 +121,35 @@ def explanation_report_start(
     )
     outbox_enqueue(task=RUN_TASK, kwargs={"report_id": report.pk})
     return report
+
+
+REPORT_STALE_AFTER = timedelta(minutes=10)  # one method on one case may take minutes; none takes ten
+MAX_ATTEMPTS = 2
+
+
+def explanation_reports_reap() -> list[int]:
+    """Reports whose worker died (no progress for REPORT_STALE_AFTER): queued again while an attempt is
+    left, else FAILED ("worker lost"). Returns their ids. A report stores its result in one final write, so
+    nothing half-written remains."""
+    horizon = timezone.now() - REPORT_STALE_AFTER
+    stale = Q(status=ReportStatus.RUNNING) & (
+        Q(heartbeat_at__lt=horizon) | Q(heartbeat_at__isnull=True, started_at__lt=horizon)
+    )
+    reaped = []
+    for pk in ExplanationReport.objects.filter(stale).values_list("pk", flat=True):
+        with transaction.atomic():
+            report = ExplanationReport.objects.select_for_update().filter(stale, pk=pk).first()
+            if report is None:
+                continue
+            if report.attempts < MAX_ATTEMPTS:
+                report.status, report.progress = ReportStatus.QUEUED, 0.0
+                report.save(update_fields=["status", "progress"])
+                outbox_enqueue(task=task_names.EXPLANATION_REPORT, kwargs={"report_id": report.pk})
+            else:
+                report.status, report.finished_at = ReportStatus.FAILED, timezone.now()
+                report.error = "worker lost twice while computing the report"
+                report.save(update_fields=["status", "finished_at", "error"])
+            reaped.append(pk)
+    if reaped:
+        log.warning("reaped explanation reports %s (worker lost)", reaped)
+    return reaped

@@ -5,6 +5,7 @@ import logging
 import math
 from typing import Any
 
+from django.db.models import F
 from django.utils import timezone
 
 from annotations.models import Case
@@ -24,7 +25,11 @@ def _claim(report_id: int) -> ExplanationReport | None:
     """QUEUED -> RUNNING; None when the report is missing or not QUEUED (a redelivery)."""
     now = timezone.now()
     claimed = ExplanationReport.objects.filter(pk=report_id, status=ReportStatus.QUEUED).update(
-        status=ReportStatus.RUNNING, started_at=now, progress=0.0
+        status=ReportStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
+        progress=0.0,
     )
     if not claimed:
         return None
@@ -68,7 +73,9 @@ def _run_claimed(report: ExplanationReport) -> None:
     masks = [load_mask(c, num_classes) for c in cases]
 
     def progress(done: int, total: int, method: str) -> None:
-        _running(report.pk).update(progress=min(99.0, 100.0 * done / max(1, total)))
+        _running(report.pk).update(
+            progress=min(99.0, 100.0 * done / max(1, total)), heartbeat_at=timezone.now()
+        )
 
     result = _json_safe(report_build(model, images, masks, methods=report.methods, progress=progress))
     result["case_ids"] = [c.pk for c in cases]

@@ -26,3 +26,10 @@ def explanation_report_task(report_id: int) -> None:
     from workers.services.explain_report_run import explanation_report_run
 
     explanation_report_run(report_id=report_id)  # idempotent: does nothing unless the report is QUEUED
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def explanation_reports_reap() -> list[int]:
+    from workers.services.explain_report import explanation_reports_reap as reap
+
+    return reap()  # reports whose worker died: queued again once, then failed
