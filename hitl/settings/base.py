@@ -44,6 +44,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "hitl.core.unavailable.ServiceUnavailableMiddleware",  # a lost database: 503 + Retry-After, not 500
     # Last, as axes asks: turns a login refused by the lockout into the lockout page / JSON error.
     "axes.middleware.AxesMiddleware",
 ]

@@ -4,7 +4,7 @@ Besides the success bodies each view declares, every operation documents the err
 the one error body of the API ({"error": {"code", "message", "details"}}, apis/errors.py): 401 and 403 for
 authenticated views, 404 for paths with an id and for list pages that do not exist, 400 and 415 where a
 body, query parameters or headers are read, 429 where a throttle or the login lockout applies, and the codes a view
-names itself in `error_statuses` ({"post": [409]}). List views paginate, so their 200 is the envelope."""
+names itself in `error_statuses` ({"post": [409]}); 503 everywhere (a database restart). List views paginate, so their 200 is the envelope."""
 
 from drf_spectacular.openapi import AutoSchema as BaseAutoSchema
 from rest_framework import serializers
@@ -20,6 +20,7 @@ ERROR_DESCRIPTIONS = {
     "413": "Too large: over an upload, pixel or decompression limit.",
     "415": "Unsupported media type for the request body.",
     "429": "Too many requests: throttled, or sign-in locked out (see Retry-After).",
+    "503": "The database is briefly unreachable (a restart or failover): retry after Retry-After seconds.",
 }
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 _NO_NUL = r"^[^\x00]*$"
@@ -102,4 +103,5 @@ class AutoSchema(BaseAutoSchema):
             codes.add("400")
         if getattr(view, "throttle_classes", None):
             codes.add("429")
+        codes.add("503")  # hitl.core.unavailable: any request may meet a database restart
         return codes
