@@ -14,7 +14,6 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import CaseSplit, Project
@@ -27,6 +26,7 @@ from workers.ml.explain.policy import ALL_METHODS as KNOWN_METHODS
 from workers.ml.explain.policy import applies_to_arch, default_methods
 from workers.models import OPEN_REPORT, ExplanationReport, ModelVersion, ReportStatus
 from workers.selectors.datasets import labelled_cases, load_mask
+from workers.services.lost_jobs import reap_lost
 from workers.services.registry import active_version
 from workers.services.training_config import num_classes_for
 
@@ -124,32 +124,15 @@ def explanation_report_start(
 
 
 REPORT_STALE_AFTER = timedelta(minutes=10)  # one method on one case may take minutes; none takes ten
-MAX_ATTEMPTS = 2
 
 
 def explanation_reports_reap() -> list[int]:
-    """Reports whose worker died (no progress for REPORT_STALE_AFTER): queued again while an attempt is
-    left, else FAILED ("worker lost"). Returns their ids. A report stores its result in one final write, so
-    nothing half-written remains."""
-    horizon = timezone.now() - REPORT_STALE_AFTER
-    stale = Q(status=ReportStatus.RUNNING) & (
-        Q(heartbeat_at__lt=horizon) | Q(heartbeat_at__isnull=True, started_at__lt=horizon)
+    """Reports whose worker died (no progress for REPORT_STALE_AFTER): queued again once, then failed (a
+    report stores its result in one final write). Returns their ids."""
+    return reap_lost(
+        ExplanationReport,
+        stale_after=REPORT_STALE_AFTER,
+        task=task_names.EXPLANATION_REPORT,
+        kwarg="report_id",
+        what="explanation report",
     )
-    reaped = []
-    for pk in ExplanationReport.objects.filter(stale).values_list("pk", flat=True):
-        with transaction.atomic():
-            report = ExplanationReport.objects.select_for_update().filter(stale, pk=pk).first()
-            if report is None:
-                continue
-            if report.attempts < MAX_ATTEMPTS:
-                report.status, report.progress = ReportStatus.QUEUED, 0.0
-                report.save(update_fields=["status", "progress"])
-                outbox_enqueue(task=task_names.EXPLANATION_REPORT, kwargs={"report_id": report.pk})
-            else:
-                report.status, report.finished_at = ReportStatus.FAILED, timezone.now()
-                report.error = "worker lost twice while computing the report"
-                report.save(update_fields=["status", "finished_at", "error"])
-            reaped.append(pk)
-    if reaped:
-        log.warning("reaped explanation reports %s (worker lost)", reaped)
-    return reaped

@@ -38,6 +38,7 @@ from workers.services.exports.images import write_images
 from workers.services.exports.manifest import build_manifest, manifest_bytes, sha256sums
 from workers.services.exports.nifti import write_nifti
 from workers.services.exports.png import write_png
+from workers.services.lost_jobs import MAX_ATTEMPTS, reap_lost, stale_running
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ RUN_TASK = task_names.EXPORT_JOB_RUN
 # A RUNNING job whose worker wrote no progress for this long lost its worker (killed, restarted): the reaper
 # queues it again once (exports_reap), and a redelivered message may take it over (acks_late).
 STALE_AFTER = datetime.timedelta(minutes=5)
-MAX_ATTEMPTS = 2
 ProgressFn = Callable[[int, int], None]
 
 
@@ -146,18 +146,10 @@ class _Progress:
             ExportJob.objects.filter(pk=self.job_id).update(progress=pct, heartbeat_at=timezone.now())
 
 
-def _stale(now) -> Q:
-    """RUNNING with no progress written for STALE_AFTER (its worker is gone)."""
-    horizon = now - STALE_AFTER
-    return Q(status=ExportStatus.RUNNING) & (
-        Q(heartbeat_at__lt=horizon) | Q(heartbeat_at__isnull=True, started_at__lt=horizon)
-    )
-
-
 def _claim(job_id: int) -> bool:
     """QUEUED (or a stale RUNNING one with an attempt left) -> RUNNING, one execution at a time."""
     now = timezone.now()
-    takeover = _stale(now) & Q(attempts__lt=MAX_ATTEMPTS)
+    takeover = stale_running(STALE_AFTER) & Q(attempts__lt=MAX_ATTEMPTS)
     return bool(
         ExportJob.objects.filter(Q(pk=job_id) & (Q(status=ExportStatus.QUEUED) | takeover)).update(
             status=ExportStatus.RUNNING,
@@ -171,26 +163,9 @@ def _claim(job_id: int) -> bool:
 
 
 def exports_reap() -> list[int]:
-    """Exports whose worker died: queued again while an attempt is left (the zip is built in a temporary
-    file and stored at the end, so nothing half-written remains), else FAILED. Returns their ids."""
-    reaped = []
-    for pk in ExportJob.objects.filter(_stale(timezone.now())).values_list("pk", flat=True):
-        with transaction.atomic():
-            job = ExportJob.objects.select_for_update().filter(_stale(timezone.now()), pk=pk).first()
-            if job is None:
-                continue
-            if job.attempts < MAX_ATTEMPTS:
-                job.status, job.progress = ExportStatus.QUEUED, 0.0
-                job.save(update_fields=["status", "progress"])
-                outbox_enqueue(task=RUN_TASK, kwargs={"job_id": job.pk})
-            else:
-                job.status, job.finished_at = ExportStatus.FAILED, timezone.now()
-                job.error = "worker lost twice while building the export"
-                job.save(update_fields=["status", "finished_at", "error"])
-            reaped.append(pk)
-    if reaped:
-        log.warning("reaped exports %s (worker lost)", reaped)
-    return reaped
+    """Exports whose worker died: queued again once, then failed (the zip is built in a temporary file and
+    stored at the end, so nothing half-written remains). Returns their ids."""
+    return reap_lost(ExportJob, stale_after=STALE_AFTER, task=RUN_TASK, kwarg="job_id", what="export")
 
 
 def export_job_run(*, job_id: int, progress: ProgressFn | None = None) -> ExportJob | None:
