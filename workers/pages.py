@@ -63,5 +63,16 @@ def data_page(request, project_id: int):
         export_formats=ExportFormat.choices,
         export_labels=ExportLabels.choices,
         export_splits=CaseSplit.choices,
-        boot={"settings": {"readers_per_case": project.readers_per_case}},
+        boot={
+            "settings": {
+                k: getattr(project, k)
+                for k in (
+                    "readers_per_case",
+                    "multi_read_share",
+                    "multi_read_readers",
+                    "routing_share",
+                    "routing_readers",
+                )
+            }
+        },
     )

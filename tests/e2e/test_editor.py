@@ -448,3 +448,31 @@ def test_every_map_says_what_it_explains_and_shows_its_colour_scale(page, login,
         assert f"explains {names[e['params']['target_class']]}" in row.inner_text()
         assert row.locator(".legend.heat").count() == 1
     assert page.locator("li[data-layer='uncertainty'] .legend.unsure").count() == 1
+
+
+def test_a_colour_blind_safe_palette_recolours_labels_everywhere_and_is_kept(
+    page, login, project, world, reader
+):
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    before = editor_state(page)["mask"]
+    colour = "(v) => Array.from(window.hitlEditor.viewer.colors[v].slice(0, 3))"
+    project_rgb = page.evaluate(colour, 1)
+    page.check("#colorblind")
+    assert page.evaluate(colour, 1) == [230, 159, 0] and page.evaluate(colour, 2) == [
+        86,
+        180,
+        233,
+    ]  # Okabe-Ito
+    assert project_rgb != [230, 159, 0]
+    swatches = page.locator(".swatch[data-value='1']").evaluate_all("els => els.map(e => e.style.background)")
+    assert len(swatches) >= 2 and all(s == "rgb(230, 159, 0)" for s in swatches), (
+        swatches
+    )  # picker and layers
+    assert np.array_equal(editor_state(page)["mask"], before)  # colours only, never the mask
+    page.reload()
+    wait_ready(page)
+    assert page.locator("#colorblind").is_checked() and page.evaluate(colour, 1) == [230, 159, 0]
+    page.uncheck("#colorblind")
+    assert page.evaluate(colour, 1) == project_rgb

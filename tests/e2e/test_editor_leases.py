@@ -236,3 +236,29 @@ def test_promote_and_rollback_with_the_editor_open_replace_the_layers_never_the_
     page.click("#btn-submit")
     wait_ready(page, other_than=mine["case"])
     assert np.array_equal(_saved(mine["case"], reader), mine["mask"])
+
+
+def test_a_lapsed_lease_and_a_revision_landed_meanwhile_end_in_the_conflict_dialog(
+    page, login, project, world, reader
+):
+    from tests.workers.test_training_helpers import annotate
+
+    _open(page, login, project)
+    drag(page, [(6.5, 8.5), (24.5, 8.5)])
+    mine = editor_state(page)
+    _lapse(mine["case"])
+    with server_idle():
+        case = project.cases.get(pk=mine["case"])
+        theirs = np.zeros_like(mine["mask"])
+        theirs[:, :10] = 2
+        annotate(case, mask=theirs, user=reader)  # e.g. saved from elsewhere: revision 1 lands
+    page.expect_failures(409, f"/cases/{case.pk}/annotations")  # no_lease, then stale_base
+    page.click("#btn-submit")  # re-claimed, submitted again: the newer revision is the conflict
+    page.wait_for_selector("#btn-conflict-keep")
+    assert np.array_equal(editor_state(page)["mask"], mine["mask"])
+    page.click("#btn-conflict-keep")
+    wait_ready(page, other_than=mine["case"])
+    with server_idle():
+        latest = case.annotations.order_by("-revision").first()
+        assert latest.revision == 2 and latest.base.revision == 1
+        assert np.array_equal(mask_from_png(bytes_load(latest.mask_path)), mine["mask"])

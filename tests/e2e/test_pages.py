@@ -107,11 +107,17 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
         assert project.images.get().shape[1:3] == [48, 40]
 
     page.fill("#readers_per_case", "2")
+    page.fill("#multi_read_share", "0.25")  # the reading policy, set here rather than only by the API
+    page.fill("#multi_read_readers", "3")
+    page.fill("#routing_share", "0.1")
+    page.fill("#routing_readers", "4")
     page.click("#readers button[type=submit]")
     page.wait_for_selector("#readers-saved:visible")
     with server_idle():
         project.refresh_from_db()
     assert project.readers_per_case == 2
+    assert (project.multi_read_share, project.multi_read_readers) == (0.25, 3)
+    assert (project.routing_share, project.routing_readers) == (0.1, 4)
     assert page.locator("#btn-start").count() == 0  # not the ML page
 
 

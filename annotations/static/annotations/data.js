@@ -142,13 +142,16 @@ $("upload").onsubmit = async (ev) => {
   }
 };
 
+// Readers per case, and the reading policy: a random share of cases multi-read, the most uncertain share
+// routed to more readers (annotations.selectors.reading_policy).
+const READING = ["readers_per_case", "multi_read_share", "multi_read_readers", "routing_share", "routing_readers"];
 const readers = $("readers");
-readers.elements.readers_per_case.value = boot.settings.readers_per_case;
+for (const k of READING) readers.elements[k].value = boot.settings[k];
 readers.onsubmit = async (ev) => {
   ev.preventDefault();
   $("readers-saved").hidden = true;
   try {
-    await patch(`/api/v1/projects/${pid}`, { readers_per_case: Number(readers.elements.readers_per_case.value) });
+    await patch(`/api/v1/projects/${pid}`, Object.fromEntries(READING.map((k) => [k, Number(readers.elements[k].value)])));
     $("readers-saved").hidden = false;
     notice(null);
   } catch (e) { notice(e.message); }

@@ -14,6 +14,8 @@ import { setupPointer } from "./pointer.js";
 
 const $ = (id) => document.getElementById(id);
 const boot = bootData();
+// Okabe & Ito's palette (white in place of its black, which vanishes on dark images).
+const OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#FFFFFF"];
 
 class Editor {
   constructor() {
@@ -63,9 +65,10 @@ class Editor {
     const s = await this.session.load(caseId, { readOnly: readOnly || revise });
     const p = s.payload;
     this.history = new History(s.mask, s.width, s.height, () => this.historyChanged());
-    this.viewer.setImage(s.pixels, s.mask, this.labels);
+    this.viewer.setImage(s.pixels, s.mask, this.displayLabels());
     this.buildPresets(p.case);
     this.layers = await buildLayers($("layers"), this.viewer, p);
+    this.applyPalette();
     this.stopExplain?.();
     this.stopExplain = buildExplainRequest($("explain-request"), p, (e) => this.layers.addExplanation(e));
     this.polygon = [];
@@ -256,6 +259,22 @@ class Editor {
     if (this.tool === "eraser") this.setTool("brush");
   }
 
+  /** The label colours on screen: the project's, or (the reader's choice, kept in this browser) the
+   * Okabe-Ito palette, told apart with any colour vision. */
+  displayLabels() {
+    if (localStorage.getItem("hitl-colorblind") !== "1") return this.labels;
+    return this.labels.map((c, i) => ({ ...c, color: OKABE_ITO[i % OKABE_ITO.length] }));
+  }
+
+  applyPalette() {
+    const shown = this.displayLabels();
+    $("colorblind").checked = shown !== this.labels;
+    this.viewer.setColors(shown);
+    for (const c of shown) {
+      for (const s of document.querySelectorAll(`.swatch[data-value="${c.value}"]`)) s.style.background = c.color;
+    }
+  }
+
   setWindow(center, width) {
     this.viewer.setWindow(center, width);
     $("wl").textContent = this.viewer.rgb ? "RGB" : `W ${+width.toPrecision(4)} / L ${+center.toPrecision(4)}`;
@@ -286,7 +305,7 @@ class Editor {
       b.setAttribute("role", "radio");  // inside the "Label class" radiogroup
       b.setAttribute("aria-checked", String(c.value === this.label));
       b.setAttribute("aria-keyshortcuts", String(i + 1));
-      b.innerHTML = `<span class="swatch" style="background:${c.color}"></span><span></span> <kbd>${i + 1}</kbd>`;
+      b.innerHTML = `<span class="swatch" data-value="${c.value}" style="background:${c.color}"></span><span></span> <kbd>${i + 1}</kbd>`;
       b.children[1].textContent = c.name;
       b.onclick = () => this.setLabel(c.value);
       box.append(b);
@@ -398,6 +417,7 @@ class Editor {
     $("btn-zoom-out").onclick = () => this.viewer.zoomAt(0.8, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2);
     $("btn-help").onclick = () => this.toggleHelp();
     $("brush-size").oninput = (e) => this.setBrushSize(Number(e.target.value));
+    $("colorblind").onchange = (e) => { localStorage.setItem("hitl-colorblind", e.target.checked ? "1" : "0"); this.applyPalette(); };
     $("preset").onchange = (e) => { const p = this.presets[Number(e.target.value)]; if (p) this.setWindow(p.center, p.width); };
     for (const b of document.querySelectorAll(".tool")) b.onclick = () => this.setTool(b.dataset.tool);
   }

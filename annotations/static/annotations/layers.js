@@ -94,7 +94,7 @@ function maskOptions(viewer, labels) {
       viewer.setMaskStyle({ hidden });
     });
     return el("label", { class: "check small", for: `mask-label-${c.value}` }, cb,
-      el("span", { class: "swatch", style: `background:${c.color}` }), ` ${c.name}`);
+      el("span", { class: "swatch", "data-value": String(c.value), style: `background:${c.color}` }), ` ${c.name}`);
   });
   return el("li", { class: "layer mask-options", "data-layer": "mask-options" },
     el("label", { class: "check small", for: "mask-outline" }, outline, " outline only"), ...perLabel);

@@ -51,8 +51,7 @@ export class Viewer {
     this.rgb = pixels.shape.length === 3 && pixels.shape[2] === 3;
     this.image = pixels;
     this.mask = mask;
-    this.colors = new Array(256).fill(null);
-    for (const c of labels) this.colors[c.value] = hexToRgb(c.color);
+    this.setColors(labels);
     this.base = new OffscreenCanvas(w, h);
     this.baseCtx = this.base.getContext("2d");
     this.maskCanvas = new OffscreenCanvas(w, h);
@@ -145,6 +144,13 @@ export class Viewer {
   }
 
   /** Fill or outline, and which label values to hide: the whole mask is recoloured. */
+  /** Label colours ([{value, color}]); redraws the mask when an image is shown. */
+  setColors(labels) {
+    this.colors = new Array(256).fill(null);
+    for (const c of labels) this.colors[c.value] = hexToRgb(c.color);
+    if (this.maskData) this.updateMask(0, 0, this.width - 1, this.height - 1);
+  }
+
   setMaskStyle({ style = this.maskStyle, hidden = this.hiddenLabels } = {}) {
     this.maskStyle = style;
     this.hiddenLabels = new Set(hidden);
