@@ -220,7 +220,7 @@ class TakeOverApi(_CaseLeaseApi):
 class ReclaimApi(_CaseLeaseApi):
     """A new lease on this case after yours lapsed (expired or released), while the case still has a free
     reading slot and you have not submitted, skipped or flagged it (409 case_taken, already_read,
-    case_closed, lease_elsewhere otherwise)."""
+    case_closed, lease_elsewhere, never_held otherwise)."""
 
     @_lease_schema("lease_reclaim")
     def post(self, request, case_id: int):

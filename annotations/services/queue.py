@@ -260,6 +260,10 @@ def case_reclaim(*, case: Case, reader: User, tab: str = "") -> Assignment:
         return held
     if Assignment.objects.filter(case=case, reader=reader, status__in=READ_ONCE).exists():
         raise QueueError("already_read", "you have already submitted, skipped or flagged this case")
+    lapsed = (AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
+    if not Assignment.objects.filter(case=case, reader=reader, status__in=lapsed).exists():
+        # only a case the queue gave this reader: never a way around the queue's order and routing
+        raise QueueError("never_held", "the queue never gave you this case; claim from the queue")
     locked = (
         Case.objects.select_for_update(no_key=True)
         .filter(pk=case.pk, split=CaseSplit.POOL, flagged_at=None)
