@@ -41,7 +41,9 @@ class Editor {
     });
     // Closing (or reloading) the tab gives the case back at once instead of holding it until the lease
     // expires; a read-only tab holds nothing, so closing it never releases the case another tab edits.
-    window.addEventListener("pagehide", () => { if (this.state === "ready") this.session.release(); });
+    window.addEventListener("pagehide", () => {
+      if (this.state === "ready" && this.mode !== "revise") this.session.release();  // a revision holds no lease
+    });
     setInterval(() => { $("stat-timer").textContent = this.session.caseId ? formatSeconds(this.session.elapsed) : "—"; }, 1000);
   }
 
