@@ -2,14 +2,13 @@
 the STAPLE consensus) as a new revision of kind `adjudicated`. It becomes the case's current mask; training
 (every label policy) and consensus exports prefer it to the consensus."""
 
-import numpy as np
 from django.db import transaction
 from django.db.models import Max
 
 from annotations.models import Annotation, AnnotationKind, Case
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
-from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png
+from hitl.core.storage import bytes_load, label_counts, mask_from_png, saved_unless_failed
 from hitl.core.types import User
 
 
@@ -27,11 +26,8 @@ def case_adjudicate(*, case: Case, actor: User, source_revision: int) -> Annotat
         )
     png = bytes_load(source.mask_path)
     revision = (locked.annotations.aggregate(m=Max("revision"))["m"] or 0) + 1
-    path = bytes_save(
-        f"projects/{locked.project_id}/masks/case-{case.pk}/r{revision:04d}-adjudicated.png", png
-    )
-    values, counts = np.unique(mask_from_png(png), return_counts=True)
-    try:
+    name = f"projects/{locked.project_id}/masks/case-{case.pk}/r{revision:04d}-adjudicated.png"
+    with saved_unless_failed(name, png) as path:
         annotation = Annotation.objects.create(
             case=locked,
             revision=revision,
@@ -40,11 +36,8 @@ def case_adjudicate(*, case: Case, actor: User, source_revision: int) -> Annotat
             base=source,
             mask_path=path,
             mask_sha256=source.mask_sha256,
-            label_counts={str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+            label_counts=label_counts(mask_from_png(png)),
         )
-    except BaseException:
-        delete_quietly([path])
-        raise
     Case.objects.filter(pk=case.pk).update(current_annotation=annotation)
     audit_record(
         actor=actor,

@@ -15,7 +15,7 @@ from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
 from hitl.core.outbox import outbox_enqueue
-from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
+from hitl.core.storage import bytes_load, label_counts, mask_from_png, mask_to_png, saved_unless_failed
 from hitl.core.types import User
 from workers.selectors.registry import ProposalRef, auto_retrain_on, proposal_ref
 
@@ -171,9 +171,8 @@ def _write_revision(
     effort_dice, pixels_changed = _proposal_effort(proposal, mask)
     png = mask_to_png(mask)
     revision = history.next_revision()
-    path = bytes_save(f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}.png", png)
-    values, counts = np.unique(mask, return_counts=True)
-    try:
+    name = f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}.png"
+    with saved_unless_failed(name, png) as path:
         annotation = Annotation.objects.create(
             case=case,
             revision=revision,
@@ -182,16 +181,13 @@ def _write_revision(
             base_id=head_id,
             mask_path=path,
             mask_sha256=hashlib.sha256(png).hexdigest(),
-            label_counts={str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+            label_counts=label_counts(mask),
             time_spent_s=float(time_spent_s),
             assignment=assignment,
             proposal_model_version_id=proposal.version_id if proposal else None,
             effort_dice=effort_dice,
             pixels_changed=pixels_changed,
         )
-    except BaseException:
-        delete_quietly([path])  # the row failed: leave no orphan file
-        raise
     Case.objects.filter(pk=case.pk).update(current_annotation=annotation)
     audit_record(
         actor=reader,

@@ -3,6 +3,8 @@
 Arrays are .npy (no pickle: `allow_pickle=False` on load). Masks are 8-bit label PNGs."""
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from django.core.files.base import ContentFile
@@ -56,3 +58,21 @@ def mask_from_png(data: bytes) -> np.ndarray:
         if im.mode not in ("L", "P", "1"):
             raise ValueError("a mask PNG must be single-channel")
         return np.asarray(im.convert("L") if im.mode == "1" else im, dtype=np.uint8).copy()
+
+
+@contextmanager
+def saved_unless_failed(name: str, data: bytes) -> Iterator[str]:
+    """Store `data` at `name` for the row written inside the block; if the block raises (the row failed),
+    delete the file again so no orphan is left. Yields the stored name."""
+    path = bytes_save(name, data)
+    try:
+        yield path
+    except BaseException:
+        delete_quietly([path])
+        raise
+
+
+def label_counts(mask: np.ndarray) -> dict[str, int]:
+    """{label value: pixel count} of a mask, as a revision records it."""
+    values, counts = np.unique(mask, return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)}

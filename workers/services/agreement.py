@@ -17,7 +17,7 @@ from django.db.models import Max
 
 from annotations.models import Agreement, Annotation, AnnotationKind, Case, ReaderAgreement
 from hitl.core.audit import audit_record
-from hitl.core.storage import bytes_load, bytes_save, delete_quietly, mask_from_png, mask_to_png
+from hitl.core.storage import bytes_load, label_counts, mask_from_png, mask_to_png, saved_unless_failed
 from workers.ml.agreement.metrics import CaseAgreement, case_agreement
 from workers.models import ModelVersion, Prediction, VersionState
 
@@ -94,9 +94,8 @@ def _consensus_revision(case: Case, consensus: np.ndarray) -> Annotation:
     if newest is not None and newest.mask_sha256 == digest:
         return newest
     revision = (case.annotations.aggregate(m=Max("revision"))["m"] or 0) + 1
-    path = bytes_save(f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}-consensus.png", png)
-    values, counts = np.unique(consensus, return_counts=True)
-    try:
+    name = f"projects/{case.project_id}/masks/case-{case.pk}/r{revision:04d}-consensus.png"
+    with saved_unless_failed(name, png) as path:
         return Annotation.objects.create(
             case=case,
             revision=revision,
@@ -104,11 +103,8 @@ def _consensus_revision(case: Case, consensus: np.ndarray) -> Annotation:
             author=None,
             mask_path=path,
             mask_sha256=digest,
-            label_counts={str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+            label_counts=label_counts(consensus),
         )
-    except BaseException:
-        delete_quietly([path])
-        raise
 
 
 @transaction.atomic
