@@ -180,7 +180,7 @@ class AdjudicateApi(APIView):
     """Admins: settle a multi-read case by adopting one of its reader or consensus revisions (by number) as
     a new revision of kind `adjudicated`; training and consensus exports prefer it."""
 
-    error_statuses = {"post": [409]}  # no such reader/consensus revision
+    error_statuses = {"post": [409, 507]}  # no such reader/consensus revision; storage full
 
     class InputSerializer(StrictSerializer):
         revision = serializers.IntegerField(min_value=1, help_text="the revision to adopt")

@@ -248,7 +248,7 @@ class RevisionOutputSerializer(serializers.Serializer):
 
 
 class SubmitApi(APIView):
-    error_statuses = {"post": [409]}  # stale base revision, no lease
+    error_statuses = {"post": [409, 507]}  # stale base revision, no lease; storage full
 
     class InputSerializer(StrictSerializer):
         mask = serializers.DictField(

@@ -47,7 +47,7 @@ class ReviseApi(APIView):
     """A new revision of a case you have submitted: no lease needed, the same body and checks as a
     submission (409 not_read when you have not submitted it, case_closed when flagged, stale_base)."""
 
-    error_statuses = {"post": [409]}
+    error_statuses = {"post": [409, 507]}  # 507: media storage full
 
     @extend_schema(
         request=SubmitApi.InputSerializer,

@@ -38,3 +38,11 @@ class DomainError(Exception):
 
 class ConflictError(DomainError):
     """A request that contradicts the current state (HTTP 409)."""
+
+
+class StorageFull(DomainError):
+    """The media storage has no room left (or hit a quota) while saving a file: nothing was saved
+    (hitl.core.filesystem). HTTP 507; the client may retry once an administrator frees space."""
+
+    status = 507
+    code = "storage_full"

@@ -111,7 +111,7 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 STORAGES = {
     "default": {
-        "BACKEND": env("HITL_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage")
+        "BACKEND": env("HITL_STORAGE_BACKEND", default="hitl.core.filesystem.AtomicFileSystemStorage")
     },
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }

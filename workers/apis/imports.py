@@ -95,7 +95,7 @@ def _refuse_oversized_body(request) -> None:
 
 class ImageListApi(APIView):
     pagination_class = Pagination
-    error_statuses = {"post": [413]}  # over the upload size limit
+    error_statuses = {"post": [413, 507]}  # over the upload size limit; storage full
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):

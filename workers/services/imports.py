@@ -25,7 +25,7 @@ from django.utils import timezone
 from annotations.models import FINISHED_IMPORT, CaseSplit, Image, ImportJob, ImportStatus, Project
 from hitl.core import task_names
 from hitl.core.audit import audit_record
-from hitl.core.errors import DomainError
+from hitl.core.errors import DomainError, StorageFull
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.storage import delete_quietly
 from hitl.core.types import User
@@ -158,6 +158,8 @@ def _run_file(job: ImportJob, entry: dict[str, Any], budget: int) -> int:
             "seconds": getattr(err, "seconds", None),
         }
         entry.update(status="failed", error=_error(err), **cost)
+    except StorageFull as exc:  # nothing of the file was kept (ingest deletes what it stored)
+        entry.update(status="failed", error=_error(IngestError("storage_full", str(exc))))
     except Exception as exc:  # a bug or an outage must not leave the file "running" for ever
         log.error("import %s file %s failed: %s", job.pk, entry["index"], type(exc).__name__)
         entry.update(

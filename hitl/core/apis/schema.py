@@ -20,6 +20,7 @@ ERROR_DESCRIPTIONS = {
     "413": "Too large: over an upload, pixel or decompression limit.",
     "415": "Unsupported media type for the request body.",
     "429": "Too many requests: throttled, or sign-in locked out (see Retry-After).",
+    "507": "The media storage is full: nothing was saved; retry once an administrator has freed space.",
     "503": "The database is briefly unreachable (a restart or failover): retry after Retry-After seconds.",
 }
 _BODY_METHODS = ("POST", "PUT", "PATCH")

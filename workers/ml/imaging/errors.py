@@ -27,10 +27,16 @@ INGEST_ERROR_CODES: frozenset[str] = frozenset(
         "duplicate_instance",
         "ingest_failed",
         "ingest_timeout",
+        "storage_full",
     }
 )
 # The HTTP status an API answers for each code: too big -> 413, already stored -> 409, the rest 400.
-INGEST_ERROR_STATUS: dict[str, int] = {"too_large": 413, "archive_too_large": 413, "duplicate_instance": 409}
+INGEST_ERROR_STATUS: dict[str, int] = {
+    "too_large": 413,
+    "archive_too_large": 413,
+    "duplicate_instance": 409,
+    "storage_full": 507,
+}
 
 
 class IngestError(ValueError):
