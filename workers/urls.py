@@ -70,6 +70,11 @@ api: list = [
         name="explanation-report-detail",
     ),
     path(
+        "explanation-reports/<int:report_id>/cancel",
+        explain_report.ExplanationReportCancelApi.as_view(),
+        name="explanation-report-cancel",
+    ),
+    path(
         "explanation-reports/<int:report_id>/plot.png",
         explain_report.ExplanationReportPlotApi.as_view(),
         name="explanation-report-plot",

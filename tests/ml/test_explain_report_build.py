@@ -83,7 +83,10 @@ def test_report_on_two_cases_is_in_range_and_skips_what_does_not_fit(phantom_cas
         methods=["gradcam", "saliency", "uncertainty", "attention"],
         progress=lambda done, total, m: calls.append((done, total, m)),
     )
-    assert calls == [(1, 3, "gradcam"), (2, 3, "saliency"), (3, 3, "uncertainty")]
+    # one call per (method, case) row
+    assert calls == [
+        (i + 1, 6, m) for i, m in enumerate(["gradcam"] * 2 + ["saliency"] * 2 + ["uncertainty"] * 2)
+    ]
     assert set(report["methods"]) == {"gradcam", "saliency", "uncertainty"}
     assert "attention gates" in report["skipped"]["attention"]
     assert report["cases"] == 2 and report["target_classes"] == [target_class_of(m) for m in masks]
@@ -98,6 +101,42 @@ def test_report_on_two_cases_is_in_range_and_skips_what_does_not_fit(phantom_cas
     table = markdown_table(report)
     assert "| uncertainty |" in table and "skipped: needs an arch='attention_unet'" in table
     assert plot_png(report)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+UNTIMED = ("deletion_auc", "insertion_auc", "pointing_game", "energy_inside", "consistency")
+
+
+def test_a_build_stopped_at_a_checkpoint_resumes_from_its_rows_to_the_same_report(phantom_cases, tiny_unet):
+    images, masks = phantom_cases
+    methods = ["saliency", "uncertainty"]
+    whole = report_build(tiny_unet, images, masks, methods=methods)
+    saved: dict[str, list] = {}
+
+    class Killed(Exception):
+        pass
+
+    def on_row(method, index, row):  # checkpoint each row; the worker dies after the third
+        saved.setdefault(method, []).append(row)
+        assert index == len(saved[method]) - 1
+        if sum(len(r) for r in saved.values()) == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        report_build(tiny_unet, images, masks, methods=methods, on_row=on_row)
+    assert [len(saved[m]) for m in methods] == [2, 1]
+    computed = []
+    resumed = report_build(
+        tiny_unet,
+        images,
+        masks,
+        methods=methods,
+        done_rows={m: [{k: v for k, v in r.items()} for r in rows] for m, rows in saved.items()},
+        on_row=lambda m, i, row: computed.append((m, i)),
+    )
+    assert computed == [("uncertainty", 1)]  # only the missing row is computed again
+    for m in methods:
+        for key in UNTIMED:
+            assert resumed["methods"][m][key] == pytest.approx(whole["methods"][m][key], abs=1e-6), (m, key)
 
 
 def test_attention_applies_only_to_a_network_with_attention_gates(tiny_unet):

@@ -310,3 +310,80 @@ def test_permissions(project, other_project, ml, cases, active, member, client_f
     resp = client.post(f"/api/v1/projects/{project.pk}/explanation-reports", {"methods": FAST}, format="json")
     assert resp.status_code == start, resp.content[:200]
     assert client.get("/api/v1/explanation-reports/999999").status_code == 404
+
+
+def test_a_report_resumes_after_its_checkpointed_rows_when_its_worker_died(
+    project, ml, cases, active, monkeypatch
+):
+    from workers.services.explain_report import explanation_reports_reap
+
+    real, computed = ml_report.evaluate_case, []
+
+    class WorkerKilled(BaseException):  # not an Exception: the run does not record it, as with kill -9
+        pass
+
+    def evaluate_case(model, method, image, ref, target, **kw):
+        if len(computed) == 3 and not resumed:
+            raise WorkerKilled
+        computed.append(method)
+        return real(model, method, image, ref, target, **kw)
+
+    monkeypatch.setattr(ml_report, "evaluate_case", evaluate_case)
+    resumed = False
+    report = _start(project, ml, max_cases=2)  # 2 methods x 2 cases = 4 rows
+    with pytest.raises(WorkerKilled):
+        explanation_report_run(report_id=report.pk)
+    report.refresh_from_db()
+    assert report.status == ReportStatus.RUNNING and report.progress == 75.0
+    assert report.partial["case_ids"] == report.case_ids
+    assert [len(report.partial["rows"][m]) for m in FAST] == [2, 1]
+    ExplanationReport.objects.filter(pk=report.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert explanation_reports_reap() == [report.pk]
+    resumed = True
+    done = explanation_report_run(report_id=report.pk)
+    assert done.status == ReportStatus.SUCCEEDED and done.attempts == 2, done.error
+    assert computed == ["saliency", "saliency", "uncertainty", "uncertainty"]  # the fourth row only, again
+    assert set(done.result["methods"]) == set(FAST) and done.result["cases"] == 2
+
+
+def test_cancelling_a_running_report_stops_it_at_the_next_row_and_frees_the_project(
+    project, ml, cases, active, monkeypatch
+):
+    from workers.services.explain_report import explanation_report_cancel
+
+    real, computed = ml_report.evaluate_case, []
+
+    def evaluate_case(model, method, image, ref, target, **kw):
+        computed.append(method)
+        if len(computed) == 2:  # the ML engineer presses Cancel while the second row is computed
+            explanation_report_cancel(report=ExplanationReport.objects.get(pk=report.pk), actor=ml)
+        return real(model, method, image, ref, target, **kw)
+
+    monkeypatch.setattr(ml_report, "evaluate_case", evaluate_case)
+    report = _start(project, ml, max_cases=2)
+    done = explanation_report_run(report_id=report.pk)
+    assert done.status == ReportStatus.CANCELLED and done.finished_at
+    assert len(computed) == 2 and done.result == {} and done.plot_path == "" and done.error == ""
+    assert len(done.partial["rows"]["saliency"]) == 1  # the row finished after the cancel was not stored
+    assert AuditEvent.objects.filter(action="explanation_report.cancel", actor=ml).count() == 1
+    with pytest.raises(ConflictError, match="already ended"):
+        explanation_report_cancel(report=done, actor=ml)
+    assert _start(project, ml).status == ReportStatus.QUEUED  # a cancelled report does not block the next
+
+
+@pytest.mark.parametrize("role, status", [(Role.ANNOTATOR, 403), (Role.ML_ENGINEER, 200), (None, 404)])
+def test_api_cancel_permissions_and_a_second_cancel_is_409(
+    project, other_project, ml, cases, active, member, client_for, role, status
+):
+    report = _start(project, ml, max_cases=1)
+    user = member(role) if role else UserFactory()
+    if role is None:
+        other_project.memberships.create(user=user, role=Role.ADMIN)
+    resp = client_for(user).post(f"/api/v1/explanation-reports/{report.pk}/cancel")
+    assert resp.status_code == status, resp.content[:200]
+    if status == 200:
+        assert resp.json()["status"] == "cancelled"
+        again = client_for(user).post(f"/api/v1/explanation-reports/{report.pk}/cancel")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "report_ended"
+    else:
+        assert ExplanationReport.objects.get(pk=report.pk).status == ReportStatus.QUEUED

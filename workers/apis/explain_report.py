@@ -16,7 +16,12 @@ from hitl.core.storage import bytes_load
 from workers.models import ExplanationReport
 from workers.selectors.explain_report import explanation_report_get_for_user, explanation_report_list
 from workers.selectors.waiting import waiting_for
-from workers.services.explain_report import KNOWN_METHODS, MAX_CASES, explanation_report_start
+from workers.services.explain_report import (
+    KNOWN_METHODS,
+    MAX_CASES,
+    explanation_report_cancel,
+    explanation_report_start,
+)
 
 
 class ExplanationReportOutputSerializer(serializers.ModelSerializer):
@@ -118,6 +123,24 @@ class ExplanationReportDetailApi(APIView):
     def get(self, request, report_id: int):
         report, roles = explanation_report_get_for_user(user=request.user, report_id=report_id)
         require(roles, Action.VIEW)
+        return Response(ExplanationReportDetailOutputSerializer(report).data)
+
+
+class ExplanationReportCancelApi(APIView):
+    """Stop a queued or running report (ML engineers, admins): a running one stops after the row it is
+    computing; what it computed so far is dropped with it."""
+
+    error_statuses = {"post": [409]}  # the report has already ended
+
+    @extend_schema(
+        request=None,
+        responses=ExplanationReportDetailOutputSerializer,
+        operation_id="explanation_reports_cancel",
+    )
+    def post(self, request, report_id: int):
+        report, roles = explanation_report_get_for_user(user=request.user, report_id=report_id)
+        require(roles, Action.TRAIN)
+        report = explanation_report_cancel(report=report, actor=request.user)
         return Response(ExplanationReportDetailOutputSerializer(report).data)
 
 

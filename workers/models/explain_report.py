@@ -8,6 +8,7 @@ class ReportStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled by a user"
 
 
 OPEN_REPORT = (ReportStatus.QUEUED, ReportStatus.RUNNING)
@@ -33,6 +34,14 @@ class ExplanationReport(models.Model):
     methods = models.JSONField(default=list, help_text="the explanation methods asked for")
     case_ids = models.JSONField(default=list, help_text="the exact cases the report is computed on")
     result = models.JSONField(default=dict, blank=True, help_text="the report: methods, skipped, surrogate")
+    partial = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "rows computed so far, {case_ids, rows: {method: [metrics of its first cases]}}: "
+            "a redelivered report resumes after them"
+        ),
+    )
     plot_path = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

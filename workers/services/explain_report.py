@@ -123,12 +123,28 @@ def explanation_report_start(
     return report
 
 
+@transaction.atomic
+def explanation_report_cancel(*, report: ExplanationReport, actor: User) -> ExplanationReport:
+    """Cancel a queued or running report (ConflictError "report_ended" otherwise). A running one stops
+    after the (method, case) row it is computing: its worker finds it no longer RUNNING at the next
+    checkpoint and writes nothing more. The project may start another report at once."""
+    cancelled = ExplanationReport.objects.filter(pk=report.pk, status__in=OPEN_REPORT).update(
+        status=ReportStatus.CANCELLED, finished_at=timezone.now()
+    )
+    report.refresh_from_db()
+    if not cancelled:
+        raise ConflictError("report_ended", f"the report has already ended ({report.status})")
+    audit_record(actor=actor, action="explanation_report.cancel", project=report.project, target=report)
+    return report
+
+
 REPORT_STALE_AFTER = timedelta(minutes=10)  # one method on one case may take minutes; none takes ten
 
 
 def explanation_reports_reap() -> list[int]:
-    """Reports whose worker died (no progress for REPORT_STALE_AFTER): queued again once, then failed (a
-    report stores its result in one final write). Returns their ids."""
+    """Reports whose worker died (no progress for REPORT_STALE_AFTER): queued again once, then failed. A
+    report queued again resumes after its last checkpointed row; its result is one final write. Returns
+    their ids."""
     return reap_lost(
         ExplanationReport,
         stale_after=REPORT_STALE_AFTER,

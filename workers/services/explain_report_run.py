@@ -9,7 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotations.models import Case
-from hitl.core.storage import bytes_save
+from hitl.core.storage import bytes_save, delete_quietly
 from workers.ml.explain.report import plot_png, report_build
 from workers.ml.models.device import limit_cpu_threads
 from workers.models import ExplanationReport, ReportStatus
@@ -29,7 +29,6 @@ def _claim(report_id: int) -> ExplanationReport | None:
         started_at=now,
         heartbeat_at=now,
         attempts=F("attempts") + 1,
-        progress=0.0,
     )
     if not claimed:
         return None
@@ -38,6 +37,39 @@ def _claim(report_id: int) -> ExplanationReport | None:
 
 def _running(report_id: int):
     return ExplanationReport.objects.filter(pk=report_id, status=ReportStatus.RUNNING)
+
+
+class ReportStopped(Exception):
+    """The report is no longer RUNNING under this worker (cancelled, or reaped as lost): stop, write nothing."""
+
+
+def _checkpoint(report: ExplanationReport, case_ids: list[int]):
+    """on_row for report_build: store each new (method, case) row with the progress and heartbeat, in one
+    conditional write; ReportStopped when the report is no longer RUNNING. `partial` is
+    {"case_ids": [...], "rows": {method: [row of each of its first cases]}}."""
+    rows: dict[str, list] = {m: list(r) for m, r in _done_rows(report, case_ids).items()}
+    total = len(report.methods) * len(case_ids)
+
+    def on_row(method: str, index: int, row: dict) -> None:
+        rows.setdefault(method, []).append(_json_safe(row))
+        done = sum(len(r) for r in rows.values())
+        updated = _running(report.pk).update(
+            partial={"case_ids": case_ids, "rows": rows},
+            progress=min(99.0, 100.0 * done / max(1, total)),
+            heartbeat_at=timezone.now(),
+        )
+        if not updated:
+            raise ReportStopped
+
+    return on_row
+
+
+def _done_rows(report: ExplanationReport, case_ids: list[int]) -> dict[str, list]:
+    """The rows an earlier attempt checkpointed, when it worked on the same cases (else none)."""
+    partial = report.partial or {}
+    if partial.get("case_ids") != case_ids:
+        return {}
+    return {m: r for m, r in (partial.get("rows") or {}).items() if m in report.methods}
 
 
 def _json_safe(value: Any) -> Any:
@@ -72,33 +104,38 @@ def _run_claimed(report: ExplanationReport) -> None:
     images = [loader.prepared(c) for c in cases]
     masks = [load_mask(c, num_classes) for c in cases]
 
-    def progress(done: int, total: int, method: str) -> None:
-        _running(report.pk).update(
-            progress=min(99.0, 100.0 * done / max(1, total)), heartbeat_at=timezone.now()
-        )
-
-    result = _json_safe(report_build(model, images, masks, methods=report.methods, progress=progress))
-    result["case_ids"] = [c.pk for c in cases]
+    case_ids = [c.pk for c in cases]
+    done_rows = _done_rows(report, case_ids)
+    on_row = _checkpoint(report, case_ids)
+    result = _json_safe(
+        report_build(model, images, masks, methods=report.methods, done_rows=done_rows, on_row=on_row)
+    )
+    result["case_ids"] = case_ids
     path = bytes_save(
         f"projects/{report.project_id}/explain-reports/report-{report.pk}.png", plot_png(result)
     )
-    _running(report.pk).update(
+    finished = _running(report.pk).update(
         status=ReportStatus.SUCCEEDED,
         progress=100.0,
         result=result,
         plot_path=path,
         finished_at=timezone.now(),
     )
+    if not finished:  # cancelled after its last row
+        delete_quietly([path])
 
 
 def explanation_report_run(*, report_id: int) -> ExplanationReport | None:
-    """Compute a QUEUED report. Idempotent: returns at once (doing nothing) unless it is QUEUED. Any
+    """Compute a QUEUED report, resuming after its checkpointed rows (`partial`), stopping at the next row
+    once it is cancelled. Idempotent: returns at once (doing nothing) unless it is QUEUED. Any
     exception ends it FAILED with the reason and is not re-raised, so a broken report never loops through
     redeliveries. A report whose version is no longer active still completes: it is about that version."""
     report = _claim(report_id)
     if report is not None:
         try:
             _run_claimed(report)
+        except ReportStopped:
+            log.info("explanation report %s stopped: no longer running (cancelled or reaped)", report_id)
         except Exception as exc:
             log.exception("explanation report %s failed", report_id)
             _running(report_id).update(

@@ -25,6 +25,13 @@ function showStatus(r) {
     + (r.error ? ` · ${r.error}` : "");
   $("report-status").className = r.status === "failed" ? "error" : "muted";
   $("btn-report").disabled = !boot.can.train || open;
+  const cancel = $("btn-report-cancel");
+  cancel.hidden = !(boot.can.train && open);
+  cancel.disabled = false;
+  cancel.onclick = async () => {
+    cancel.disabled = true;
+    try { showReport(await post(`/api/v1/explanation-reports/${r.id}/cancel`)); } catch (e) { fail(e); }
+  };
 }
 
 function showTable(result) {

@@ -43,6 +43,7 @@ from workers.ml.models.networks import attention_gates
 
 SURROGATE_THRESHOLD = 0.8  # the surrogate predicts "the model fails": target-class Dice below this
 Progress = Callable[[int, int, str], None]
+RowDone = Callable[[str, int, dict[str, float]], None]  # (method, case index, row): a checkpoint
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -109,6 +110,47 @@ def _forward_ms(model: nn.Module, image: np.ndarray, repeats: int = 5) -> float:
     return (time.perf_counter() - t0) / repeats * 1000
 
 
+def evaluate_case(
+    model: nn.Module,
+    method: str,
+    image: np.ndarray,
+    ref: np.ndarray,
+    target: int,
+    *,
+    consistency_n: int = 2,
+    steps: int = 16,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """One case's row: deletion/insertion AUC (target-class probability over the predicted region),
+    pointing game (0/1, 2 px tolerance) and energy inside `ref == target`, consistency (Pearson under noise
+    and shift, `consistency_n` copies), ms and x one forward. `params` go to the method."""
+    extra = dict(params or {})
+    image = np.asarray(image, dtype=np.float32)
+    inside = np.asarray(ref) == target
+    t0 = time.perf_counter()
+    result = explain(model, image, method, target_class=target, **extra)
+    seconds = time.perf_counter() - t0
+    score = _score_fn(model, _region(model, image, target), target)
+
+    def explain_map(img: np.ndarray) -> np.ndarray:
+        return explain(model, img, method, target_class=target, **extra).map
+
+    return {
+        "deletion_auc": q.deletion_auc(score, image, result.map, steps=steps),
+        "insertion_auc": q.insertion_auc(score, image, result.map, steps=steps),
+        "pointing_game": float(q.pointing_game(result.map, inside, tolerance_px=2)),
+        "energy_inside": q.energy_inside(result.map, inside),
+        "consistency": q.consistency(explain_map, image, n=consistency_n),
+        "ms": seconds * 1000,
+        "x_forward": seconds * 1000 / _forward_ms(model, image),
+    }
+
+
+def rows_mean(rows: Sequence[Mapping[str, float | None]]) -> dict[str, float]:
+    """The method's metrics: the mean of its case rows per metric (a missing value counts as NaN)."""
+    return {k: float(np.mean([np.nan if r[k] is None else r[k] for r in rows])) for k in rows[0]}
+
+
 def evaluate_method(
     model: nn.Module,
     method: str,
@@ -120,35 +162,14 @@ def evaluate_method(
     steps: int = 16,
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Mean over the cases of deletion/insertion AUC (target-class probability over the predicted
-    region), pointing game (0/1 per case, 2 px tolerance) and energy inside `mask == target`,
-    consistency (Pearson under noise and shift, `consistency_n` copies), ms/case and x one forward.
-    `params` go to the method (e.g. occlusion's mask_size)."""
-    extra = dict(params or {})
-    rows = []
-    for image, ref, target in zip(images, masks, target_classes, strict=True):
-        image = np.asarray(image, dtype=np.float32)
-        inside = np.asarray(ref) == target
-        t0 = time.perf_counter()
-        result = explain(model, image, method, target_class=target, **extra)
-        seconds = time.perf_counter() - t0
-        score = _score_fn(model, _region(model, image, target), target)
-
-        def explain_map(img: np.ndarray, t: int = target) -> np.ndarray:
-            return explain(model, img, method, target_class=t, **extra).map
-
-        rows.append(
-            {
-                "deletion_auc": q.deletion_auc(score, image, result.map, steps=steps),
-                "insertion_auc": q.insertion_auc(score, image, result.map, steps=steps),
-                "pointing_game": float(q.pointing_game(result.map, inside, tolerance_px=2)),
-                "energy_inside": q.energy_inside(result.map, inside),
-                "consistency": q.consistency(explain_map, image, n=consistency_n),
-                "ms": seconds * 1000,
-                "x_forward": seconds * 1000 / _forward_ms(model, image),
-            }
+    """Mean over the cases of `evaluate_case`."""
+    rows = [
+        evaluate_case(
+            model, method, image, ref, target, consistency_n=consistency_n, steps=steps, params=params
         )
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        for image, ref, target in zip(images, masks, target_classes, strict=True)
+    ]
+    return rows_mean(rows)
 
 
 def surrogate_report(
@@ -195,10 +216,14 @@ def report_build(
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     surrogate_cases: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     consistency_n: int = 2,
+    done_rows: Mapping[str, Sequence[Mapping[str, float | None]]] | None = None,
+    on_row: RowDone | None = None,
 ) -> dict[str, Any]:
     """The report (JSON-serialisable): {cases, target_classes, families, methods: {method: metrics},
     skipped: {method: reason}, surrogate}. Methods that do not apply to their model are skipped, not
-    failed; `progress(done, total, method)` is called after each evaluated method.
+    failed. The work is one (method, case) row at a time: `done_rows` ({method: rows of its first cases})
+    are taken as computed (a resumed report), `on_row(method, case_index, row)` is called after each new
+    row (a checkpoint; raising there stops the build) and `progress(done, total, method)` counts rows.
     `method_models` explains some methods with another model (the CLI's AttentionUnet);
     `surrogate_cases` = (images, masks) for the surrogate (default: the same cases).
     Preconditions: >= 1 case, every mask has foreground, method names from ALL_METHODS."""
@@ -211,25 +236,31 @@ def report_build(
     models = {m: (method_models or {}).get(m, model) for m in methods}
     skipped = {m: r for m in methods if (r := skip_reason(models[m], m)) is not None}
     todo = [m for m in methods if m not in skipped]
-    results: dict[str, dict[str, float]] = {}
-    for done, method in enumerate(todo, start=1):
-        results[method] = evaluate_method(
-            models[method],
-            method,
-            images,
-            masks,
-            target_classes=targets,
-            consistency_n=consistency_n,
-            params=(method_params or {}).get(method),
-        )
-        if progress is not None:
-            progress(done, len(todo), method)
+    rows = {m: list((done_rows or {}).get(m, []))[: len(images)] for m in todo}
+    total, done = len(todo) * len(images), sum(len(r) for r in rows.values())
+    for method in todo:
+        for i in range(len(rows[method]), len(images)):
+            row = evaluate_case(
+                models[method],
+                method,
+                images[i],
+                masks[i],
+                targets[i],
+                consistency_n=consistency_n,
+                params=(method_params or {}).get(method),
+            )
+            rows[method].append(row)
+            done += 1
+            if on_row is not None:
+                on_row(method, i, row)
+            if progress is not None:
+                progress(done, total, method)
     s_images, s_masks = surrogate_cases if surrogate_cases is not None else (images, masks)
     return {
         "cases": len(images),
         "target_classes": targets,
         "families": {m: FAMILIES.get(m, m) for m in methods},
-        "methods": results,
+        "methods": {m: rows_mean(rows[m]) for m in todo},
         "skipped": skipped,
         "surrogate": surrogate_report(model, s_images, s_masks),
     }
