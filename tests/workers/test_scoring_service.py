@@ -116,3 +116,106 @@ def test_the_active_version_proposes_for_test_cases_after_the_pool(
     proposals = [kw["case_ids"] for task, kw in sent if task == task_names.PROPOSAL_COMPUTE]
     assert proposals[-1] == [c.pk for c in seeded["test"]]  # last: after the pool's proposals
     assert {i for ids in proposals[:-1] for i in ids} == {c.pk for c in seeded["pool"]}
+
+
+def _scoring_messages():
+    from hitl.core.models import OutboxMessage
+
+    return list(OutboxMessage.objects.filter(task=task_names.SCORING_RUN).order_by("id"))
+
+
+def _files_under(prefix: str) -> list[str]:
+    from pathlib import Path
+
+    from django.conf import settings
+
+    return sorted(str(p) for p in Path(settings.MEDIA_ROOT, prefix).rglob("*") if p.is_file())
+
+
+def _pixel_mean_scores(model, images, mc_samples):
+    """Known scores: least confidence = each image's mean pixel, so the ranking is fixed by the images."""
+    from workers.ml.al.scoring import PoolScores
+
+    n = len(images)
+    conf = np.array([float(np.mean(im)) for im in images])
+    probs = np.stack([1 - conf / 10, conf / 10], axis=1)
+    zeros = np.zeros(n)
+    return PoolScores(
+        entropy=zeros,
+        bald=zeros,
+        variance=zeros,
+        least_confidence=conf,
+        margin=zeros,
+        mean_probs=probs,
+        foreground_fraction=zeros,
+        embeddings=np.zeros((n, 4)),
+        uncertainty_maps=[],
+    )
+
+
+def test_a_pool_is_scored_one_chunk_per_task_with_progress_and_the_same_ranking(
+    project, pool, monkeypatch, member, client_for
+):
+    from workers.services import scoring_chunks
+
+    TrainingSettingsFactory(project=project, query_strategy="least_confidence")
+    monkeypatch.setattr(scoring_service, "score_pool", _pixel_mean_scores)  # deterministic scores
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    scoring_run(project_id=project.pk, version_id=version.pk)  # in one chunk: the reference ranking
+    whole = list(
+        CaseScore.objects.filter(model_version=version).order_by("rank").values_list("case_id", flat=True)
+    )
+    monkeypatch.setattr(scoring_chunks, "CHUNK_SIZE", 3)  # 8 cases: chunks of 3, 3 and 2
+    before = len(_scoring_messages())
+    assert scoring_run(project_id=project.pk, version_id=version.pk) == 3
+    version.refresh_from_db()
+    run = version.scoring["run"]
+    assert version.scoring["next"] == 1 and version.scoring["done"] == 3 and version.scoring["total"] == 8
+    assert not version.scoring["finished_at"]
+    listed = client_for(member(Role.ANNOTATOR)).get(f"/api/v1/projects/{project.pk}/model-versions").json()
+    progress = listed["results"][0]["scoring"]
+    assert (progress["done"], progress["total"], progress["finished_at"], progress["stopped"]) == (
+        3,
+        8,
+        None,
+        False,
+    )
+    sent = _scoring_messages()[before:]
+    assert [m.kwargs for m in sent] == [
+        {"project_id": project.pk, "version_id": version.pk, "run": run, "chunk": 1}
+    ]
+    assert scoring_run(**sent[0].kwargs) == 3
+    assert scoring_run(**sent[0].kwargs) == 0  # a redelivered chunk does nothing, and sends nothing
+    sent = _scoring_messages()[before:]
+    assert len(sent) == 2 and sent[1].kwargs["chunk"] == 2
+    assert _files_under(f"projects/{project.pk}/scoring") != []  # two chunks stored so far
+    assert scoring_run(**sent[1].kwargs) == 2  # the last chunk ranks the pool
+    version.refresh_from_db()
+    assert (
+        version.scoring["done"] == 8 and version.scoring["finished_at"] and version.scoring["case_ids"] == []
+    )
+    chunked = list(
+        CaseScore.objects.filter(model_version=version).order_by("rank").values_list("case_id", flat=True)
+    )
+    assert chunked == whole and _files_under(f"projects/{project.pk}/scoring") == []
+    assert len(set(whole)) == 8 and whole != sorted(whole)  # a real ranking across the chunks
+
+
+def test_a_scoring_superseded_or_of_a_retired_version_stops_and_drops_its_chunks(project, pool, monkeypatch):
+    from workers.services import scoring_chunks
+
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    monkeypatch.setattr(scoring_chunks, "CHUNK_SIZE", 3)
+    scoring_run(project_id=project.pk, version_id=version.pk)
+    first = _scoring_messages()[-1].kwargs
+    scoring_run(project_id=project.pk, version_id=version.pk)  # a newer scoring of the same version
+    assert scoring_run(**first) == 0  # the first run's next chunk stops
+    second = _scoring_messages()[-1].kwargs
+    assert second["run"] != first["run"]
+    assert len(_files_under(f"projects/{project.pk}/scoring")) == 1  # only the second run's chunk 0
+    version.state = VersionState.RETIRED
+    version.save(update_fields=["state"])
+    assert scoring_run(**second) == 0  # rolled back or promoted past: stops, its chunks deleted
+    version.refresh_from_db()
+    assert version.scoring["stopped"] and _files_under(f"projects/{project.pk}/scoring") == []
+    assert not CaseScore.objects.filter(model_version=version).exists()

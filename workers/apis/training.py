@@ -88,8 +88,27 @@ class TrainingRunDetailOutputSerializer(TrainingRunOutputSerializer):
         fields = [*TrainingRunOutputSerializer.Meta.fields, "revision_ids"]
 
 
+class ScoringProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField(help_text="pool cases scored so far")
+    total = serializers.IntegerField(help_text="pool cases this scoring covers")
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    stopped = serializers.BooleanField(help_text="superseded, or the version stopped being active")
+
+
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
     parent_number = serializers.IntegerField(source="parent.number", allow_null=True, default=None)
+    scoring = serializers.SerializerMethodField(
+        help_text="the latest pool scoring by this version, chunk by chunk (null: never scored the pool)"
+    )
+
+    @extend_schema_field(ScoringProgressSerializer(allow_null=True))
+    def get_scoring(self, version: ModelVersion) -> dict | None:
+        state = version.scoring or {}
+        if not state.get("run"):
+            return None
+        keys = ("done", "total", "started_at", "finished_at")
+        return {**{k: state.get(k) for k in keys}, "stopped": bool(state.get("stopped"))}
 
     class Meta:
         model = ModelVersion
@@ -105,6 +124,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
             "weights_sha256",
             "created_at",
             "promoted_at",
+            "scoring",
         ]
 
 

@@ -27,6 +27,14 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(
         default=dict, help_text="{validation_dice, test_dice, per_class, labelled_cases}"
     )
+    scoring = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "pool scoring in chunks: {run, case_ids, next, total, done, started_at, finished_at}; "
+            "each chunk is its own task, so the batch worker takes other work between chunks"
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
 

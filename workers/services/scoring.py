@@ -1,8 +1,8 @@
 """Scoring the pool with the active model and writing the reader queue order from it.
 
-`scoring_run` is the expensive half (MC-dropout forward passes over every open pool case, in chunks); the
-strategy (ml.strategies, through modAL) then ranks all of them, and the order goes to the queue only through
-`workers.services.queue_order.queue_priorities_set`. Proposals and explanations are enqueued afterwards, the
+`scoring_run` is the expensive half (MC-dropout forward passes over every open pool case, one task per chunk
+of cases: workers.services.scoring_chunks); the strategy (ml.strategies, through modAL) then ranks all of
+them, and the order goes to the queue only through `workers.services.queue_order.queue_priorities_set`. Proposals and explanations are enqueued afterwards, the
 head of the queue first. `queue_cold_start` orders the pool without a model (diversity of intensities).
 """
 
@@ -28,11 +28,24 @@ from workers.selectors.settings import training_settings_for
 from workers.services.datasets import SliceLoader, load_images, loader_for
 from workers.services.queue_order import QueueEntry, queue_priorities_set, reading_policy_route
 from workers.services.registry import active_version
+from workers.services.scoring_chunks import (
+    CHUNK_SIZE,
+    chunk_advance,
+    chunk_case_ids,
+    chunk_count,
+    chunk_save,
+    chunks_delete,
+    chunks_load,
+    current_state,
+    scores_concat,
+    scoring_abandon,
+    scoring_begin,
+    scoring_finish,
+)
 from workers.services.weights import model_load
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 64  # cases loaded and scored per batch set
 HEAD_SIZE = 20  # proposals/explanations for the first cases of the queue are enqueued first
 RANKED_HEAD_LIMIT = 500  # quadratic strategies (diverse, coldstart) rank this many; the rest follow
 COMPONENTS = ("entropy", "bald", "margin", "least_confidence", "variance", "foreground_fraction")
@@ -43,21 +56,6 @@ QUADRATIC = frozenset({"diverse", "coldstart"})
 class Ranking:
     case_ids: list[int]  # queue order, first = read first
     strategy: str  # the strategy actually used
-
-
-def _concat(parts: Sequence[PoolScores]) -> PoolScores:
-    """One PoolScores over all chunks (uncertainty maps dropped: strategies never read them)."""
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in parts], axis=0)
-
-    names = ("entropy", "bald", "variance", "least_confidence", "margin", "mean_probs")
-    return PoolScores(
-        **{n: cat(n) for n in names},
-        foreground_fraction=cat("foreground_fraction"),
-        embeddings=cat("embeddings"),
-        uncertainty_maps=[],
-    )
 
 
 def score_cases(
@@ -75,7 +73,7 @@ def score_cases(
     for start in range(0, len(cases), chunk_size):
         images = load_images(cases[start : start + chunk_size], loader)
         parts.append(score_pool(model, images, mc_samples=mc_samples))
-    return _concat(parts)
+    return scores_concat(parts)
 
 
 def rank_pool(
@@ -120,35 +118,62 @@ def _entries(case_ids: list[int], order: np.ndarray, score_of, reason_base: dict
     return out
 
 
-def scoring_run(*, project_id: int, version_id: int) -> int:
-    """Re-score the open pool with `version` (if it is still the active one), write CaseScore rows and the
-    queue order, then enqueue proposals and explanations (queue head first). Returns the cases scored.
-    Idempotent: a rerun for the same version replaces that version's scores."""
+def scoring_run(*, project_id: int, version_id: int, run: str = "", chunk: int = 0) -> int:
+    """Re-score the open pool with `version` (if it is still the active one) in chunks of CHUNK_SIZE
+    cases, one task each (workers.services.scoring_chunks), then write CaseScore rows and the queue order
+    and enqueue proposals and explanations (queue head first). The first call (no `run`) starts a new
+    scoring and scores chunk 0; each chunk enqueues the next; the last ranks the pool. Returns the cases
+    scored by this call. Idempotent: a redelivered or superseded chunk does nothing, and a rerun for the
+    same version replaces that version's scores."""
     version = (
         ModelVersion.objects.select_related("project").filter(pk=version_id, project_id=project_id).first()
     )
-    if version is None or version.state != VersionState.ACTIVE:
+    if version is None:
         return 0
-    project = version.project
+    if version.state != VersionState.ACTIVE:
+        scoring_abandon(version)  # promoted past or rolled back mid-scoring: its chunks are dropped
+        return 0
+    if not run:
+        ids = [c.pk for c in open_pool_cases(project=version.project)]
+        if not ids:
+            queue_priorities_set(project=version.project, entries=[])
+            _enqueue_test_proposals(version)
+            return 0
+        run = scoring_begin(version, ids)["run"]
+    due = current_state(version.pk, run, chunk)
+    return _score_chunk(version, due, chunk) if due is not None else 0
+
+
+def _score_chunk(version: ModelVersion, state: dict, index: int) -> int:
     limit_cpu_threads()
-    cases = list(open_pool_cases(project=project))
-    if not cases:
-        queue_priorities_set(project=project, entries=[])
-        _enqueue_test_proposals(version)
-        return 0
-    model = model_load(version)
+    run, n = state["run"], chunk_count(state)
+    by_id = Case.objects.select_related("image").in_bulk(chunk_case_ids(state, index))
+    cases = [by_id[pk] for pk in chunk_case_ids(state, index) if pk in by_id]  # deleted meanwhile: dropped
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
-    scores = score_cases(model, cases, mc_samples=mc, loader=loader_for(version.config))
+    scores = score_cases(model_load(version), cases, mc_samples=mc, loader=loader_for(version.config))
+    chunk_save(version, run, index, [c.pk for c in cases], scores)
+    if not chunk_advance(version.pk, run, index, len(cases)):
+        return 0
+    if index + 1 < n:
+        kwargs = {"project_id": version.project_id, "version_id": version.pk, "run": run, "chunk": index + 1}
+        outbox_enqueue(task=task_names.SCORING_RUN, kwargs=kwargs)
+        return len(cases)
+    ids, all_scores = chunks_load(version, run, n)
+    _rank_and_store(version, ids, all_scores)
+    chunks_delete(version, run, n)
+    scoring_finish(version.pk, run)
+    return len(cases)
+
+
+def _rank_and_store(version: ModelVersion, ids: list[int], scores: PoolScores) -> None:
     rng = np.random.default_rng(version.pk)
-    strategy = training_settings_for(project).query_strategy
-    order, used = rank_pool(strategy, scores=scores, n=len(cases), rng=rng)
-    ids = [c.pk for c in cases]
+    strategy = training_settings_for(version.project).query_strategy
+    order, used = rank_pool(strategy, scores=scores, n=len(ids), rng=rng)
     ordered_ids = _store_scores(version=version, case_ids=ids, scores=scores, order=order, strategy=used)
     if ordered_ids:
         methods = list(version.config.get("explain_methods", DEFAULT_METHODS))
         transaction.on_commit(lambda: _enqueue_followups(version.pk, ordered_ids, methods))
     _enqueue_test_proposals(version)  # after the pool's: readers wait for those
-    return len(ordered_ids)
 
 
 @transaction.atomic

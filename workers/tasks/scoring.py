@@ -4,10 +4,11 @@ from celery import shared_task
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=3000, time_limit=3600)
-def scoring_run(project_id: int, version_id: int) -> int:
-    from workers.services.scoring import scoring_run as run
+def scoring_run(project_id: int, version_id: int, run: str = "", chunk: int = 0) -> int:
+    from workers.services.scoring import scoring_run as score
 
-    return run(project_id=project_id, version_id=version_id)  # no-op unless the version is still active
+    # no-op unless the version is still active and this chunk is due (scoring_chunks)
+    return score(project_id=project_id, version_id=version_id, run=run, chunk=chunk)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=900, time_limit=1000)

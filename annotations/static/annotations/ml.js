@@ -95,6 +95,10 @@ async function refreshVersions() {
     cell(tr, `v${v.number}`);
     const st = cell(tr, v.state);
     if (v.state === "active") st.innerHTML = '<span class="badge ok">active</span>';
+    if (v.scoring && !v.scoring.finished_at) {  // pool scoring runs chunk by chunk: show how far it is
+      const small = document.createElement("div"); small.className = "muted small scoring";
+      small.textContent = `scoring the pool: ${v.scoring.done}/${v.scoring.total}`; st.append(small);
+    }
     cell(tr, v.metrics.labelled_cases ?? "—");
     const older = v.metrics.dice_metric ? "" : " (older metric)";  // per-slice mean: not comparable
     const val = cell(tr, fmt(v.metrics.validation_dice) + older);
