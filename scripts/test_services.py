@@ -4,6 +4,9 @@ this before the virtualenv exists).
 `OwnServices` starts both from Debian's packages on free private ports, with data directories under one
 temporary directory (PostgreSQL with fsync off: test data is thrown away), and stops and deletes them at the
 end. As root, PostgreSQL runs as the `postgres` user the Debian package creates (it refuses to run as root).
+`postgres_stop()/postgres_start()` and `redis_stop()/redis_start()` restart one server on the same port and
+data directory (the restart drill, tests/integration/test_restart_drill.py); `OwnServices(redis_persistent=True)`
+runs Redis with an append-only file, as deploy/compose.yaml does, so queued messages survive its restart.
 `choose(...)` decides: HITL_TEST_SERVICES=own always starts them, =system always uses the machine's
 (HITL_TEST_DATABASE_URL / HITL_TEST_BROKER_URL or the local defaults), and unset uses the machine's when
 both answer and starts its own otherwise.
@@ -52,10 +55,11 @@ def free_port() -> int:
 
 
 class OwnServices:
-    def __init__(self) -> None:
+    def __init__(self, *, redis_persistent: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="hitl-test-services-"))
         self.pg_port, self.redis_port = free_port(), free_port()
         self.redis: subprocess.Popen | None = None
+        self.redis_persistent = redis_persistent
         self.pg_started = False
         self.as_postgres = os.geteuid() == 0
 
@@ -96,6 +100,18 @@ class OwnServices:
             "UTF8",
             "--no-sync",
         )
+        self.postgres_start()
+        self._pg(
+            str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "test"
+        )
+
+    def postgres_start(self) -> None:
+        """Start PostgreSQL on its port and data directory; returns once it accepts connections (after any
+        crash recovery)."""
+        bindir = pg_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian package: postgresql)")
+        data = self.root / "pg"
         options = (
             f"-p {self.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
         )
@@ -111,11 +127,23 @@ class OwnServices:
             "start",
         )
         self.pg_started = True
-        self._pg(
-            str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "test"
-        )
+
+    def postgres_stop(self, mode: str = "fast") -> None:
+        """Stop PostgreSQL (`pg_ctl stop -m fast|immediate|smart`; immediate is a crash: the next start
+        recovers from the WAL); returns once it is down. Its data directory stays for `postgres_start()`."""
+        if not self.pg_started:
+            return
+        bindir = pg_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian package: postgresql)")
+        self._pg(str(bindir / "pg_ctl"), "-D", str(self.root / "pg"), "-m", mode, "-w", "stop")
+        self.pg_started = False
 
     def _start_redis(self) -> None:
+        self.redis_start()
+
+    def redis_start(self) -> None:
+        """Start Redis on its port (and, when persistent, its append-only file); returns once it answers PING."""
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("Redis is not installed (Debian package: redis-server)")
@@ -128,7 +156,7 @@ class OwnServices:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.redis_persistent else "no",
         ]
         self.redis = subprocess.Popen(
             [*cmd, "--dir", str(self.root)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
@@ -147,20 +175,24 @@ class OwnServices:
             time.sleep(0.2)
         raise RuntimeError("redis-server did not answer within 20 s")
 
-    def stop(self) -> None:
+    def redis_stop(self) -> None:
+        """Stop Redis (SIGTERM: a persistent one writes its append-only file first; SIGKILL after 10 s)."""
         if self.redis is not None and self.redis.poll() is None:
             self.redis.terminate()
             try:
                 self.redis.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.redis.kill()
+                self.redis.wait(timeout=10)
+        self.redis = None
+
+    def stop(self) -> None:
+        self.redis_stop()
         if self.pg_started:
-            bindir = pg_bin()
             try:
-                self._pg(str(bindir / "pg_ctl"), "-D", str(self.root / "pg"), "-m", "fast", "-w", "stop")  # type: ignore[operator]
+                self.postgres_stop("fast")
             except subprocess.CalledProcessError:
-                pass
-            self.pg_started = False
+                self.pg_started = False
         shutil.rmtree(self.root, ignore_errors=True)
 
 
