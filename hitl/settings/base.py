@@ -269,6 +269,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 HITL_WORKER_HEARTBEAT_SECONDS = env.int("HITL_WORKER_HEARTBEAT_SECONDS", default=10)
 HITL_TORCH_THREADS = env.int("HITL_TORCH_THREADS", default=1)
 HITL_LEASE_SECONDS = env.int("HITL_LEASE_SECONDS", default=1800)  # a reader's hold on a case
+HITL_SCORING_CHUNK_CASES = env.int("HITL_SCORING_CHUNK_CASES", default=64)  # pool cases per scoring task
 HITL_EXPORT_TTL_DAYS = env.int("HITL_EXPORT_TTL_DAYS", default=7)  # export zips are deleted after this
 # On-demand explanations a reader waits for (interactive methods: one forward, at most one backward pass).
 # Off (default): the request enqueues them for a worker and waits up to HITL_EXPLAIN_WAIT_SECONDS for the

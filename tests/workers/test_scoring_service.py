@@ -154,10 +154,8 @@ def _pixel_mean_scores(model, images, mc_samples):
 
 
 def test_a_pool_is_scored_one_chunk_per_task_with_progress_and_the_same_ranking(
-    project, pool, monkeypatch, member, client_for
+    project, pool, monkeypatch, member, client_for, settings
 ):
-    from workers.services import scoring_chunks
-
     TrainingSettingsFactory(project=project, query_strategy="least_confidence")
     monkeypatch.setattr(scoring_service, "score_pool", _pixel_mean_scores)  # deterministic scores
     version = make_version(project, number=1, state=VersionState.ACTIVE)
@@ -165,7 +163,7 @@ def test_a_pool_is_scored_one_chunk_per_task_with_progress_and_the_same_ranking(
     whole = list(
         CaseScore.objects.filter(model_version=version).order_by("rank").values_list("case_id", flat=True)
     )
-    monkeypatch.setattr(scoring_chunks, "CHUNK_SIZE", 3)  # 8 cases: chunks of 3, 3 and 2
+    settings.HITL_SCORING_CHUNK_CASES = 3  # 8 cases: chunks of 3, 3 and 2
     before = len(_scoring_messages())
     assert scoring_run(project_id=project.pk, version_id=version.pk) == 3
     version.refresh_from_db()
@@ -201,11 +199,9 @@ def test_a_pool_is_scored_one_chunk_per_task_with_progress_and_the_same_ranking(
     assert len(set(whole)) == 8 and whole != sorted(whole)  # a real ranking across the chunks
 
 
-def test_a_scoring_superseded_or_of_a_retired_version_stops_and_drops_its_chunks(project, pool, monkeypatch):
-    from workers.services import scoring_chunks
-
+def test_a_scoring_superseded_or_of_a_retired_version_stops_and_drops_its_chunks(project, pool, settings):
     version = make_version(project, number=1, state=VersionState.ACTIVE)
-    monkeypatch.setattr(scoring_chunks, "CHUNK_SIZE", 3)
+    settings.HITL_SCORING_CHUNK_CASES = 3
     scoring_run(project_id=project.pk, version_id=version.pk)
     first = _scoring_messages()[-1].kwargs
     scoring_run(project_id=project.pk, version_id=version.pk)  # a newer scoring of the same version

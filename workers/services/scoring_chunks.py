@@ -2,8 +2,9 @@
 work (a training run, an export) between chunks, the version shows its progress, and a scoring superseded
 by a new version, or by a newer scoring of the same version, stops at its next chunk.
 
-The state lives on the version (`ModelVersion.scoring`): {run, case_ids, next, total, done, started_at,
-finished_at}. A chunk runs only when it is the version's current run and its `next` chunk (a redelivered
+The state lives on the version (`ModelVersion.scoring`): {run, case_ids, chunk, next, total, done,
+started_at, finished_at}; `chunk` (cases per task, settings.HITL_SCORING_CHUNK_CASES) is fixed when the
+scoring begins. A chunk runs only when it is the version's current run and its `next` chunk (a redelivered
 chunk does nothing); its scores are stored on the storage backend under a name fixed by (version, run,
 chunk), so a chunk computed twice overwrites itself, and the files are deleted once the pool is ranked."""
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,7 +22,7 @@ from hitl.core.storage import bytes_load, bytes_save, delete_quietly
 from workers.ml.al.scoring import PoolScores
 from workers.models import ModelVersion, VersionState
 
-CHUNK_SIZE = 64  # cases loaded and scored per task
+CHUNK_SIZE = 64  # cases in memory at a time when scoring in one call (the chunk of a task is a setting)
 ARRAYS = ("entropy", "bald", "variance", "least_confidence", "margin", "mean_probs", "foreground_fraction")
 
 
@@ -33,12 +35,17 @@ def scores_concat(parts: Sequence[PoolScores]) -> PoolScores:
     return PoolScores(**{n: cat(n) for n in (*ARRAYS, "embeddings")}, uncertainty_maps=[])
 
 
+def _chunk(state: dict) -> int:
+    return int(state.get("chunk") or CHUNK_SIZE)
+
+
 def chunk_count(state: dict) -> int:
-    return -(-len(state["case_ids"]) // CHUNK_SIZE)
+    return -(-len(state["case_ids"]) // _chunk(state))
 
 
 def chunk_case_ids(state: dict, index: int) -> list[int]:
-    return list(state["case_ids"][index * CHUNK_SIZE : (index + 1) * CHUNK_SIZE])
+    size = _chunk(state)
+    return list(state["case_ids"][index * size : (index + 1) * size])
 
 
 def _name(version: ModelVersion, run: str, index: int) -> str:
@@ -52,6 +59,7 @@ def scoring_begin(version: ModelVersion, case_ids: list[int]) -> dict:
     state = {
         "run": secrets.token_hex(6),
         "case_ids": case_ids,
+        "chunk": max(1, int(settings.HITL_SCORING_CHUNK_CASES)),
         "next": 0,
         "total": len(case_ids),
         "done": 0,

@@ -1,0 +1,201 @@
+"""kill -9 the batch worker during pool scoring and during an explanation report (issue 16's drill): after a
+restart each completes exactly once.
+
+A worker of this test's own consumes every queue while the session's worker (if one is running) stops
+consuming them (`celery control cancel_consumer`, restored at the end), so the tasks go where production
+sends them: the outbox and the configured routes, nothing re-routed. The worker is frozen (SIGSTOP) the
+moment the work is seen half done and then killed with SIGKILL, so the kill always lands mid-work. Its
+unacknowledged message comes back after the broker's visibility timeout (5 s here, 900 s by default:
+HITL_BROKER_VISIBILITY_SECONDS) and the restarted worker runs beat, whose outbox sweep sends whatever the
+dead worker had written but not yet sent."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import transaction
+
+from annotations.models import Case, CaseSplit, Role
+from hitl.celery import app
+from hitl.core import task_names
+from hitl.core.lanes import ALL_QUEUES
+from hitl.core.outbox import outbox_enqueue
+from tests.factories import MembershipFactory, ProjectFactory, TrainingSettingsFactory, UserFactory
+from tests.integration.conftest import ROOT, subprocess_env, wait_until
+from tests.workers.test_training_helpers import add_case, make_version
+from workers.ml.research.phantoms import PhantomSpec, make_phantoms
+from workers.models import (
+    CaseScore,
+    ExplanationReport,
+    ModelVersion,
+    Prediction,
+    ReportStatus,
+    VersionState,
+    WorkerHeartbeat,
+)
+from workers.services import explain_report
+from workers.services.explain_report import explanation_report_start, explanation_reports_reap
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SPEC = PhantomSpec(size=(128, 128), modality="MR", num_classes=3, max_objects=2)
+CHUNK = 4  # pool cases per scoring task in this test
+POOL = 24  # 6 chunks
+VISIBILITY_S = 5
+
+
+@pytest.fixture
+def session_worker_paused():
+    """The session's worker(s) stop consuming every queue for the test, and consume them again after."""
+    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    paused = [(host, q["name"]) for host, queues in replies.items() for q in queues]
+    for host, queue in paused:
+        app.control.cancel_consumer(queue, destination=[host], reply=True, timeout=5.0)
+    yield
+    for host, queue in paused:
+        app.control.add_consumer(queue, destination=[host], reply=True, timeout=5.0)
+
+
+class OwnWorker:
+    """A worker on every queue with beat (the outbox sweep), started again after each kill."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.proc, self.hostname = tmp, None, ""
+
+    def start(self) -> None:
+        env = subprocess_env(
+            HITL_WORKER_HEARTBEAT_SECONDS="1",
+            HITL_BROKER_VISIBILITY_SECONDS=str(VISIBILITY_S),
+            HITL_SCORING_CHUNK_CASES=str(CHUNK),
+            HITL_TORCH_THREADS="1",
+        )
+        self.hostname = f"kill-{uuid.uuid4().hex[:6]}@itest"
+        cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", ",".join(ALL_QUEUES), "-c", "1"]
+        cmd += ["-n", self.hostname, "-l", "WARNING", "-B", "--schedule", str(self.tmp / "beat")]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        wait_until(
+            lambda: (
+                self.proc.poll() is not None
+                or WorkerHeartbeat.objects.filter(hostname=self.hostname).exists()
+            ),
+            90,
+        )
+        assert self.proc.poll() is None, "the worker exited"
+
+    def freeze_and_kill(self) -> None:
+        """SIGSTOP at once (the work stays half done), then SIGKILL the whole process group."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def end(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def worker(services, session_worker_paused, tmp_path):
+    own = OwnWorker(tmp_path)
+    own.start()
+    yield own
+    own.end()
+
+
+def _project(n_pool: int, n_labelled: int):
+    project = ProjectFactory()
+    TrainingSettingsFactory(project=project, query_strategy="entropy")
+    ml = UserFactory()
+    MembershipFactory(project=project, user=ml, role=Role.ML_ENGINEER)
+    batch = make_phantoms(n_pool + n_labelled, seed=3, spec=SPEC)
+    for i in range(n_pool + n_labelled):
+        split = CaseSplit.POOL if i < n_pool else (CaseSplit.TEST if i % 2 else CaseSplit.VALIDATION)
+        mask = None if i < n_pool else batch.masks[i]
+        add_case(project, user=ml, image=batch.images[i], mask=mask, split=split)
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    version.config["scoring"]["mc_samples"] = 16  # each chunk takes a while: the kill lands mid-scoring
+    version.save(update_fields=["config"])
+    return project, ml, version
+
+
+def _scoring(version: ModelVersion) -> dict:
+    return ModelVersion.objects.get(pk=version.pk).scoring
+
+
+def _chunk_files(project) -> list[Path]:
+    return list((Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/scoring").rglob("*.npz"))
+
+
+def test_kill_9_during_pool_scoring_then_a_restarted_worker_ranks_the_pool_once(worker):
+    project, _ml, version = _project(POOL, 0)
+    with transaction.atomic():
+        outbox_enqueue(
+            task=task_names.SCORING_RUN, kwargs={"project_id": project.pk, "version_id": version.pk}
+        )
+    wait_until(lambda: _scoring(version).get("done", 0) >= 2 * CHUNK, timeout=120, interval=0.05)
+    worker.freeze_and_kill()
+    at_kill = _scoring(version)
+    assert at_kill["chunk"] == CHUNK and not at_kill["finished_at"], at_kill
+    assert 2 * CHUNK <= at_kill["done"] < POOL
+    assert not CaseScore.objects.filter(model_version=version).exists()  # nothing ranked half
+
+    worker.start()  # the restart: the lost chunk comes back after the visibility timeout
+    wait_until(lambda: bool(_scoring(version).get("finished_at")), timeout=240, interval=0.5)
+    done = _scoring(version)
+    assert (done["done"], done["total"], done["run"], done.get("stopped")) == (
+        POOL,
+        POOL,
+        at_kill["run"],
+        None,
+    )
+    pool = set(Case.objects.filter(project=project, split=CaseSplit.POOL).values_list("pk", flat=True))
+    scores = list(CaseScore.objects.filter(model_version=version).values_list("case_id", "rank"))
+    assert sorted(c for c, _r in scores) == sorted(pool)  # every case once
+    assert sorted(r for _c, r in scores) == list(range(1, POOL + 1))  # one ranking
+    assert _chunk_files(project) == []
+    priorities = Case.objects.filter(pk__in=pool).values_list("priority", flat=True)
+    assert len(set(priorities)) == POOL  # the queue order is written for every case
+    wait_until(lambda: Prediction.objects.filter(model_version=version).count() >= POOL, timeout=240)
+    assert Prediction.objects.filter(model_version=version).count() == POOL  # one proposal per case
+    print(
+        f"\nscoring kill: killed after {at_kill['done']}/{POOL} cases ({at_kill['done'] // CHUNK} of "
+        f"{POOL // CHUNK} chunks); after the restart {len(scores)} scores, {POOL} proposals, 0 chunk files"
+    )
+
+
+def test_kill_9_during_an_explanation_report_then_it_resumes_and_completes_once(worker, monkeypatch):
+    project, ml, version = _project(1, 6)
+    methods = ["saliency", "smoothgrad"]
+    report = explanation_report_start(project=project, requested_by=ml, methods=methods, max_cases=6)
+    rows_total = len(methods) * len(report.case_ids)
+
+    def rows_done() -> int:
+        partial = ExplanationReport.objects.get(pk=report.pk).partial or {}
+        return sum(len(v) for v in (partial.get("rows") or {}).values())
+
+    wait_until(lambda: rows_done() >= 2, timeout=180, interval=0.05)
+    worker.freeze_and_kill()
+    report.refresh_from_db()
+    at_kill = rows_done()
+    assert report.status == ReportStatus.RUNNING and report.attempts == 1
+    assert 2 <= at_kill < rows_total, (at_kill, rows_total)
+
+    monkeypatch.setattr(explain_report, "REPORT_STALE_AFTER", timedelta(seconds=1))  # 10 min in production
+    wait_until(lambda: explanation_reports_reap() == [report.pk], timeout=30, interval=0.5)
+    worker.start()
+    wait_until(
+        lambda: ExplanationReport.objects.get(pk=report.pk).status not in ("queued", "running"), timeout=300
+    )
+    report.refresh_from_db()
+    assert report.status == ReportStatus.SUCCEEDED and report.attempts == 2, report.error
+    assert set(report.result["methods"]) == set(methods) and report.result["case_ids"] == report.case_ids
+    plots = list((Path(settings.MEDIA_ROOT) / f"projects/{project.pk}/explain-reports").iterdir())
+    assert [p.name for p in plots] == [f"report-{report.pk}.png"]
+    assert ExplanationReport.objects.filter(project=project).count() == 1
+    print(f"\nreport kill: killed after {at_kill}/{rows_total} rows; resumed and completed on attempt 2")
