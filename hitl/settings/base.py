@@ -261,6 +261,7 @@ CELERY_BEAT_SCHEDULE = {
     "expire-exports": {"task": "workers.tasks.export.exports_expire", "schedule": 3600.0},
     "reap-lost-exports": {"task": "workers.tasks.export.exports_reap", "schedule": 60.0},
     "reap-lost-reports": {"task": "workers.tasks.explain.explanation_reports_reap", "schedule": 60.0},
+    "reconcile-agreements": {"task": "workers.tasks.agreement.agreements_reconcile", "schedule": 60.0},
     "reap-abandoned-imports": {"task": "workers.tasks.ingest.import_jobs_reap", "schedule": 600.0},
 }
 CELERY_TASK_ALWAYS_EAGER = False
@@ -269,6 +270,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 HITL_WORKER_HEARTBEAT_SECONDS = env.int("HITL_WORKER_HEARTBEAT_SECONDS", default=10)
 HITL_TORCH_THREADS = env.int("HITL_TORCH_THREADS", default=1)
 HITL_LEASE_SECONDS = env.int("HITL_LEASE_SECONDS", default=1800)  # a reader's hold on a case
+# a multi-reader case whose agreement update was lost (worker killed) gets it again after this many seconds
+HITL_AGREEMENT_RECONCILE_SECONDS = env.int("HITL_AGREEMENT_RECONCILE_SECONDS", default=120)
 HITL_SCORING_CHUNK_CASES = env.int("HITL_SCORING_CHUNK_CASES", default=64)  # pool cases per scoring task
 HITL_EXPORT_TTL_DAYS = env.int("HITL_EXPORT_TTL_DAYS", default=7)  # export zips are deleted after this
 # On-demand explanations a reader waits for (interactive methods: one forward, at most one backward pass).

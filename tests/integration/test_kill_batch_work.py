@@ -1,5 +1,5 @@
-"""kill -9 the batch worker during pool scoring and during an explanation report (issue 16's drill): after a
-restart each completes exactly once.
+"""kill -9 the worker during pool scoring, an explanation report, an export and an agreement update (issue
+16's drill): after a restart each completes exactly once.
 
 A worker of this test's own consumes every queue while the session's worker (if one is running) stops
 consuming them (`celery control cancel_consumer`, restored at the end), so the tasks go where production
@@ -7,32 +7,38 @@ sends them: the outbox and the configured routes, nothing re-routed. The worker 
 moment the work is seen half done and then killed with SIGKILL, so the kill always lands mid-work. Its
 unacknowledged message comes back after the broker's visibility timeout (5 s here, 900 s by default:
 HITL_BROKER_VISIBILITY_SECONDS) and the restarted worker runs beat, whose outbox sweep sends whatever the
-dead worker had written but not yet sent."""
+dead worker had written but not yet sent, whose reapers queue a lost export or report again (their stale
+horizon shortened here), and whose agreement reconciler sends a lost agreement update again."""
 
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.db import transaction
 
-from annotations.models import Case, CaseSplit, Role
+from annotations.models import Agreement, Case, CaseSplit, Role
 from hitl.celery import app
 from hitl.core import task_names
 from hitl.core.lanes import ALL_QUEUES
+from hitl.core.models import OutboxMessage
 from hitl.core.outbox import outbox_enqueue
 from tests.factories import MembershipFactory, ProjectFactory, TrainingSettingsFactory, UserFactory
 from tests.integration.conftest import ROOT, subprocess_env, wait_until
-from tests.workers.test_training_helpers import add_case, make_version
+from tests.workers.test_training_helpers import add_case, annotate, make_version
 from workers.ml.research.phantoms import PhantomSpec, make_phantoms
 from workers.models import (
     CaseScore,
     ExplanationReport,
+    ExportJob,
+    ExportStatus,
     ModelVersion,
     Prediction,
     ReportStatus,
@@ -41,6 +47,8 @@ from workers.models import (
 )
 from workers.services import explain_report
 from workers.services.explain_report import explanation_report_start, explanation_reports_reap
+from workers.services.exports import job as export_job
+from workers.services.exports.job import export_job_create, exports_reap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,6 +82,7 @@ class OwnWorker:
             HITL_BROKER_VISIBILITY_SECONDS=str(VISIBILITY_S),
             HITL_SCORING_CHUNK_CASES=str(CHUNK),
             HITL_TORCH_THREADS="1",
+            HITL_AGREEMENT_RECONCILE_SECONDS="1",
         )
         self.hostname = f"kill-{uuid.uuid4().hex[:6]}@itest"
         cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", ",".join(ALL_QUEUES), "-c", "1"]
@@ -88,9 +97,12 @@ class OwnWorker:
         )
         assert self.proc.poll() is None, "the worker exited"
 
+    def freeze(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
     def freeze_and_kill(self) -> None:
         """SIGSTOP at once (the work stays half done), then SIGKILL the whole process group."""
-        os.killpg(self.proc.pid, signal.SIGSTOP)
+        self.freeze()
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
@@ -199,3 +211,59 @@ def test_kill_9_during_an_explanation_report_then_it_resumes_and_completes_once(
     assert [p.name for p in plots] == [f"report-{report.pk}.png"]
     assert ExplanationReport.objects.filter(project=project).count() == 1
     print(f"\nreport kill: killed after {at_kill}/{rows_total} rows; resumed and completed on attempt 2")
+
+
+def test_kill_9_during_an_export_then_it_is_queued_again_and_stored_once(worker, monkeypatch):
+    project, ml, _version = _project(0, 0)
+    batch = make_phantoms(120, seed=5, spec=PhantomSpec(size=(256, 256), modality="MR", num_classes=3))
+    for image, mask in zip(batch.images, batch.masks, strict=True):
+        add_case(project, user=ml, image=image, mask=mask, split=CaseSplit.TRAIN)
+    job = export_job_create(
+        project=project, requested_by=ml, formats=["nifti", "png", "coco"], include_images=True
+    )
+    exports = Path(settings.MEDIA_ROOT) / f"exports/project-{project.pk}"
+
+    def zips() -> list[str]:
+        return sorted(p.name for p in exports.glob("*")) if exports.exists() else []
+
+    wait_until(lambda: ExportJob.objects.get(pk=job.pk).progress > 0, timeout=120, interval=0.05)
+    worker.freeze_and_kill()
+    job.refresh_from_db()
+    at_kill = job.progress
+    assert job.status == ExportStatus.RUNNING and 0 < at_kill < 100, (job.status, at_kill)
+    assert zips() == []  # the zip is built in a temporary file: nothing half-written is stored
+
+    monkeypatch.setattr(export_job, "STALE_AFTER", timedelta(seconds=1))  # 5 min in production
+    wait_until(lambda: exports_reap() == [job.pk], timeout=30, interval=0.5)
+    worker.start()
+    wait_until(lambda: ExportJob.objects.get(pk=job.pk).status not in ("queued", "running"), timeout=300)
+    job.refresh_from_db()
+    assert job.status == ExportStatus.SUCCEEDED and job.attempts == 2, job.error
+    assert len(zips()) == 1 and job.result_path.endswith(zips()[0])  # one zip, the one on record
+    assert job.counts["masks"] == 120, job.counts
+    print(
+        f"\nexport kill: killed at {at_kill:.1f} %; queued again, stored once on attempt 2 ({job.size_bytes} B)"
+    )
+
+
+def test_kill_9_while_an_agreement_update_is_due_then_it_is_computed_once(worker):
+    project, ml, _version = _project(0, 0)
+    case = add_case(project, user=ml, image=np.zeros((64, 64), np.float32), mask=None, split=CaseSplit.POOL)
+    for i in range(2):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[10 : 40 + i, 10:40] = 1
+        annotate(case, mask=mask, user=UserFactory())
+    worker.freeze()  # frozen, the update is sent: the dying worker may already hold it
+    with transaction.atomic():
+        outbox_enqueue(task=task_names.AGREEMENT_UPDATE, kwargs={"case_id": case.pk})
+    time.sleep(1.0)
+    worker.freeze_and_kill()
+    assert not Agreement.objects.filter(case=case).exists()
+
+    worker.start()  # the message comes back, or the reconciler (beat, every minute) sends it again
+    wait_until(lambda: Agreement.objects.filter(case=case).exists(), timeout=150, interval=0.5)
+    time.sleep(VISIBILITY_S + 2.0)  # a late copy of the message would land now
+    assert Agreement.objects.filter(case=case).count() == 1
+    assert case.annotations.filter(kind="consensus").count() == 1
+    sent = OutboxMessage.objects.filter(task=task_names.AGREEMENT_UPDATE, kwargs__case_id=case.pk).count()
+    print(f"\nagreement kill: computed once after the restart; the update was sent {sent} times")

@@ -1,6 +1,6 @@
 """Celery tasks: thin; take ids, call a service. Registered by autodiscovery (workers.tasks)."""
 
-from .agreement import agreement_update
+from .agreement import agreement_update, agreements_reconcile
 from .explain import explanation_compute, explanation_report_task
 from .export import export_job_run, exports_expire
 from .imaging import image_analyse
@@ -11,6 +11,7 @@ from .training import training_auto_check, training_run_execute, training_runs_r
 
 __all__ = [
     "agreement_update",
+    "agreements_reconcile",
     "explanation_compute",
     "explanation_report_task",
     "export_job_run",

@@ -9,3 +9,10 @@ def agreement_update(case_id: int) -> int | None:
 
     agreement = update(case_id=case_id)  # idempotent: the same reader revisions are never computed twice
     return agreement.pk if agreement is not None else None
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
+def agreements_reconcile() -> int:
+    from workers.services.agreement_reconcile import agreements_reconcile as reconcile
+
+    return len(reconcile())
