@@ -24,9 +24,13 @@ from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Pr
 from annotations.models.queue import READ_ONCE
 from annotations.selectors.reading_policy import case_readers, readers_wanted
 from annotations.services.queue_pg import claim_one_statement
+from hitl.core import task_names
 from hitl.core.audit import audit_record
 from hitl.core.errors import DomainError
+from hitl.core.lanes import INTERACTIVE
+from hitl.core.outbox import outbox_enqueue
 from hitl.core.types import User
+from workers.selectors.registry import proposal_missing
 
 
 class QueueError(DomainError):
@@ -79,6 +83,21 @@ def case_claim_next(*, project: Project, reader: User, tab: str = "") -> Assignm
         return _claim_orm(project=project, reader=reader, tab=tab)
     except IntegrityError as exc:  # e.g. the same reader claiming twice at once: the constraint wins
         raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
+
+
+def proposal_soon(*, project_id: int, case_id: int) -> None:
+    """A claimed case the active version has not proposed for yet (beyond the head that a new version
+    proposes for first, while the pool is still being scored) gets its proposal on the interactive lane: the
+    reader waits for it, never behind a training run, a scoring or a report. Called after the claim, so the
+    claim itself stays one statement."""
+    version_id = proposal_missing(project_id=project_id, case_id=case_id)
+    if version_id is not None:
+        with transaction.atomic():
+            outbox_enqueue(
+                task=task_names.PROPOSAL_COMPUTE,
+                kwargs={"version_id": version_id, "case_ids": [case_id]},
+                queue=INTERACTIVE,
+            )
 
 
 @transaction.atomic

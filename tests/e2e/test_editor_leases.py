@@ -262,3 +262,46 @@ def test_a_lapsed_lease_and_a_revision_landed_meanwhile_end_in_the_conflict_dial
         latest = case.annotations.order_by("-revision").first()
         assert latest.revision == 2 and latest.base.revision == 1
         assert np.array_equal(mask_from_png(bytes_load(latest.mask_path)), mine["mask"])
+
+
+@pytest.mark.parametrize("drawn", [False, True])
+def test_a_proposal_that_arrives_after_the_case_opened_is_shown_and_never_overwrites_drawing(
+    page, login, project, world, reader, monkeypatch, drawn
+):
+    """A case claimed beyond the queue head opens before the active version proposed for it (the claim
+    asks for the proposal on the interactive lane; here nothing computes it until the test does)."""
+    from annotations.services import queue
+    from workers.models import Prediction
+    from workers.services.proposals import proposals_compute
+
+    with server_idle():
+        Prediction.objects.filter(model_version=world["version"]).delete()
+    asked: list[int] = []
+    monkeypatch.setattr(queue, "proposal_soon", lambda *, project_id, case_id: asked.append(case_id))
+    _open(page, login, project)
+    opened = editor_state(page)
+    assert opened["proposal"] is None and not opened["mask"].any() and asked == [opened["case"]]
+    if drawn:
+        drag(page, [(6.5, 8.5), (24.5, 8.5)])
+    mine = editor_state(page)["mask"]
+    with server_idle():
+        assert proposals_compute(version_id=world["version"].pk, case_ids=[opened["case"]]) == 1
+        stored = Prediction.objects.get(case_id=opened["case"], model_version=world["version"]).mask_path
+        proposal = mask_from_png(bytes_load(stored))
+    assert proposal.any()  # the untrained network draws something: the two masks can be told apart
+    page.wait_for_selector("#notice:has-text('proposal arrived')")
+    now = editor_state(page)
+    assert np.array_equal(now["proposal"], proposal) and "proposal v1" in page.locator("#layers").inner_text()
+    if drawn:  # the reader's drawing stays; Reset to proposal now uses it
+        assert np.array_equal(now["mask"], mine) and now["undo"] == 1
+        page.click("#btn-reset")
+        assert np.array_equal(editor_state(page)["mask"], proposal)
+    else:  # nothing drawn yet: the proposal becomes the starting mask, with nothing to undo
+        assert np.array_equal(now["mask"], proposal) and now["undo"] == 0
+    page.click("#btn-submit")
+    wait_ready(page, other_than=opened["case"])
+    saved = _saved(opened["case"], reader)
+    assert np.array_equal(saved, proposal)
+    with server_idle():
+        ann = Annotation.objects.get(case_id=opened["case"], author=reader)
+    assert ann.proposal_model_version_id == world["version"].pk

@@ -3,6 +3,7 @@
 With CI=true they must run: unreachable servers fail the session instead of skipping it."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -198,3 +199,64 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.25):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def session_worker_paused():
+    """The session's worker(s) stop consuming every queue for the test, and consume them again after."""
+    from hitl.celery import app
+
+    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    paused = [(host, q["name"]) for host, queues in replies.items() for q in queues]
+    for host, queue in paused:
+        app.control.cancel_consumer(queue, destination=[host], reply=True, timeout=5.0)
+    yield
+    for host, queue in paused:
+        app.control.add_consumer(queue, destination=[host], reply=True, timeout=5.0)
+
+
+class OwnWorker:
+    """A worker of a test's own on `queues` (with beat: the outbox sweep, the reapers), started again after
+    each kill; `env` adds settings."""
+
+    def __init__(
+        self, tmp: Path, queues: tuple[str, ...] = ALL_QUEUES, beat: bool = True, **env: str
+    ) -> None:
+        self.tmp, self.queues, self.beat, self.env = tmp, queues, beat, env
+        self.proc: subprocess.Popen | None = None
+        self.hostname = ""
+
+    def start(self) -> None:
+        from workers.models import WorkerHeartbeat
+
+        env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1", HITL_TORCH_THREADS="1", **self.env)
+        self.hostname = f"own-{uuid.uuid4().hex[:6]}@itest"
+        cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", ",".join(self.queues), "-c", "1"]
+        cmd += ["-n", self.hostname, "-l", "WARNING"]
+        if self.beat:
+            cmd += ["-B", "--schedule", str(self.tmp / f"beat-{self.hostname}")]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        wait_until(
+            lambda: (
+                self.proc.poll() is not None
+                or WorkerHeartbeat.objects.filter(hostname=self.hostname).exists()
+            ),
+            90,
+        )
+        assert self.proc.poll() is None, "the worker exited"
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def freeze_and_kill(self) -> None:
+        """SIGSTOP at once (the work stays half done), then SIGKILL the whole process group."""
+        assert self.proc is not None
+        self.freeze()
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def end(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)

@@ -10,12 +10,7 @@ HITL_BROKER_VISIBILITY_SECONDS) and the restarted worker runs beat, whose outbox
 dead worker had written but not yet sent, whose reapers queue a lost export or report again (their stale
 horizon shortened here), and whose agreement reconciler sends a lost agreement update again."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,13 +20,11 @@ from django.conf import settings
 from django.db import transaction
 
 from annotations.models import Agreement, Case, CaseSplit, Role
-from hitl.celery import app
 from hitl.core import task_names
-from hitl.core.lanes import ALL_QUEUES
 from hitl.core.models import OutboxMessage
 from hitl.core.outbox import outbox_enqueue
 from tests.factories import MembershipFactory, ProjectFactory, TrainingSettingsFactory, UserFactory
-from tests.integration.conftest import ROOT, subprocess_env, wait_until
+from tests.integration.conftest import OwnWorker, wait_until
 from tests.workers.test_training_helpers import add_case, annotate, make_version
 from workers.ml.research.phantoms import PhantomSpec, make_phantoms
 from workers.models import (
@@ -43,7 +36,6 @@ from workers.models import (
     Prediction,
     ReportStatus,
     VersionState,
-    WorkerHeartbeat,
 )
 from workers.services import explain_report
 from workers.services.explain_report import explanation_report_start, explanation_reports_reap
@@ -59,62 +51,13 @@ VISIBILITY_S = 5
 
 
 @pytest.fixture
-def session_worker_paused():
-    """The session's worker(s) stop consuming every queue for the test, and consume them again after."""
-    replies = app.control.inspect(timeout=2.0).active_queues() or {}
-    paused = [(host, q["name"]) for host, queues in replies.items() for q in queues]
-    for host, queue in paused:
-        app.control.cancel_consumer(queue, destination=[host], reply=True, timeout=5.0)
-    yield
-    for host, queue in paused:
-        app.control.add_consumer(queue, destination=[host], reply=True, timeout=5.0)
-
-
-class OwnWorker:
-    """A worker on every queue with beat (the outbox sweep), started again after each kill."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp, self.proc, self.hostname = tmp, None, ""
-
-    def start(self) -> None:
-        env = subprocess_env(
-            HITL_WORKER_HEARTBEAT_SECONDS="1",
-            HITL_BROKER_VISIBILITY_SECONDS=str(VISIBILITY_S),
-            HITL_SCORING_CHUNK_CASES=str(CHUNK),
-            HITL_TORCH_THREADS="1",
-            HITL_AGREEMENT_RECONCILE_SECONDS="1",
-        )
-        self.hostname = f"kill-{uuid.uuid4().hex[:6]}@itest"
-        cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", ",".join(ALL_QUEUES), "-c", "1"]
-        cmd += ["-n", self.hostname, "-l", "WARNING", "-B", "--schedule", str(self.tmp / "beat")]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-        wait_until(
-            lambda: (
-                self.proc.poll() is not None
-                or WorkerHeartbeat.objects.filter(hostname=self.hostname).exists()
-            ),
-            90,
-        )
-        assert self.proc.poll() is None, "the worker exited"
-
-    def freeze(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def freeze_and_kill(self) -> None:
-        """SIGSTOP at once (the work stays half done), then SIGKILL the whole process group."""
-        self.freeze()
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def end(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-
-@pytest.fixture
 def worker(services, session_worker_paused, tmp_path):
-    own = OwnWorker(tmp_path)
+    own = OwnWorker(
+        tmp_path,
+        HITL_BROKER_VISIBILITY_SECONDS=str(VISIBILITY_S),
+        HITL_SCORING_CHUNK_CASES=str(CHUNK),
+        HITL_AGREEMENT_RECONCILE_SECONDS="1",
+    )
     own.start()
     yield own
     own.end()

@@ -215,6 +215,17 @@ def prediction_layer_path(*, case: Case, version_id: int, layer: str) -> str | N
     return row or None
 
 
+def proposal_missing(*, project_id: int, case_id: int) -> int | None:
+    """The id of the project's active version when it has no proposal for the case yet; None when it has one
+    or there is no active version. One indexed query (a claim asks this)."""
+    return (
+        ModelVersion.objects.filter(project_id=project_id, state=VersionState.ACTIVE)
+        .exclude(predictions__case_id=case_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
 def active_version_number(*, project_id: int) -> int | None:
     """The number of the project's active version (None before the first): one indexed query."""
     return (

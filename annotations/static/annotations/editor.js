@@ -82,6 +82,7 @@ class Editor {
     this.setState("ready");
     if (readOnly) this.showReadOnly("This case is open in another tab or window of yours.");
     $("view").focus();
+    if (!readOnly && !revise && p.model_version && (!p.proposal || p.proposal.stale)) this.awaitProposal(caseId);
   }
 
   /** The heartbeat reports the project's active version: when it is no longer the one the layers came from
@@ -90,7 +91,11 @@ class Editor {
   async activeVersionIs(number) {
     const p = this.session.payload;
     if (!p || this.mode === "revise" || (p.model_version?.number ?? null) === (number ?? null)) return;
-    const fresh = await this.session.reloadModelLayers();
+    await this.showModelLayers(await this.session.reloadModelLayers());
+    this.notice(`Model v${number} is now active: its proposal and maps replace the old ones; your mask is unchanged.`, "info");
+  }
+
+  async showModelLayers(fresh) {
     this.viewer.overlays = [];
     this.layers = await buildLayers($("layers"), this.viewer, fresh);
     this.stopExplain?.();
@@ -98,7 +103,27 @@ class Editor {
     this.renderWhy(fresh);
     this.historyChanged();
     this.viewer.requestRender();
-    this.notice(`Model v${number} is now active: its proposal and maps replace the old ones; your mask is unchanged.`, "info");
+  }
+
+  /** The case opened without the active version's proposal (claimed beyond the queue head while the pool
+   * is still being scored): the claim asked for it on the interactive lane, so look again every 1.5 s for
+   * a minute. When it arrives it is shown, and becomes the mask if the reader has not drawn yet. */
+  async awaitProposal(caseId) {
+    for (let i = 0; i < 40; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      if (this.session.caseId !== caseId || this.state !== "ready" || this.mode === "revise") return;
+      let fresh;
+      try { fresh = await this.session.reloadModelLayers(); } catch { return; }  // the heartbeat reports trouble
+      if (this.session.caseId !== caseId) return;
+      if (!fresh.proposal || fresh.proposal.stale) continue;
+      const untouched = !this.history.dirty;
+      if (untouched) this.history.mask.set(this.session.proposalMask);
+      await this.showModelLayers(fresh);
+      this.viewer.updateMask(0, 0, this.viewer.width - 1, this.viewer.height - 1);
+      this.notice(untouched ? `Model v${fresh.proposal.model_version}'s proposal arrived and is now the mask.`
+        : `Model v${fresh.proposal.model_version}'s proposal arrived: "Reset to proposal" (R) uses it; your mask is unchanged.`, "info");
+      return;
+    }
   }
 
   async submit(retried = false) {
