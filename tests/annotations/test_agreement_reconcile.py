@@ -15,7 +15,9 @@ from workers.services.agreement_reconcile import agreements_missing, agreements_
 
 
 def _case(project, readers: int):
-    case = add_case(project, user=UserFactory(), image=np.zeros((16, 16), np.float32), mask=None, split="pool")
+    case = add_case(
+        project, user=UserFactory(), image=np.zeros((16, 16), np.float32), mask=None, split="pool"
+    )
     for i in range(readers):
         mask = np.zeros((16, 16), np.uint8)
         mask[4 : 10 + i, 4:10] = 1
