@@ -33,6 +33,7 @@ app.conf.task_queues = [Queue(name) for name in ("default", "ingest", "score", "
 app.conf.task_default_queue = "default"
 app.autodiscover_tasks(["hitl.core", "annotations", "workers"], related_name="tasks")
 
+from workers import memory  # noqa: E402, F401  (connects the trim after each task)
 from workers.heartbeat import HeartbeatStep  # noqa: E402  (needs the app configured first)
 
 app.steps["worker"].add(HeartbeatStep)

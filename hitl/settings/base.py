@@ -234,6 +234,8 @@ CELERY_TASK_IGNORE_RESULT = True  # state lives in our own rows, not in a result
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# a worker child whose resident memory passed this is replaced after its task (a safety net; 0 = never)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("HITL_WORKER_MAX_MEMORY_MB", default=4096) * 1024 or None
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3600)  # tasks may set a shorter one
 CELERY_TASK_ROUTES = {
     "workers.tasks.ingest.import_jobs_reap": {"queue": "default"},
