@@ -4,7 +4,7 @@ import ctypes.util
 
 import numpy as np
 import pytest
-from celery.signals import task_postrun
+from celery.signals import task_postrun, task_prerun
 
 from workers import memory
 
@@ -30,5 +30,16 @@ def test_trim_returns_freed_small_allocations_to_the_os():
     assert len(pins) == 4_000
 
 
-def test_the_trim_runs_after_every_task():
+def test_the_trim_runs_after_long_tasks_only(monkeypatch):
     assert memory.trim_after_task in [receiver for _key, receiver in task_postrun.receivers]
+    assert memory.task_started in [receiver for _key, receiver in task_prerun.receivers]
+    trimmed: list[bool] = []
+    monkeypatch.setattr(memory, "trim", lambda: trimmed.append(True) or True)
+    clock = iter([100.0, 100.2, 200.0, 203.0])  # a 0.2 s task, then a 3 s one
+    monkeypatch.setattr(memory, "_clock", lambda: next(clock))
+    memory.task_started(task_id="short")
+    memory.trim_after_task(task_id="short")
+    assert trimmed == []
+    memory.task_started(task_id="long")
+    memory.trim_after_task(task_id="long")
+    assert trimmed == [True] and memory._started == {}
