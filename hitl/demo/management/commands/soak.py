@@ -386,10 +386,7 @@ class Command(BaseCommand):
                 stop.set()
                 break
             with tally.lock:
-                done, bad = (
-                    len(tally.acks),
-                    sum(n for k, n in tally.statuses.items() if k.split()[1] >= "500"),
-                )
+                done, bad = len(tally.acks), server_errors(tally.statuses)
             self._log(f"{(time.monotonic() - t0) / 60:.1f} min: {done} submissions, {bad} 5xx")
         self._log("soak over: readers finish the request they are in")
 
