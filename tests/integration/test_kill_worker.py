@@ -100,3 +100,48 @@ def test_kill_9_during_training_then_a_restarted_worker_completes_it_once(own_wo
     assert run.status == RunStatus.SUCCEEDED and run.attempts == 2, run.outcome
     versions = ModelVersion.objects.filter(project=project).exclude(pk=active.pk)
     assert list(versions.values_list("pk", flat=True)) == [run.result_version_id]  # exactly one
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = open(f"/proc/{pid}/task/{pid}/children").read()  # noqa: PTH123
+    except FileNotFoundError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _grandchildren(pid: int) -> list[int]:
+    return [g for c in _children(pid) for g in _children(c)]
+
+
+def test_a_training_run_executes_in_its_own_process_and_its_death_is_reported(own_workers, monkeypatch):
+    """The worker forks a child per run (workers.isolation: its memory goes back to the OS when the run
+    ends). SIGKILL of that child alone (what the kernel's OOM killer does) ends the run FAILED with the
+    reason at once; the worker lives on and the next run succeeds."""
+    queue = f"oom-{uuid.uuid4().hex[:8]}"
+    proc = own_workers(queue)
+    project = TrainingSettingsFactory().project
+    ml = UserFactory()
+    MembershipFactory(project=project, user=ml, role=Role.ML_ENGINEER)
+    seed_project(project, ml, n_pool=4)
+    monkeypatch.setattr(training_service, "_enqueue_execute", lambda run_id: None)  # we route it ourselves
+    config = {**TINY, "epochs": 30, "max_steps_per_epoch": 4, "warm_start": False}
+    run = training_run_start(project=project, requested_by=ml, config_overrides=config)
+    training_run_execute.apply_async(kwargs={"run_id": run.pk}, queue=queue)
+    wait_until(lambda: len(TrainingRun.objects.get(pk=run.pk).epochs) >= 1, timeout=60)
+
+    trainers = _grandchildren(proc.pid)  # worker -> pool child -> the run's own process
+    assert len(trainers) == 1, trainers
+    os.kill(trainers[0], signal.SIGKILL)
+    wait_until(lambda: TrainingRun.objects.get(pk=run.pk).status != RunStatus.RUNNING, timeout=60)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.attempts == 1
+    assert run.outcome == "the training process died (signal SIGKILL); no version was registered"
+    assert proc.poll() is None and not ModelVersion.objects.filter(project=project).exists()
+
+    again = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+    training_run_execute.apply_async(kwargs={"run_id": again.pk}, queue=queue)
+    wait_until(lambda: TrainingRun.objects.get(pk=again.pk).status not in ("queued", "running"), timeout=240)
+    again.refresh_from_db()
+    assert again.status == RunStatus.SUCCEEDED, again.outcome
+    assert _grandchildren(proc.pid) == []  # the run's process is gone with it

@@ -253,6 +253,28 @@ def test_the_reaper_requeues_a_lost_run_once_then_fails_it(project, ml, seeded, 
     assert third.status == RunStatus.CANCELLED
 
 
+def test_a_run_whose_process_died_fails_with_the_reason_and_only_that_attempt(project, ml, no_enqueue):
+    run = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+    TrainingRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=1)
+    # Another attempt owns it (the child had claimed attempt 1, this message expected attempt 2): untouched.
+    assert not training_service.training_run_process_died(run_id=run.pk, attempts_before=1, exit_status="x")
+    assert training_service.training_run_process_died(
+        run_id=run.pk, attempts_before=0, exit_status="signal SIGKILL"
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.finished_at is not None
+    assert run.outcome == "the training process died (signal SIGKILL); no version was registered"
+    assert not training_service.training_run_process_died(run_id=run.pk, attempts_before=0, exit_status="x")
+
+    unclaimed = training_run_start(project=project, requested_by=ml, config_overrides=TINY)
+    assert training_service.training_run_process_died(
+        run_id=unclaimed.pk, attempts_before=0, exit_status="exit code 1"
+    )
+    assert TrainingRun.objects.get(pk=unclaimed.pk).status == RunStatus.FAILED
+    assert not training_service.training_run_process_died(run_id=10**9, attempts_before=0, exit_status="x")
+    assert not ModelVersion.objects.exists()
+
+
 def test_redelivery_reclaims_a_stale_run_once(project, ml, seeded, no_enqueue):
     from datetime import timedelta
 

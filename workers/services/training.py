@@ -182,6 +182,24 @@ def training_runs_reap(*, stale_after_s: float = STALE_AFTER_S) -> list[int]:
     return reaped
 
 
+def training_run_process_died(*, run_id: int, attempts_before: int, exit_status: str) -> bool:
+    """The process that executed the run (workers.isolation's child) died without ending it: out of memory,
+    killed by hand, a crashing native library. End the run FAILED now, with the reason, instead of leaving it
+    to the reaper (which would run it again, likely to the same death). Only the attempt that process
+    claimed (attempts_before + 1), or a run it died before claiming; True when a run was ended."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return False
+        claimed = run.status == RunStatus.RUNNING and run.attempts == attempts_before + 1
+        unclaimed = run.status == RunStatus.QUEUED and run.attempts == attempts_before
+        if not (claimed or unclaimed):
+            return False
+        mark(run, RunStatus.FAILED, f"the training process died ({exit_status}); no version was registered")
+    log.warning("training run %s: its process died (%s)", run_id, exit_status)
+    return True
+
+
 def _requeue(run: TrainingRun, outcome: str) -> None:
     """A lost attempt goes back to the queue (in the caller's transaction; the execute is sent after commit
     through the outbox, so a broker outage cannot lose it)."""

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotations.models import Project
 from hitl.core.storage import bytes_save
+from workers.isolation import describe_exit, run_in_child
 from workers.ml.al.scoring import mc_predict_proba
 from workers.ml.models.checkpoint import checkpoint_to_bytes
 from workers.ml.models.device import limit_cpu_threads
@@ -23,7 +24,7 @@ from workers.ml.models.training import EpochReport, TrainConfig, train
 from workers.models import RunStatus, TrainingRun
 from workers.services.datasets import LabelledSet, TrainingSets, labelled_images, training_sets_build
 from workers.services.registry import active_version, model_version_register
-from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark
+from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark, training_run_process_died
 from workers.services.training_config import context_of
 from workers.services.weights import model_load, model_state_load
 
@@ -125,6 +126,24 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         log.exception("training run %s failed", run_id)
         _finish(run_id, run.attempts, RunStatus.FAILED, f"failed: {type(exc).__name__}: {str(exc)[:500]}")
     return TrainingRun.objects.filter(pk=run_id).first()
+
+
+def training_run_execute_isolated(*, run_id: int) -> None:
+    """`training_run_execute` in a forked child (workers.isolation): what a run allocates goes back to the
+    operating system when it ends, so a long-lived worker stays flat over hundreds of runs; and a run that
+    kills its process (out of memory, a native crash) ends FAILED with the reason at once. An exception
+    while it runs (the task's soft time limit) kills the child and ends the run FAILED too; a worker
+    shutdown or kill leaves it RUNNING for the reaper, as before."""
+    before = TrainingRun.objects.filter(pk=run_id).values_list("attempts", flat=True).first()
+    if before is None:
+        return
+    try:
+        code = run_in_child(training_run_execute, run_id=run_id)
+    except Exception as exc:
+        training_run_process_died(run_id=run_id, attempts_before=before, exit_status=type(exc).__name__)
+        raise
+    if code != 0:
+        training_run_process_died(run_id=run_id, attempts_before=before, exit_status=describe_exit(code))
 
 
 def _execute_claimed(run: TrainingRun) -> None:

@@ -1,6 +1,7 @@
 """Training tasks (queue "train" through CELERY_TASK_ROUTES, the reaper and the auto-check included)."""
 
 from celery import shared_task
+from django.conf import settings
 
 # A CPU run with the defaults takes minutes; the hard limit is the last resort, the soft one lets the
 # service end the run FAILED ("time limit") before the worker process is killed.
@@ -9,15 +10,21 @@ TRAIN_HARD_LIMIT_S = TRAIN_SOFT_LIMIT_S + 300
 
 
 @shared_task(
+    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=TRAIN_SOFT_LIMIT_S,
     time_limit=TRAIN_HARD_LIMIT_S,
 )
-def training_run_execute(run_id: int) -> None:
-    from workers.services.training_run import training_run_execute as execute
+def training_run_execute(self, run_id: int) -> None:
+    from workers.services import training_run
 
-    execute(run_id=run_id)  # idempotent: returns at once unless the run is QUEUED (or stale RUNNING)
+    # Idempotent: returns at once unless the run is QUEUED (or stale RUNNING). In a worker, in a child
+    # process (HITL_TRAIN_IN_CHILD); an eager call (tests, the web process) runs in the caller.
+    if settings.HITL_TRAIN_IN_CHILD and not self.request.is_eager:
+        training_run.training_run_execute_isolated(run_id=run_id)
+    else:
+        training_run.training_run_execute(run_id=run_id)
 
 
 @shared_task(acks_late=True, soft_time_limit=60, time_limit=90)

@@ -1,0 +1,123 @@
+"""workers.isolation: work in a forked child gives its memory back, reports how it ended, dies with its parent
+and never outlives an interrupted wait."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from workers.isolation import describe_exit, run_in_child
+
+
+def _rss_bytes(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    """False once the process is gone or a zombie (killed, waiting for its parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _allocate(out: str, mb: int) -> None:
+    block = np.ones(mb * 2**20, dtype=np.uint8)  # touched: resident, not just reserved
+    Path(out).write_text(f"{int(block.sum())} {_rss_bytes()}")
+
+
+def _raise() -> None:
+    raise RuntimeError("boom")
+
+
+def _kill_self(sig: int) -> None:
+    os.kill(os.getpid(), sig)
+
+
+def _sleep_with_pid(out: str) -> None:
+    Path(out).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def test_the_childs_memory_is_not_the_parents(tmp_path):
+    out = tmp_path / "child.txt"
+    before = _rss_bytes()
+    assert run_in_child(_allocate, out=str(out), mb=300) == 0
+    total, child_rss = (int(v) for v in out.read_text().split())
+    assert total == 300 * 2**20 and child_rss > 300 * 2**20  # the child really held it
+    assert _rss_bytes() - before < 50 * 2**20  # and the parent never did
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "code", "text"),
+    [
+        (_raise, {}, 1, "exit code 1"),
+        (_kill_self, {"sig": int(signal.SIGKILL)}, -9, "signal SIGKILL"),
+        (_kill_self, {"sig": int(signal.SIGSEGV)}, -11, "signal SIGSEGV"),
+    ],
+)
+def test_how_the_child_ended_is_reported(fn, kwargs, code, text):
+    got = run_in_child(fn, **kwargs)
+    assert got == code and describe_exit(got) == text
+
+
+def test_an_interrupted_wait_kills_the_child_before_the_exception_leaves(tmp_path):
+    out = tmp_path / "pid"
+
+    def interrupt(*_):
+        raise SoftTimeLimitExceeded()  # what Celery raises in the waiting task
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(SoftTimeLimitExceeded):
+            run_in_child(_sleep_with_pid, out=str(out))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not _alive(int(out.read_text()))
+
+
+def test_the_child_dies_with_its_parent(tmp_path):
+    """kill -9 of a worker must not leave its training child running on (writing to the database)."""
+    out = tmp_path / "pid"
+    script = textwrap.dedent(
+        f"""
+        import django, os
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hitl.settings.test")
+        django.setup()
+        from tests.workers.test_isolation import _sleep_with_pid
+        from workers.isolation import run_in_child
+        run_in_child(_sleep_with_pid, out={str(out)!r})
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert _wait_for(lambda: out.exists() and out.read_text().strip() != "")
+        child = int(out.read_text())
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        assert _wait_for(lambda: not _alive(child))
+    finally:
+        parent.kill()
