@@ -92,3 +92,28 @@ def test_process_report_cpu_and_rss_per_group(monkeypatch):
     assert out["interactive"]["cpu_percent_of_one_core"] == 0.0
     assert out["batch"] == {"found": False}  # never sampled
     assert out["load1"] == {"mean": 1.0, "max": 1.0}
+
+
+def test_long_lived_processes_are_judged_apart_from_a_training_runs_own_process(monkeypatch):
+    """A lane's worker and pool process stay flat while a per-run child comes and goes: the group's total
+    jumps while the child lives, the long-lived processes' growth is 0, and the child's peak is reported."""
+    monkeypatch.setattr("os.sysconf", lambda name: 100)
+    mb = 2**20
+    rows = []
+    for t in range(0, 601, 15):
+        child = 700 * mb if 540 <= t < 600 else 0  # a training run near the end
+        resident = {"10": 150 * mb, "11": 550 * mb + (t // 15) * mb // 100}  # the pool process: +0.4 MB
+        rows.append(
+            {
+                "t": float(t),
+                "load1": 1.0,
+                "batch": {"pids": 3, "ticks": 0, "rss": sum(resident.values()) + child, "resident": resident},
+            }
+        )
+    batch = process_report(rows, warmup_s=60)["batch"]
+    assert batch["rss"]["growth"] > 0.3  # the total sees the child
+    assert batch["rss_resident"]["growth"] < 0.01 and set(batch["rss_per_process"]) == {"10", "11"}
+    assert 0 < batch["rss_max_process_growth"] < 0.01
+    assert batch["rss_short_lived_peak_mb"] == 700.0
+    rows[-1]["batch"]["resident"] = {"10": 150 * mb}  # the pool process was replaced before the end
+    assert set(process_report(rows, warmup_s=60)["batch"]["rss_per_process"]) == {"10"}

@@ -78,7 +78,7 @@ def rss_growth(samples: list[tuple[float, int]], *, warmup_s: float, window_s: f
     t_end = samples[-1][0]
     base = [r for t, r in samples if warmup_s <= t < warmup_s + window_s]
     end = [r for t, r in samples if t >= t_end - window_s]
-    if not base or not end:
+    if not base or not end or not sum(base):
         return {"warmup_mb": None, "end_mb": None, "growth": None}
     b, e = sum(base) / len(base), sum(end) / len(end)
     return {"warmup_mb": round(b / 2**20, 1), "end_mb": round(e / 2**20, 1), "growth": round((e - b) / b, 4)}
@@ -138,18 +138,22 @@ def _parents() -> dict[int, int]:
     return out
 
 
-def _descendants(root: int, parents: dict[int, int]) -> list[int]:
-    out, frontier = [root], [root]
+def _descendants(root: int, parents: dict[int, int]) -> list[tuple[int, int]]:
+    """(pid, depth below `root`) of `root` (depth 0) and everything under it."""
+    out, frontier, depth = [(root, 0)], [root], 0
     while frontier:
+        depth += 1
         frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
-        out += frontier
+        out += [(pid, depth) for pid in frontier]
     return out
 
 
-def service_groups(bind: str) -> dict[str, list[int]]:
-    """The run command's processes by group: the gunicorn master bound to `bind` (host:port) tells the run
-    command (its parent); each of that one's children whose command line names a group, with all of its
-    descendants, is that group ({} when no gunicorn is bound there)."""
+def service_groups(bind: str) -> dict[str, list[tuple[int, int]]]:
+    """The run command's processes by group, as (pid, depth): the gunicorn master bound to `bind`
+    (host:port) tells the run command (its parent); each of that one's children whose command line names a
+    group (depth 0), with all of its descendants, is that group ({} when no gunicorn is bound there).
+    Depth <= 1 are the long-lived processes (a gunicorn master and its workers, a Celery worker and its
+    pool processes); deeper ones live for one piece of work (a training run's own process)."""
     parents = _parents()
     masters = [
         pid
@@ -159,7 +163,7 @@ def service_groups(bind: str) -> dict[str, list[int]]:
     if not masters:
         return {}
     root = parents[masters[0]]
-    groups: dict[str, list[int]] = {g: [] for g in GROUPS}
+    groups: dict[str, list[tuple[int, int]]] = {g: [] for g in GROUPS}
     for child in (pid for pid, ppid in parents.items() if ppid == root):
         cmd = _cmdline(child)
         group = next((g for g, mark in GROUPS.items() if mark in cmd), None)
@@ -192,12 +196,35 @@ class Sampler:
         }
         for group, pids in service_groups(self.bind).items():
             ticks = rss = 0
-            for pid in pids:
+            resident: dict[str, int] = {}
+            for pid, depth in pids:
                 if stat := _read(f"/proc/{pid}/stat"):
                     ticks += parse_stat(stat)[1]
-                    rss += parse_vm_rss(_read(f"/proc/{pid}/status"))
-            row[group] = {"pids": len(pids), "ticks": ticks, "rss": rss}
+                    one = parse_vm_rss(_read(f"/proc/{pid}/status"))
+                    rss += one
+                    if depth <= 1:
+                        resident[str(pid)] = one
+            row[group] = {"pids": len(pids), "ticks": ticks, "rss": rss, "resident": resident}
         return row
+
+
+def resident_report(series: list[tuple[float, dict]], *, warmup_s: float) -> dict:
+    """The group's long-lived processes (depth <= 1): the growth of their sum and of each one that lived
+    through the whole soak (the largest is the verdict's figure), and the peak of the short-lived rest
+    (a training run's own process, whose memory goes back to the OS when it exits)."""
+    rows = [(t, g.get("resident", {})) for t, g in series]
+    total = rss_growth([(t, sum(r.values())) for t, r in rows], warmup_s=warmup_s)
+    each = {}
+    for pid in set.intersection(*(set(r) for _t, r in rows)) if rows else set():
+        each[pid] = rss_growth([(t, r[pid]) for t, r in rows], warmup_s=warmup_s)
+    growths = [g["growth"] for g in each.values() if g["growth"] is not None]
+    transient = [g["rss"] - sum(g.get("resident", {}).values()) for _t, g in series]
+    return {
+        "rss_resident": total,
+        "rss_per_process": each,
+        "rss_max_process_growth": max(growths) if growths else None,
+        "rss_short_lived_peak_mb": round(max(transient, default=0) / 2**20, 1),
+    }
 
 
 def process_report(rows: list[dict], *, warmup_s: float) -> dict:
@@ -217,6 +244,7 @@ def process_report(rows: list[dict], *, warmup_s: float) -> dict:
             "cpu_percent_of_one_core": round(cpu, 1),
             "rss": rss_growth([(t, g["rss"]) for t, g in series], warmup_s=warmup_s),
             "rss_mb_series": [[t, round(g["rss"] / 2**20, 1)] for t, g in series],
+            **resident_report(series, warmup_s=warmup_s),
         }
     loads = [r["load1"] for r in rows]
     out["load1"] = {"mean": round(sum(loads) / len(loads), 2), "max": max(loads)} if loads else {}
