@@ -55,6 +55,11 @@ api: list = [
         name="model-version-promote",
     ),
     path(
+        "model-versions/<int:version_id>/bundle",
+        training.ModelVersionBundleApi.as_view(),
+        name="model-version-bundle",
+    ),
+    path(
         "projects/<int:project_id>/learning-curve",
         training.LearningCurveApi.as_view(),
         name="learning-curve",

@@ -1,5 +1,7 @@
 """The ML engineer's and the data manager's pages in a real browser."""
 
+import zipfile
+
 import pytest
 
 from annotations.models import Role
@@ -48,6 +50,11 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     per_class = page.locator("#versions tr[data-version='1'] .per-class").inner_text()
     assert any(n in per_class for n in names), per_class  # validation Dice per class, by label name
     page.wait_for_selector("#curve svg circle")
+    with page.expect_download() as download:  # the version leaves the service as a MONAI bundle
+        page.click("#versions tr[data-version='1'] a.bundle-download")
+    names_in_zip = zipfile.ZipFile(download.value.path()).namelist()
+    assert any(n.endswith("/configs/inference.json") for n in names_in_zip), names_in_zip
+    assert any(n.endswith("/models/model.pt") for n in names_in_zip), names_in_zip
     page.wait_for_selector("#queue tr td:has-text('v1')")  # the pool was rescored by v1
     history = page.locator(f"#run-history tr[data-run='{run.pk}']")  # the run history, refreshed at the end
     history.wait_for()

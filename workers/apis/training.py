@@ -1,7 +1,10 @@
 """Training runs, model versions and the learning curve. Everyone in the project may read them; starting,
-cancelling, promoting and rolling back need Action.TRAIN (ML engineers, admins)."""
+cancelling, promoting, rolling back and downloading a version's weights (as a MONAI bundle) need
+Action.TRAIN (ML engineers, admins)."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +22,7 @@ from workers.selectors.registry import (
     training_run_list,
 )
 from workers.selectors.waiting import waiting_for
+from workers.services.model_export import model_version_bundle
 from workers.services.registry import model_version_promote, model_version_rollback
 from workers.services.training import training_run_cancel, training_run_start
 from workers.services.training_config import config_json_schema
@@ -209,6 +213,29 @@ class ModelVersionPromoteApi(APIView):
         require(roles, Action.TRAIN)
         version = model_version_promote(version=version, actor=request.user)
         return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelVersionBundleApi(APIView):
+    error_statuses = {"get": [409]}  # a version that has no bundle form (an RGB model)
+
+    @extend_schema(
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="the version as a MONAI bundle: configs/inference.json runs it with"
+                " `python -m monai.bundle run` on NIfTI files; configs/metadata.json holds the label names"
+                " and the version's provenance",
+            )
+        },
+        operation_id="model_versions_bundle",
+    )
+    def get(self, request, version_id: int):
+        version, roles = model_version_get_for_user(user=request.user, version_id=version_id)
+        require(roles, Action.TRAIN)
+        bundle = model_version_bundle(version=version, actor=request.user)
+        response = HttpResponse(bundle.data, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
+        return response
 
 
 class ModelVersionRollbackApi(APIView):

@@ -1,13 +1,17 @@
-"""A model version's weights: its checkpoint bytes (hash-checked) and the network built from them. Imports
-torch: used by workers (training, scoring, proposals, explanations), never by the web process."""
+"""A model version's weights: its checkpoint bytes (hash-checked) and the network built from them. The
+network (torch) is built by workers only (training, scoring, proposals, explanations); the web process reads
+the bytes alone (a bundle download), so torch is imported inside the functions that need it."""
+
+from __future__ import annotations
 
 import hashlib
-
-import torch
+from typing import TYPE_CHECKING
 
 from hitl.core.storage import bytes_load
-from workers.ml.models.checkpoint import checkpoint_from_bytes, read_checkpoint
 from workers.models import ModelVersion
+
+if TYPE_CHECKING:
+    import torch
 
 
 def weights_bytes(version: ModelVersion) -> bytes:
@@ -20,10 +24,14 @@ def weights_bytes(version: ModelVersion) -> bytes:
 
 def model_load(version: ModelVersion) -> torch.nn.Module:
     """The version's network on the CPU in eval mode."""
+    from workers.ml.models.checkpoint import checkpoint_from_bytes
+
     model, _cfg, _meta = checkpoint_from_bytes(weights_bytes(version))
     return model
 
 
 def model_state_load(version: ModelVersion) -> dict[str, torch.Tensor]:
+    from workers.ml.models.checkpoint import read_checkpoint
+
     state, _cfg, _meta = read_checkpoint(weights_bytes(version))
     return state

@@ -120,6 +120,12 @@ async function refreshVersions() {
       };
       act.append(b);
     }
+    if (boot.can.train) {  // the weights leave the service as a MONAI bundle (runs with `monai.bundle run`)
+      const a = document.createElement("a");
+      a.href = `/api/v1/model-versions/${v.id}/bundle`; a.download = ""; a.className = "small bundle-download";
+      a.textContent = "MONAI bundle"; a.title = `Download v${v.number} as a MONAI bundle (configs/inference.json runs it on NIfTI files)`;
+      act.append(" ", a);
+    }
     body.append(tr);
   }
   if (!versions.length) { const tr = document.createElement("tr"); cell(tr, "No model versions yet: start a training run.").colSpan = 10; body.append(tr); }

@@ -21,11 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.ml.models.checkpoint_format import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, checkpoint_parts
 from workers.ml.models.networks import NetworkConfig, build_network
-
-FORMAT_VERSION = 1
-WEIGHTS_NAME = "weights.pt"
-CONFIG_NAME = "config.json"
 
 
 def checkpoint_to_bytes(
@@ -48,14 +45,7 @@ def checkpoint_to_bytes(
 
 def read_checkpoint(data: bytes) -> tuple[dict[str, torch.Tensor], NetworkConfig, dict[str, Any]]:
     """(state_dict, net_cfg, meta) without building a network. Raises ValueError on a malformed file."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            config = json.loads(zf.read(CONFIG_NAME))
-            weights = zf.read(WEIGHTS_NAME)
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a checkpoint: {exc}") from exc
-    if config.get("format") != FORMAT_VERSION:
-        raise ValueError(f"unsupported checkpoint format {config.get('format')!r}")
+    config, weights = checkpoint_parts(data)
     state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("weights.pt does not hold a state_dict of tensors")

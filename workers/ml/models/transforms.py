@@ -32,9 +32,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-CT_WINDOW = (-1000.0, 1000.0)
-PERCENTILES = (1.0, 99.0)
-RGB_MODALITIES = frozenset({"RGB", "SM", "PATH", "PATHOLOGY", "XC", "GM"})
+from workers.ml.models.preparation import CT_WINDOW, PERCENTILES, RGB_MODALITIES  # noqa: F401  (re-exported)
 
 
 def is_rgb(raw: np.ndarray) -> bool:
