@@ -55,6 +55,11 @@ api: list = [
         name="model-version-promote",
     ),
     path(
+        "projects/<int:project_id>/model-bundles",
+        training.ModelBundleImportApi.as_view(),
+        name="model-bundle-import",
+    ),
+    path(
         "model-versions/<int:version_id>/bundle",
         training.ModelVersionBundleApi.as_view(),
         name="model-version-bundle",

@@ -206,3 +206,32 @@ def test_data_manager_reads_flag_and_skip_reasons_and_returns_a_flagged_case(pag
     with server_idle():
         flagged.refresh_from_db()
         assert flagged.flagged_at is None
+
+
+def test_ml_engineer_imports_a_monai_bundle_and_a_refused_one_says_why(page, login, project, member):
+    from tests.workers.test_model_import import UNET, make_bundle
+
+    engineer = member(Role.ML_ENGINEER, username="bundler")
+    seed_project(project, engineer)
+    login(page, "bundler")
+    page.goto(f"/projects/{project.pk}/ml/")
+    page.wait_for_selector("#versions >> text=No model versions yet")
+    page.expect_failures(400, "/model-bundles")
+    unsafe = make_bundle(extra_config={"x": "$import subprocess"})
+    page.set_input_files(
+        "#bundle-file", {"name": "unsafe.zip", "mimeType": "application/zip", "buffer": unsafe}
+    )
+    page.click("#bundle-import button[type=submit]")
+    page.wait_for_selector("#notice:has-text('subprocess')")
+    assert "unsafe_config" in page.locator("#notice").inner_text()
+
+    good = make_bundle(UNET)
+    page.set_input_files("#bundle-file", {"name": "toy.zip", "mimeType": "application/zip", "buffer": good})
+    page.click("#bundle-import button[type=submit]")  # eager Celery: the import runs inside the request
+    page.wait_for_selector("#versions tr[data-version='1']")
+    with server_idle():
+        run = TrainingRun.objects.get(project=project)
+        version = ModelVersion.objects.get(project=project, number=1)
+    assert run.trigger == "bundle" and run.status == RunStatus.SUCCEEDED, run.outcome
+    assert version.config["backend"] == "monai_bundle"
+    assert "bundle" in page.locator(f"#run-history tr[data-run='{run.pk}']").inner_text()

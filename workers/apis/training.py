@@ -2,14 +2,17 @@
 cancelling, promoting, rolling back and downloading a version's weights (as a MONAI bundle) need
 Action.TRAIN (ML engineers, admins)."""
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.selectors.projects import project_get_for_user
+from hitl.core.apis.errors import PayloadTooLarge
 from hitl.core.apis.pagination import Pagination, paginated_response
 from hitl.core.apis.strict import StrictSerializer
 from hitl.core.permissions import Action, require
@@ -23,6 +26,7 @@ from workers.selectors.registry import (
 )
 from workers.selectors.waiting import waiting_for
 from workers.services.model_export import model_version_bundle
+from workers.services.model_import import model_bundle_import
 from workers.services.registry import model_version_promote, model_version_rollback
 from workers.services.training import training_run_cancel, training_run_start
 from workers.services.training_config import config_json_schema
@@ -213,6 +217,37 @@ class ModelVersionPromoteApi(APIView):
         require(roles, Action.TRAIN)
         version = model_version_promote(version=version, actor=request.user)
         return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelBundleImportApi(APIView):
+    """Import a MONAI bundle as a model version: checked at once (400 with a code for a bundle that is
+    refused, nothing stored), then measured on the validation cases and gated by a run on the train queue."""
+
+    error_statuses = {"post": [409, 413, 507]}  # a run is open; over the upload limit; storage full
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="the bundle as a zip: configs/, models/model.pt")
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: TrainingRunOutputSerializer},
+        operation_id="model_bundles_import",
+    )
+    def post(self, request, project_id: int):
+        project, roles = project_get_for_user(user=request.user, project_id=project_id)
+        require(roles, Action.TRAIN)
+        data = request.data  # parses the body, through UploadSizeGuard
+        if getattr(request._request, "upload_too_large", False):
+            raise PayloadTooLarge(f"uploads are limited to {settings.HITL_MAX_UPLOAD_BYTES} bytes per file")
+        ser = self.InputSerializer(data=data)
+        ser.is_valid(raise_exception=True)
+        upload = ser.validated_data["file"]
+        run = model_bundle_import(project=project, data=upload.read(), actor=request.user)
+        headers = {"Location": f"/api/v1/training-runs/{run.pk}"}
+        return Response(
+            TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED, headers=headers
+        )
 
 
 class ModelVersionBundleApi(APIView):

@@ -14,7 +14,7 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.types import User
 from workers.ml.models.bundle import BundleError, BundleSpec, bundle_zip
-from workers.ml.models.checkpoint_format import checkpoint_parts
+from workers.ml.models.checkpoint_format import BUNDLE_BACKEND, checkpoint_parts
 from workers.ml.models.config import NetworkConfig
 from workers.models import ModelVersion, TrainingRun
 from workers.services.training_config import context_of
@@ -73,6 +73,8 @@ def model_version_bundle(*, version: ModelVersion, actor: User) -> Bundle:
         context=context,
         context_mm=context_mm,
         provenance=_provenance(version, model_pt_sha256=hashlib.sha256(weights_pt).hexdigest()),
+        network_def=config.get("network_def") if config.get("backend") == BUNDLE_BACKEND else None,
+        size_divisor=config.get("size_divisor"),
     )
     try:
         data = bundle_zip(weights_pt, spec)

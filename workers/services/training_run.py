@@ -15,7 +15,9 @@ from annotations.models import Project
 from hitl.core.storage import bytes_save
 from workers.isolation import describe_exit, run_in_child
 from workers.ml.al.scoring import mc_predict_proba
+from workers.ml.models.bundle_check import BundleRejected
 from workers.ml.models.checkpoint import checkpoint_to_bytes
+from workers.ml.models.checkpoint_format import BUNDLE_BACKEND
 from workers.ml.models.device import limit_cpu_threads
 from workers.ml.models.inference import predict_proba
 from workers.ml.models.metrics import METRIC_NAME, Calibration, SetMetrics, calibration, set_metrics
@@ -26,7 +28,7 @@ from workers.services.datasets import LabelledSet, TrainingSets, labelled_images
 from workers.services.registry import active_version, model_version_register
 from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark, training_run_process_died
 from workers.services.training_config import context_of
-from workers.services.weights import model_load, model_state_load
+from workers.services.weights import bundle_model_build, model_load, model_state_load
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,8 @@ def _execute_claimed(run: TrainingRun) -> None:
     sets = training_sets_build(project=run.project, label_policy=run.label_policy, config=run.config)
     revision_ids = sets.train.revision_ids + sets.validation.revision_ids + sets.test.revision_ids
     TrainingRun.objects.filter(pk=run.pk).update(revision_ids=revision_ids)
-    if not len(sets.train):
+    imported = run.config.get("backend") == BUNDLE_BACKEND  # a bundle is measured and gated, not trained
+    if not len(sets.train) and not imported:
         _finish(
             run.pk,
             attempt,
@@ -171,6 +174,9 @@ def _execute_claimed(run: TrainingRun) -> None:
         return
     net_cfg = NetworkConfig.from_dict(run.config["network"])
     train_cfg = TrainConfig.from_dict(run.config["train"])
+    if imported:
+        _register_bundle(run, attempt, sets, net_cfg, train_cfg.batch_size)
+        return
     init_state = model_state_load(run.base_version) if run.base_version is not None else None
     monitor = _RunMonitor(run.pk, attempt)
     result = train(
@@ -192,13 +198,42 @@ def _execute_claimed(run: TrainingRun) -> None:
             run.pk, attempt, RunStatus.CANCELLED, f"cancelled on request after {done} epoch(s); no version"
         )
         return
+    extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": run.seed}
+    _register(run, attempt, sets, result.model, net_cfg, train_cfg.batch_size, extra)
+
+
+def _register_bundle(
+    run: TrainingRun, attempt: int, sets: TrainingSets, net_cfg: NetworkConfig, batch_size: int
+) -> None:
+    """An imported MONAI bundle (workers.services.model_import): its network, built from the checked
+    definition with its own weights, measured and gated like a trained version (no training)."""
+    try:
+        model = bundle_model_build(run.config["bundle"], net_cfg)
+    except BundleRejected as exc:
+        _finish(run.pk, attempt, RunStatus.FAILED, f"the bundle was refused: {exc}")
+        return
+    network_def = run.config["bundle"]["network_def"]
+    _register(run, attempt, sets, model, net_cfg, batch_size, {"imported_bundle": True}, network_def)
+
+
+def _register(
+    run: TrainingRun,
+    attempt: int,
+    sets: TrainingSets,
+    model,
+    net_cfg: NetworkConfig,
+    batch_size: int,
+    extra: dict[str, Any],
+    network_def: dict[str, Any] | None = None,
+) -> None:
     mc = int(run.config.get("scoring", {}).get("mc_samples", 5))
-    metrics = evaluate(result.model, sets, net_cfg.num_classes, train_cfg.batch_size, mc)
+    metrics = evaluate(model, sets, net_cfg.num_classes, batch_size, mc)
     metrics["active_on_validation"] = active_on_validation(
-        run.project, sets, net_cfg.num_classes, train_cfg.batch_size, run_config=run.config
+        run.project, sets, net_cfg.num_classes, batch_size, run_config=run.config
     )
-    metrics |= {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": run.seed}
-    data = checkpoint_to_bytes(result.model, net_cfg, meta={"run": run.pk, "project": run.project_id})
+    metrics |= extra
+    meta = {"run": run.pk, "project": run.project_id}
+    data = checkpoint_to_bytes(model, net_cfg, meta=meta, network_def=network_def)
     # Weights first: the version row only ever points at a file that exists.
     path = bytes_save(f"projects/{run.project_id}/models/run-{run.pk}-a{attempt}.ckpt", data)
     model_version_register(

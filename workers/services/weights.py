@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 from hitl.core.storage import bytes_load
+from workers.ml.models.config import NetworkConfig
 from workers.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -35,3 +38,28 @@ def model_state_load(version: ModelVersion) -> dict[str, torch.Tensor]:
 
     state, _cfg, _meta = read_checkpoint(weights_bytes(version))
     return state
+
+
+def bundle_model_build(bundle: dict, net_cfg: NetworkConfig) -> torch.nn.Module:
+    """The network of an imported MONAI bundle (a run's config["bundle"], workers.services.model_import):
+    its stored zip checked again (hash and contents), the network built from the checked definition, its
+    weights loaded with weights_only=True, its input size divisor measured and its outputs checked.
+    Raises BundleRejected with the reason."""
+    from workers.ml.models.bundle_check import BundleRejected, check_bundle
+    from workers.ml.models.bundle_network import (
+        build_bundle_network,
+        check_outputs,
+        load_bundle_weights,
+        size_divisor,
+        with_size_divisor,
+    )
+
+    data = bytes_load(bundle["path"])
+    if hashlib.sha256(data).hexdigest() != bundle["sha256"]:
+        raise BundleRejected("bad_weights", "the stored bundle does not match its recorded hash")
+    checked = check_bundle(data, max_uncompressed=settings.HITL_MAX_UNCOMPRESSED_BYTES)
+    model = build_bundle_network(checked.network_def)
+    load_bundle_weights(model, checked.weights)
+    divisor = size_divisor(model, net_cfg.in_channels)
+    check_outputs(model, net_cfg.in_channels, net_cfg.num_classes, divisor)
+    return with_size_divisor(model, divisor)

@@ -1,7 +1,7 @@
 // The ML engineer's page: training runs with live progress, model versions (promote / roll back), the
 // learning curve, active-learning settings and the queue head.
 
-import { bootData, get, getAll, patch, post } from "./api.js";
+import { ApiError, bootData, csrfToken, get, getAll, patch, post } from "./api.js";
 import { $, cell, fmt, notice } from "./dom.js";
 import { refreshHistory } from "./ml_runs.js";
 import { learningCurveSvg } from "./plot.js";
@@ -186,6 +186,28 @@ $("btn-start").onclick = () => {
   watching = true;  // its end replaces the notice below, however fast it comes
   act_(() => post(`/api/v1/projects/${pid}/training-runs`, { config }), "Training run started.");
 };
+// A MONAI bundle becomes a run with trigger "bundle": checked at once (a refusal says why), then measured on
+// the validation cases and gated like a trained version.
+async function importBundle(file) {
+  const data = new FormData();
+  data.append("file", file);
+  const resp = await fetch(`/api/v1/projects/${pid}/model-bundles`, {
+    method: "POST", body: data, credentials: "same-origin",
+    headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+  });
+  const body = await resp.json().catch(() => null);
+  if (!resp.ok) throw new ApiError(resp.status, body);
+  return body;
+}
+if ($("bundle-import")) {
+  $("bundle-import").onsubmit = (e) => {
+    e.preventDefault();
+    const file = $("bundle-file").files[0];
+    if (!file) return;
+    watching = true;
+    act_(() => importBundle(file), `Bundle ${file.name} accepted: it is measured on the validation cases and gated.`);
+  };
+}
 $("btn-cancel").onclick = () => run && act_(() => post(`/api/v1/training-runs/${run.id}/cancel`), "Cancel requested.");
 $("btn-rollback").onclick = () => {
   if (!window.confirm("Roll back to the previously active version? Readers get its proposals from now on and the pool is re-scored.")) return;

@@ -59,6 +59,8 @@ class BundleSpec:
     context: int = 1
     context_mm: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    network_def: dict[str, Any] | None = None  # an imported bundle's own network (else the built-in U-Net)
+    size_divisor: int | None = None  # with network_def: the multiple its input sides must be
 
 
 def check_exportable(spec: BundleSpec) -> None:
@@ -66,7 +68,7 @@ def check_exportable(spec: BundleSpec) -> None:
         raise BundleError(
             "only grayscale volume models export as a MONAI bundle (an RGB model reads no NIfTI volume)"
         )
-    if spec.net.arch != "unet":
+    if spec.network_def is None and spec.net.arch != "unet":
         raise BundleError(f"the {spec.net.arch} architecture does not export as a bundle yet")
     if len(spec.label_names) != spec.net.num_classes:
         raise BundleError(f"{len(spec.label_names)} label names for {spec.net.num_classes} output classes")
@@ -142,7 +144,7 @@ def _context(spec: BundleSpec) -> dict[str, Any] | None:
 
 
 def inference_config(spec: BundleSpec) -> dict[str, Any]:
-    divisor = 2 ** (len(spec.net.channels) - 1)
+    divisor = spec.size_divisor or 2 ** (len(spec.net.channels) - 1)
     transforms = [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True},
         {"_target_": "EnsureChannelFirstd", "keys": "image"},
@@ -171,7 +173,7 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         "output_dir": "$os.path.join(@bundle_root, 'eval')",
         "datalist": "$sorted(glob.glob(os.path.join(@dataset_dir, '*.nii*')))",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "network_def": network_def(spec.net),
+        "network_def": spec.network_def or network_def(spec.net),
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": [t for t in transforms if t is not None]},
         "dataset": {

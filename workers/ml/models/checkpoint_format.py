@@ -12,6 +12,7 @@ from typing import Any
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "weights.pt"
 CONFIG_NAME = "config.json"
+BUNDLE_BACKEND = "monai_bundle"  # config.json "backend" of an imported MONAI bundle's network (else built-in)
 
 
 def checkpoint_parts(data: bytes) -> tuple[dict[str, Any], bytes]:

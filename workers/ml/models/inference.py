@@ -34,7 +34,12 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def network_divisor(model: nn.Module) -> int:
-    """Product of the strides of the first (possibly wrapped) MONAI UNet; 1 for other models."""
+    """The multiple the input sides must be: `model.size_divisor` when set (an imported bundle's network,
+    measured at import), else the product of the strides of the first (possibly wrapped) MONAI UNet; 1 for
+    other models."""
+    given = getattr(model, "size_divisor", None)
+    if isinstance(given, int) and given >= 1:
+        return given
     for mod in model.modules():
         if isinstance(mod, UNet):
             return int(np.prod(mod.strides))

@@ -4,7 +4,8 @@ Contract used by training, inference, scoring and explanations:
 - input  ``x``: float tensor (B, in_channels, H, W), H and W divisible by 2**(len(channels)-1)
 - output logits: (B, num_classes, H, W); class 0 is background
 - ``cam_layer_name(cfg)``: name of a decoder module suited to (Seg-)Grad-CAM
-- ``bottleneck_embedding(model, x)``: pooled bottleneck features (B, channels[-1]) for diversity
+- ``bottleneck_embedding(model, x)``: pooled bottleneck features (B, channels[-1]) for diversity; for a
+  network of another layout (an imported MONAI bundle's), the pooled output logits (B, K)
 - dropout stays in the network so MC-dropout can enable it at inference
 
 Architectures (``cfg.arch``): "unet" (MONAI UNet, residual units, instance norm) and "attention_unet"
@@ -83,6 +84,8 @@ def cam_layer_name(model: nn.Module) -> str:
     low-passes the map on the layer's grid before upsampling it, which removes the checkerboard there too.
     """
     names = {n for n, _ in model.named_modules()}
+    if not isinstance(model, UNet | AttentionUnet):  # an imported bundle's network: its last feature layer
+        return _last_feature_conv(model)
     if isinstance(model, AttentionUnet):
         for name in ("model.1.submodule.1.merge", "model.1.merge"):  # the second: 2-level networks only
             if name in names:
@@ -93,8 +96,20 @@ def cam_layer_name(model: nn.Module) -> str:
     return "model.1"
 
 
+def _last_feature_conv(model: nn.Module) -> str:
+    """The convolution before the output head (the last 2D convolution registered), for a network of any
+    other layout: the features the head reads, as for the U-Net."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convs:
+        raise ValueError("a network without 2D convolutions has no layer for Grad-CAM")
+    return convs[-2] if len(convs) > 1 else convs[-1]
+
+
 def bottleneck_embedding(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Global-average-pooled bottleneck activations, (B, C). Runs one forward pass."""
+    """Global-average-pooled bottleneck activations, (B, C). Runs one forward pass. A network that is no
+    MONAI UNet or AttentionUnet (an imported bundle's) gives its pooled output logits instead (B, K)."""
+    if not isinstance(model, UNet | AttentionUnet):
+        return model(x).mean(dim=(2, 3))
     feats: list[torch.Tensor] = []
     handle = _bottleneck(model).register_forward_hook(lambda _m, _i, out: feats.append(out))
     try:
