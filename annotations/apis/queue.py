@@ -3,7 +3,7 @@
 import re
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
@@ -248,13 +248,44 @@ class RevisionOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+# The two mask encodings (annotations.services.masks.mask_decode), so that a client written from the schema
+# knows them: a lossless 8-bit PNG in base64, or row-major runs of label values.
+MASK_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"format": {"type": "string", "enum": ["png_base64"]}, "data": {"type": "string"}},
+            "required": ["format", "data"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "format": {"type": "string", "enum": ["rle"]},
+                "size": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+                "values": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+                "lengths": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+            "required": ["format", "size", "values", "lengths"],
+        },
+    ]
+}
+
+
+@extend_schema_field(MASK_SCHEMA)
+class MaskField(serializers.DictField):
+    """A mask in one of the MASK_SCHEMA encodings (decoded and checked against the image by mask_decode)."""
+
+
 class SubmitApi(APIView):
     error_statuses = {"post": [409, 507]}  # stale base revision, no lease; storage full
 
     class InputSerializer(StrictSerializer):
-        mask = serializers.DictField(
-            help_text='{"format": "png_base64", "data": ...} or {"format": "rle", ...}'
-        )
+        mask = MaskField(help_text='{"format": "png_base64", "data": ...} or {"format": "rle", ...}')
         base_revision = serializers.IntegerField(allow_null=True, min_value=1)
         time_spent_s = serializers.FloatField(min_value=0, max_value=86400)
         proposal_model_version = serializers.IntegerField(allow_null=True, required=False, default=None)

@@ -65,7 +65,7 @@ def _rle_decode(payload: dict, shape: tuple[int, int]) -> np.ndarray:
         h, w = (int(v) for v in payload["size"])
         values = np.asarray(payload["values"], dtype=np.int64)
         lengths = np.asarray(payload["lengths"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a run past int64
         raise MaskError("invalid_mask", "RLE needs size [H, W], values and lengths") from exc
     if (h, w) != tuple(shape):  # before expanding the runs: a forged size could ask for gigabytes
         raise _shape_mismatch((h, w), shape)
@@ -73,6 +73,8 @@ def _rle_decode(payload: dict, shape: tuple[int, int]) -> np.ndarray:
         raise MaskError(
             "invalid_mask", "RLE values and lengths must be equal-length lists of non-negative runs"
         )
+    if lengths.size and int(lengths.max()) > h * w:  # before summing: huge runs could wrap the int64 sum
+        raise MaskError("invalid_mask", f"an RLE run is longer than the image's {h * w} pixels")
     if int(lengths.sum()) != h * w:
         raise MaskError("invalid_mask", f"RLE runs cover {int(lengths.sum())} pixels, not {h * w}")
     if values.size and (values.min() < 0 or values.max() > 255):

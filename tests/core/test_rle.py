@@ -36,3 +36,18 @@ def test_api_rle_known_answer_and_round_trip():
     with pytest.raises(MaskError) as err:
         mask_decode({"format": "rle", "size": [2, 3], "values": [0], "lengths": [5]}, shape=(2, 3))
     assert err.value.code == "invalid_mask"
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [2**127, 1],  # past int64: numpy cannot even hold it
+        [2**62, 2**62, 2**62, 2**62, 4],  # each fits, but their int64 sum wraps around to 4
+        [-1, 5],
+    ],
+)
+def test_rle_runs_that_overflow_or_wrap_are_a_400_not_a_crash(lengths):
+    payload = {"format": "rle", "size": [2, 2], "values": [1] * len(lengths), "lengths": lengths}
+    with pytest.raises(MaskError) as err:
+        mask_decode(payload, shape=(2, 2))
+    assert err.value.code == "invalid_mask"

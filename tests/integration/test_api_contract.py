@@ -33,12 +33,14 @@ MAX_EXAMPLES = int(os.environ.get("HITL_CONTRACT_EXAMPLES", "15"))  # per operat
 SEED = os.environ.get("HITL_CONTRACT_SEED", "20261130")  # fixed: a CI failure reproduces exactly
 SKIPPED_OPERATIONS = ("auth_token_revoke", "auth_token_revoke_all")
 # Refusals of schema-valid requests for reasons no schema can state: the bytes of an upload are not an
-# image (400) or exceed a pixel limit (413), a mask does not decode to the case's shape, a username names
+# image (400) or exceed a pixel limit (413), the bytes of a bundle are not a MONAI bundle (400), a mask does not decode to the case's shape, a username names
 # nobody, two label classes share a value (JSON Schema has no "unique by key"). Each is a 400 (or 413)
 # with the API's error body; nothing else is relaxed, and no other operation is.
 CONTENT_REFUSALS = {
     "images_import": ["400", "413"],
+    "model_bundles_import": ["400", "413"],
     "annotations_submit": ["400"],
+    "annotations_revise": ["400"],  # the same body as a submission: a mask that does not decode
     "members_add": ["400"],
     "projects_update": ["400"],
 }
