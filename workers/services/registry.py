@@ -112,7 +112,8 @@ def model_version_register(
     """Register the weights of a RUNNING run (attempt `attempt`) as a new version, gate it, and finish the
     run as SUCCEEDED, all in one transaction. Returns None (and deletes the weights file after commit)
     when the run is no longer this attempt's to finish (reaped, cancelled, re-claimed)."""
-    run = TrainingRun.objects.select_for_update().select_related("project").get(pk=run_id)
+    # The run's row alone (FOR UPDATE of the joined project would block every submission's audit insert).
+    run = TrainingRun.objects.select_for_update(of=("self",)).select_related("project").get(pk=run_id)
     if run.status != RunStatus.RUNNING or run.attempts != attempt:
         transaction.on_commit(lambda: delete_quietly([weights_path]))
         return None
@@ -129,7 +130,9 @@ def model_version_register(
         metrics=metrics,
     )
     active = (
-        ModelVersion.objects.select_for_update().filter(project=project, state=VersionState.ACTIVE).first()
+        ModelVersion.objects.select_for_update(no_key=True)
+        .filter(project=project, state=VersionState.ACTIVE)
+        .first()
     )
     tolerance = training_settings_for(project).gating_tolerance
     promote, outcome = gating_decide(tolerance=tolerance, metrics=metrics, active=active)
@@ -159,11 +162,11 @@ def _audit_metrics(metrics: dict) -> dict:
 @transaction.atomic
 def model_version_promote(*, version: ModelVersion, actor: User) -> ModelVersion:
     """Make a candidate or retired version active by hand (bypasses gating; audited)."""
-    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    version = ModelVersion.objects.select_for_update(no_key=True).get(pk=version.pk)
     if version.state == VersionState.ACTIVE:
         raise ConflictError("already_active", f"v{version.number} is already the active version")
     previous = (
-        ModelVersion.objects.select_for_update()
+        ModelVersion.objects.select_for_update(no_key=True)
         .filter(project_id=version.project_id, state=VersionState.ACTIVE)
         .first()
     )
@@ -183,7 +186,9 @@ def model_version_rollback(*, project: Project, actor: User) -> ModelVersion:
     """Re-activate the previous active version: the retired, once-active one promoted most recently before
     the current active one (repeated rollbacks walk further back). Raises ConflictError if there is none."""
     current = (
-        ModelVersion.objects.select_for_update().filter(project=project, state=VersionState.ACTIVE).first()
+        ModelVersion.objects.select_for_update(no_key=True)
+        .filter(project=project, state=VersionState.ACTIVE)
+        .first()
     )
     candidates = ModelVersion.objects.filter(
         project=project, state=VersionState.RETIRED, promoted_at__isnull=False

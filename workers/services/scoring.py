@@ -181,7 +181,15 @@ def _store_scores(
     *, version: ModelVersion, case_ids: list[int], scores: PoolScores, order: np.ndarray, strategy: str
 ) -> list[int]:
     # Lock the version so a promote/rollback racing with us is seen: only the active version sets the queue.
-    version = ModelVersion.objects.select_for_update().select_related("project").get(pk=version.pk)
+    # FOR NO KEY UPDATE of the version row alone: a submission meanwhile holds its case's row and inserts an
+    # annotation whose foreign keys (the proposal's version, the project of its audit event) take KEY SHARE
+    # locks; FOR UPDATE here (or of the joined project) would block those while we wait for its case row to
+    # rank the pool: a deadlock (one in 1,519 soak submissions got a 503 from it).
+    version = (
+        ModelVersion.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("project")
+        .get(pk=version.pk)
+    )
     if version.state != VersionState.ACTIVE:
         return []
     n = len(order)

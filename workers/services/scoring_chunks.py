@@ -107,7 +107,9 @@ def chunks_delete(version: ModelVersion, run: str, n: int) -> None:
 def chunk_advance(version_id: int, run: str, index: int, scored: int) -> bool:
     """Mark chunk `index` done (under the version's row lock); False when it is no longer due (another
     delivery did it, or the run was superseded): the caller then stops."""
-    version = ModelVersion.objects.select_for_update().filter(pk=version_id).only("scoring").first()
+    version = (
+        ModelVersion.objects.select_for_update(no_key=True).filter(pk=version_id).only("scoring").first()
+    )
     state = version.scoring if version is not None else None
     if not state or state.get("run") != run or state.get("next") != index:
         return False

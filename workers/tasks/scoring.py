@@ -1,14 +1,23 @@
 """Scoring tasks (queue "score"): re-score the pool for the active version, proposals, cold-start order."""
 
 from celery import shared_task
+from django.conf import settings
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=3000, time_limit=3600)
-def scoring_run(project_id: int, version_id: int, run: str = "", chunk: int = 0) -> int:
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=3000, time_limit=3600)
+def scoring_run(self, project_id: int, version_id: int, run: str = "", chunk: int = 0) -> int | None:
+    from workers.isolation import run_in_child
     from workers.services.scoring import scoring_run as score
 
-    # no-op unless the version is still active and this chunk is due (scoring_chunks)
-    return score(project_id=project_id, version_id=version_id, run=run, chunk=chunk)
+    # No-op unless the version is still active and this chunk is due (scoring_chunks). In a worker, in a
+    # child process (HITL_BATCH_IN_CHILD: what a chunk allocates goes back to the OS); a child that died
+    # (out of memory) is retried once, as a redelivery after a worker's death would be.
+    kwargs = {"project_id": project_id, "version_id": version_id, "run": run, "chunk": chunk}
+    if not settings.HITL_BATCH_IN_CHILD or self.request.is_eager:
+        return score(**kwargs)
+    if run_in_child(score, **kwargs) != 0:
+        raise self.retry(countdown=5, max_retries=1)
+    return None
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=900, time_limit=1000)

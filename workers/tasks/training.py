@@ -20,8 +20,8 @@ def training_run_execute(self, run_id: int) -> None:
     from workers.services import training_run
 
     # Idempotent: returns at once unless the run is QUEUED (or stale RUNNING). In a worker, in a child
-    # process (HITL_TRAIN_IN_CHILD); an eager call (tests, the web process) runs in the caller.
-    if settings.HITL_TRAIN_IN_CHILD and not self.request.is_eager:
+    # process (HITL_BATCH_IN_CHILD); an eager call (tests, the web process) runs in the caller.
+    if settings.HITL_BATCH_IN_CHILD and not self.request.is_eager:
         training_run.training_run_execute_isolated(run_id=run_id)
     else:
         training_run.training_run_execute(run_id=run_id)

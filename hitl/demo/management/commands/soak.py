@@ -221,6 +221,7 @@ def resident_report(series: list[tuple[float, dict]], *, warmup_s: float) -> dic
     transient = [g["rss"] - sum(g.get("resident", {}).values()) for _t, g in series]
     return {
         "rss_resident": total,
+        "rss_resident_mb_series": [[t, round(sum(r.values()) / 2**20, 1)] for t, r in rows],
         "rss_per_process": each,
         "rss_max_process_growth": max(growths) if growths else None,
         "rss_short_lived_peak_mb": round(max(transient, default=0) / 2**20, 1),
