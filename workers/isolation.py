@@ -24,6 +24,7 @@ Contract of `run_in_child(fn, **kwargs)`:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -48,11 +49,16 @@ def run_in_child(fn: Callable[..., Any], /, **kwargs: Any) -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover  (the child: coverage does not follow it)
-        os._exit(_child_main(parent, fn, kwargs))
+        code = 1
+        try:
+            code = _child_main(parent, fn, kwargs)
+        finally:
+            os._exit(code)  # never back into the parent's code (its task loop, its atexit handlers)
     try:
         _, status = os.waitpid(pid, 0)
     except BaseException:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended in between
+            os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
     return os.waitstatus_to_exitcode(status)

@@ -234,4 +234,5 @@ def test_ml_engineer_imports_a_monai_bundle_and_a_refused_one_says_why(page, log
         version = ModelVersion.objects.get(project=project, number=1)
     assert run.trigger == "bundle" and run.status == RunStatus.SUCCEEDED, run.outcome
     assert version.config["backend"] == "monai_bundle"
-    assert "bundle" in page.locator(f"#run-history tr[data-run='{run.pk}']").inner_text()
+    assert "MONAI bundle toy_bundle" in page.locator(f"#run-history tr[data-run='{run.pk}']").inner_text()
+    page.wait_for_selector("#run-recipe:has-text('Imported MONAI bundle toy_bundle 0.1.0 (UNet)')")

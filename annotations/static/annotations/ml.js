@@ -44,6 +44,10 @@ function showRun(r) {
  * implied (patch, batch, depth), the epochs and whether it fine-tunes the active version. */
 function recipeText(r) {
   const c = r.config || {};
+  if (c.bundle) {  // an imported MONAI bundle: its own network and weights, measured and gated, not trained
+    const target = (c.bundle.network_def || {})._target_ || "";
+    return `Imported MONAI bundle ${c.bundle.name} ${c.bundle.version || ""} (${target.split(".").pop()}): measured on the validation cases and gated, not trained`;
+  }
   const fp = c.fingerprint, t = c.train || {}, net = c.network || {};
   const parts = [];
   if (fp) {

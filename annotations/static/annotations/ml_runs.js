@@ -15,6 +15,7 @@ function duration(r) {
 
 function recipe(r) {
   const c = r.config || {}, t = c.train || {}, ctx = (c.input || {}).context_slices || 1;
+  if (c.bundle) return `MONAI bundle ${c.bundle.name} ${c.bundle.version || ""}: measured, not trained`;
   const parts = [`${t.epochs ?? "?"} epochs`, t.patch_size ? `patch ${t.patch_size[0]}` : null, ctx > 1 ? `2.5D (${ctx})` : "2D",
     r.base_version ? "fine-tune" : "from scratch"];
   return parts.filter(Boolean).join(", ");
