@@ -210,7 +210,9 @@ def test_a_downloaded_version_runs_with_the_monai_bundle_cli_and_reproduces_the_
     want = np.stack([mask_from_png(bytes_load(proposals[c.pk].mask_path)) for c in cases])
     assert got.shape == want.shape
     dice = {k: _dice(got, want, k) for k in (1, 2)}
-    print(f"bundle CLI vs the service's proposals: Dice per class {dice}, pixels equal {(got == want).mean():.4f}")
+    print(
+        f"bundle CLI vs the service's proposals: Dice per class {dice}, pixels equal {(got == want).mean():.4f}"
+    )
     for k in (1, 2):
         assert (want == k).any() and dice[k] >= 0.99, dice
 

@@ -180,6 +180,13 @@ REFUSED = [
         lambda: make_bundle(extra_config={"run": {"_target_": "os.system"}}),
         "unsafe_config",
     ),
+    (
+        "a file-writing function nested in network_def",
+        lambda: make_bundle(
+            {**UNET, "act": {"_target_": "monai.networks.utils.save_state", "src": {}}}, weights=b"x"
+        ),
+        "unsafe_config",
+    ),
     ("dunder escape", lambda: make_bundle(extra_config={"x": "$().__class__.__base__"}), "unsafe_config"),
     ("expression in network", lambda: make_bundle({**UNET, "channels": "$[4, 8, 16]"}), "unsafe_config"),
     ("3D network", lambda: make_bundle({**UNET, "spatial_dims": 3}, weights=b"x"), "unsupported_network"),
@@ -253,3 +260,23 @@ def test_a_damaged_or_strange_bundle_is_refused_never_a_crash():
     for network in ({**UNET, "spatial_dims": "x"}, {**UNET, "in_channels": None}, {**UNET, "_target_": 3}):
         with pytest.raises(BundleRejected):
             check_bundle(make_bundle(network, weights=b"w"), max_uncompressed=1 << 20)
+
+
+def test_the_worker_builds_only_torch_module_classes():
+    """Under an allowed prefix, a function (torch.nn.functional.relu) is still refused: building the network
+    must only construct layers."""
+    from workers.ml.models.bundle_check import BundleRejected
+    from workers.ml.models.bundle_network import build_bundle_network
+
+    function = {
+        **UNET,
+        "_target_": "monai.networks.nets.UNet",
+        "act": {"_target_": "torch.nn.functional.relu"},
+    }
+    with pytest.raises(BundleRejected) as err:
+        build_bundle_network(function)
+    assert err.value.code == "unsafe_config"
+    missing = {**UNET, "_target_": "monai.networks.nets.NoSuchNet"}
+    with pytest.raises(BundleRejected, match="does not exist"):
+        build_bundle_network(missing)
+    assert build_bundle_network({**UNET, "_target_": "monai.networks.nets.UNet"}).training is False

@@ -13,7 +13,9 @@ An imported bundle is data, not code:
   bundle that asks for more than a model needs, they are not what keeps the service safe;
 - `network_def` must be literal: its `_target_` a network of `monai.networks.nets` (a short name such as
   "UNet" means that module), nested `_target_`s inside `monai.networks` or `torch.nn`, `@id` references to
-  literal values only, no "$" expression; `spatial_dims` 2 (volumes in 3D are not served yet);
+  literal values only, no "$" expression; `spatial_dims` 2 (volumes in 3D are not served yet); the worker
+  then builds only `_target_`s that are torch modules (no function is called: `monai.networks.utils`
+  holds functions that write files);
 - `models/model.pt` present (weights; loaded later with `torch.load(weights_only=True)`); TorchScript
   (`model.ts`) alone is refused: it is code.
 Every refusal is a `BundleRejected` with a code and a message a user can act on.
@@ -35,7 +37,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 ALLOWED_ROOTS = ("torch", "monai")
 ALLOWED_IMPORTS = (*ALLOWED_ROOTS, "numpy", "glob", "os", "pathlib")  # the zoo's "$import glob", "$import os"
 NETWORKS = "monai.networks.nets."
-NESTED_TARGETS = ("monai.networks.", "torch.nn.")
+NESTED_TARGETS = ("monai.networks.nets.", "monai.networks.blocks.", "monai.networks.layers.", "torch.nn.")
 _IMPORT = re.compile(r"^\s*(?:import\s+([\w.]+)|from\s+([\w.]+)\s+import\b)")
 # A built-in called bare (not a method: `@network.eval()` is fine), or a name that reaches for processes.
 _BARE_CALL = re.compile(

@@ -13,6 +13,7 @@ Raises `BundleRejected` (from bundle_check) with a code and a message a user can
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 from typing import Any
@@ -32,10 +33,12 @@ def build_bundle_network(network_def: dict[str, Any]) -> nn.Module:
 
     target = str(network_def.get("_target_", ""))
     nested = [
-        v for k, v in walk({k: v for k, v in network_def.items() if k != "_target_"}) if k == "_target_"
+        str(v) for k, v in walk({k: v for k, v in network_def.items() if k != "_target_"}) if k == "_target_"
     ]
-    if not target.startswith(NETWORKS) or any(not str(t).startswith(NESTED_TARGETS) for t in nested):
+    if not target.startswith(NETWORKS) or any(not t.startswith(NESTED_TARGETS) for t in nested):
         raise BundleRejected("unsafe_config", "network_def names a component outside monai networks")
+    for name in (target, *nested):
+        _require_module_class(name)
     try:
         model = ConfigParser({"network_def": network_def}).get_parsed_content("network_def")
     except Exception as exc:  # a class that does not exist, or arguments it does not take
@@ -43,6 +46,20 @@ def build_bundle_network(network_def: dict[str, Any]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise BundleRejected("bad_network", "network_def does not build a torch module")
     return model.eval()
+
+
+def _require_module_class(name: str) -> None:
+    """`name` is a torch module class: instantiating it builds layers and calls no function (a function of
+    an allowed module, e.g. monai.networks.utils.save_state, could write files)."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise BundleRejected("bad_network", f"network_def names {name!r}, which does not exist") from None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise BundleRejected(
+            "unsafe_config", f"network_def names {name!r}, which is not a torch module class"
+        )
 
 
 def load_bundle_weights(model: nn.Module, data: bytes) -> None:
