@@ -1,5 +1,7 @@
 """Scoring tasks (queue "score"): re-score the pool for the active version, proposals, cold-start order."""
 
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
@@ -12,7 +14,7 @@ def scoring_run(self, project_id: int, version_id: int, run: str = "", chunk: in
     # No-op unless the version is still active and this chunk is due (scoring_chunks). In a worker, in a
     # child process (HITL_BATCH_IN_CHILD: what a chunk allocates goes back to the OS); a child that died
     # (out of memory) is retried once, as a redelivery after a worker's death would be.
-    kwargs = {"project_id": project_id, "version_id": version_id, "run": run, "chunk": chunk}
+    kwargs: dict[str, Any] = {"project_id": project_id, "version_id": version_id, "run": run, "chunk": chunk}
     if not settings.HITL_BATCH_IN_CHILD or self.request.is_eager:
         return score(**kwargs)
     if run_in_child(score, **kwargs) != 0:
