@@ -75,6 +75,12 @@ def wait_ready(page, *, other_than: int | None = None) -> None:
         page.wait_for_function("(id) => window.hitlEditor.session.caseId !== id", arg=other_than)
 
 
+def _browser_own(request) -> bool:
+    """The favicon fetch Chromium starts by itself, aborted when the test navigates on (net::ERR_ABORTED):
+    not a request of the app's, and no failure of the server's."""
+    return request.url.endswith("/favicon.svg") and "ERR_ABORTED" in (request.failure or "")
+
+
 def watch(page) -> None:
     """Record on the page what must not happen unless a test expects it: JavaScript exceptions, console
     errors and failed requests (HTTP >= 400, or no answer). A test that provokes a failure on purpose lists
@@ -83,7 +89,7 @@ def watch(page) -> None:
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
     page.on("response", lambda r: r.status >= 400 and page.failed_requests.append((r.status, r.url)))
-    page.on("requestfailed", lambda r: page.failed_requests.append((0, r.url)))
+    page.on("requestfailed", lambda r: _browser_own(r) or page.failed_requests.append((0, r.url)))
     page.expect_failures = lambda status, part: page.expected.append((status, part))
 
 
