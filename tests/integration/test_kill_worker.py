@@ -25,9 +25,9 @@ from workers.tasks import training_run_execute
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _start_worker(queue: str) -> subprocess.Popen:
+def _start_worker(queue: str, **env_extra: str) -> subprocess.Popen:
     """A worker of our own on a private queue (the session's worker must not take this run)."""
-    env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1")
+    env = subprocess_env(HITL_WORKER_HEARTBEAT_SECONDS="1", **env_extra)
     hostname = f"{queue}-{uuid.uuid4().hex[:4]}@itest"
     cmd = [sys.executable, "-m", "celery", "-A", "hitl", "worker", "-Q", queue, "-c", "1", "-n", hostname]
     proc = subprocess.Popen([*cmd, "-l", "WARNING"], cwd=ROOT, env=env, start_new_session=True)
@@ -49,8 +49,8 @@ def own_workers(services):
     """start(queue) -> a worker process; every one is killed at the end."""
     procs: list[subprocess.Popen] = []
 
-    def start(queue: str) -> subprocess.Popen:
-        procs.append(_start_worker(queue))
+    def start(queue: str, **env_extra: str) -> subprocess.Popen:
+        procs.append(_start_worker(queue, **env_extra))
         return procs[-1]
 
     yield start
@@ -119,7 +119,7 @@ def test_a_training_run_executes_in_its_own_process_and_its_death_is_reported(ow
     ends). SIGKILL of that child alone (what the kernel's OOM killer does) ends the run FAILED with the
     reason at once; the worker lives on and the next run succeeds."""
     queue = f"oom-{uuid.uuid4().hex[:8]}"
-    proc = own_workers(queue)
+    proc = own_workers(queue, HITL_BATCH_IN_CHILD="true")
     project = TrainingSettingsFactory().project
     ml = UserFactory()
     MembershipFactory(project=project, user=ml, role=Role.ML_ENGINEER)
