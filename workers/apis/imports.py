@@ -16,6 +16,7 @@ from annotations.selectors.images import (
 from annotations.selectors.projects import project_get_for_user
 from hitl.core.apis.errors import PayloadTooLarge
 from hitl.core.apis.pagination import Pagination, paginated_response
+from hitl.core.apis.uploads import guarded_upload_data
 from hitl.core.permissions import Action, reads_blind, require
 from workers.services.imports import import_job_create
 
@@ -130,10 +131,7 @@ class ImageListApi(APIView):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.IMPORT_IMAGES)
         _refuse_oversized_body(request)
-        data = request.data  # parses the body, through UploadSizeGuard
-        if getattr(request._request, "upload_too_large", False):
-            raise PayloadTooLarge(f"uploads are limited to {settings.HITL_MAX_UPLOAD_BYTES} bytes per file")
-        ser = self.InputSerializer(data=data)
+        ser = self.InputSerializer(data=guarded_upload_data(request))
         ser.is_valid(raise_exception=True)
         job = import_job_create(
             project=project,

@@ -2,7 +2,6 @@
 cancelling, promoting, rolling back and downloading a version's weights (as a MONAI bundle) need
 Action.TRAIN (ML engineers, admins)."""
 
-from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
@@ -12,9 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.selectors.projects import project_get_for_user
-from hitl.core.apis.errors import PayloadTooLarge
 from hitl.core.apis.pagination import Pagination, paginated_response
 from hitl.core.apis.strict import StrictSerializer
+from hitl.core.apis.uploads import guarded_upload_data
 from hitl.core.permissions import Action, require
 from workers.models import ModelVersion, TrainingRun
 from workers.selectors.registry import (
@@ -237,10 +236,7 @@ class ModelBundleImportApi(APIView):
     def post(self, request, project_id: int):
         project, roles = project_get_for_user(user=request.user, project_id=project_id)
         require(roles, Action.TRAIN)
-        data = request.data  # parses the body, through UploadSizeGuard
-        if getattr(request._request, "upload_too_large", False):
-            raise PayloadTooLarge(f"uploads are limited to {settings.HITL_MAX_UPLOAD_BYTES} bytes per file")
-        ser = self.InputSerializer(data=data)
+        ser = self.InputSerializer(data=guarded_upload_data(request))
         ser.is_valid(raise_exception=True)
         upload = ser.validated_data["file"]
         run = model_bundle_import(project=project, data=upload.read(), actor=request.user)

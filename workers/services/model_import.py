@@ -9,17 +9,17 @@ import (the API checks Action.TRAIN); a refused bundle leaves nothing behind."""
 import hashlib
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from annotations.models import Project
 from hitl.core.audit import audit_record
-from hitl.core.errors import ConflictError, DomainError
+from hitl.core.errors import DomainError
 from hitl.core.storage import bytes_save, delete_quietly
 from hitl.core.types import User
 from workers.ml.models.bundle_check import BundleRejected, CheckedBundle, check_bundle
 from workers.ml.models.checkpoint_format import BUNDLE_BACKEND
 from workers.ml.models.config import NetworkConfig
-from workers.models import OPEN_RUN, TrainingRun
+from workers.models import TrainingRun
 from workers.services import training as training_service
 from workers.services.training_config import in_channels_for, num_classes_for, training_config_build
 
@@ -37,8 +37,7 @@ def model_bundle_import(*, project: Project, data: bytes, actor: User) -> Traini
     except BundleRejected as exc:
         raise BundleError(exc.code, str(exc)) from None
     _check_fits(project, checked)
-    if TrainingRun.objects.filter(project=project, status__in=OPEN_RUN).exists():
-        raise ConflictError("run_open", "this project already has a queued or running training run")
+    training_service.run_open_refuse(project)
     digest = hashlib.sha256(data).hexdigest()
     path = bytes_save(f"projects/{project.pk}/bundles/{digest[:16]}.zip", data)
     try:
@@ -91,18 +90,9 @@ def _queue(project: Project, checked: CheckedBundle, path: str, digest: str, act
         "explain_methods": ["gradcam", "saliency"],  # Grad-CAM at the layer before the head (networks.py)
         "warm_start": False,
     }
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                project=project,
-                trigger="bundle",
-                requested_by=actor,
-                config=config,
-                seed=0,
-                label_policy=project.label_policy,
-            )
-    except IntegrityError as exc:
-        raise ConflictError("run_open", "this project already has a queued or running training run") from exc
+    run = training_service.run_queue(
+        project=project, trigger="bundle", requested_by=actor, config=config, seed=0
+    )
     audit_record(
         actor=actor,
         action="model_bundle.import",
@@ -110,5 +100,4 @@ def _queue(project: Project, checked: CheckedBundle, path: str, digest: str, act
         target=run,
         details={"bundle": checked.name, "version": checked.version, "sha256": digest, "network": target},
     )
-    training_service._enqueue_execute(run.pk)  # through the outbox, as a training run's start
     return run

@@ -55,8 +55,7 @@ def training_run_start(
     ValidationError for bad overrides. Warm-starts from the active version when its network matches."""
     project_overrides = training_settings_for(project).training_config
     overrides = training_config_validate({**project_overrides, **(config_overrides or {})})
-    if TrainingRun.objects.filter(project=project, status__in=OPEN_RUN).exists():
-        raise ConflictError("run_open", "this project already has a queued or running training run")
+    run_open_refuse(project)
     seed = overrides.get("seed", secrets.randbelow(2**31))
     config = training_config_build(project=project, overrides=overrides, seed=seed)
     active = active_version(project=project)
@@ -70,19 +69,14 @@ def training_run_start(
     )
     if base is not None:
         config = warm_start_apply(config)
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                project=project,
-                trigger=trigger,
-                requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
-                base_version=base,
-                config=config,
-                seed=seed,
-                label_policy=project.label_policy,
-            )
-    except IntegrityError as exc:  # a concurrent start won the race
-        raise ConflictError("run_open", "this project already has a queued or running training run") from exc
+    run = run_queue(
+        project=project,
+        trigger=trigger,
+        requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
+        config=config,
+        seed=seed,
+        base_version=base,
+    )
     audit_record(
         actor=requested_by,
         action="training_run.start",
@@ -90,6 +84,43 @@ def training_run_start(
         target=run,
         details={"trigger": trigger, "overrides": overrides, "base_version": base.pk if base else None},
     )
+    return run
+
+
+_RUN_OPEN = "this project already has a queued or running training run"
+
+
+def run_open_refuse(project: Project) -> None:
+    """ConflictError("run_open") while the project has a queued or running run."""
+    if TrainingRun.objects.filter(project=project, status__in=OPEN_RUN).exists():
+        raise ConflictError("run_open", _RUN_OPEN)
+
+
+def run_queue(
+    *,
+    project: Project,
+    trigger: str,
+    requested_by: User | None,
+    config: dict[str, Any],
+    seed: int,
+    base_version=None,
+) -> TrainingRun:
+    """Create a QUEUED run and send its execution through the outbox (after the caller's transaction
+    commits). ConflictError("run_open") when a concurrent start won the race (the partial unique
+    constraint: one open run per project)."""
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                project=project,
+                trigger=trigger,
+                requested_by=requested_by,
+                base_version=base_version,
+                config=config,
+                seed=seed,
+                label_policy=project.label_policy,
+            )
+    except IntegrityError as exc:
+        raise ConflictError("run_open", _RUN_OPEN) from exc
     _enqueue_execute(run.pk)
     return run
 

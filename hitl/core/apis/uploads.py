@@ -5,6 +5,8 @@ a temporary file), and the view answers 413. Without it, Django would spool the 
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
+from hitl.core.apis.errors import PayloadTooLarge
+
 
 class UploadSizeGuard(FileUploadHandler):
     def new_file(self, *args, **kwargs) -> None:
@@ -20,3 +22,11 @@ class UploadSizeGuard(FileUploadHandler):
 
     def file_complete(self, file_size: int) -> None:
         return None  # the next handler makes the file
+
+
+def guarded_upload_data(request):
+    """The request's parsed multipart body, or PayloadTooLarge (413) when the guard stopped a file."""
+    data = request.data  # parses the body, through UploadSizeGuard
+    if getattr(request._request, "upload_too_large", False):
+        raise PayloadTooLarge(f"uploads are limited to {settings.HITL_MAX_UPLOAD_BYTES} bytes per file")
+    return data
