@@ -34,7 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 from billiard import util as billiard_util
+from django.conf import settings
 from django.db import connections
+
+from hitl.core.lanes import LANES
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,27 @@ def run_in_child(fn: Callable[..., Any], /, **kwargs: Any) -> int:
         os.waitpid(pid, 0)
         raise
     return os.waitstatus_to_exitcode(status)
+
+
+def task_body_run(task: Any, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """The body of a batch task: fn(**kwargs) in a child (see `isolates`), where a child that did not end
+    cleanly (out of memory, a crash, an exception) is retried once, as a redelivery after a worker's death
+    would be; otherwise fn(**kwargs) here, returning its result. Every caller's fn is idempotent."""
+    if not isolates(task):
+        return fn(**kwargs)
+    if run_in_child(fn, **kwargs) != 0:
+        raise task.retry(countdown=5, max_retries=1)
+    return None
+
+
+def isolates(task: Any) -> bool:
+    """True when this delivery of `task` runs in a child: HITL_BATCH_IN_CHILD is on, a worker runs it (an
+    eager or direct call runs in the caller) and it did not come through an interactive-lane queue (a reader waits
+    for those; they are short and the interactive worker stays flat without it: docs/results)."""
+    if not settings.HITL_BATCH_IN_CHILD or task.request.is_eager or task.request.called_directly:
+        return False
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    return queue not in LANES["interactive"]
 
 
 def describe_exit(code: int) -> str:

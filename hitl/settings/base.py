@@ -271,11 +271,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 HITL_WORKER_HEARTBEAT_SECONDS = env.int("HITL_WORKER_HEARTBEAT_SECONDS", default=10)
 HITL_TORCH_THREADS = env.int("HITL_TORCH_THREADS", default=1)
-# A training run and each pool-scoring chunk execute in a child process forked for them (workers.isolation):
-# the batch lane's memory goes back to the OS after each, and a run that dies of memory ends FAILED with the
-# reason. Off by default: in one clean-clone run of the test command the shared worker stopped taking tasks
-# with it on (cause not found yet; docs/results); the soaks in docs/results ran with it on.
-HITL_BATCH_IN_CHILD = env.bool("HITL_BATCH_IN_CHILD", default=False)
+# A training run, each pool-scoring chunk and each batch-lane proposal or explanation task execute in a child
+# process forked for them (workers.isolation): the batch lane's memory goes back to the OS after each, and a
+# run that dies of memory ends FAILED with the reason. The test settings turn it off for the suite's shared
+# worker (the tests that need it turn it on for workers of their own; docs/results, reliability drill).
+HITL_BATCH_IN_CHILD = env.bool("HITL_BATCH_IN_CHILD", default=True)
 HITL_LEASE_SECONDS = env.int("HITL_LEASE_SECONDS", default=1800)  # a reader's hold on a case
 # a multi-reader case whose agreement update was lost (worker killed) gets it again after this many seconds
 HITL_AGREEMENT_RECONCILE_SECONDS = env.int("HITL_AGREEMENT_RECONCILE_SECONDS", default=120)

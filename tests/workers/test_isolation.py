@@ -121,3 +121,73 @@ def test_the_child_dies_with_its_parent(tmp_path):
         assert _wait_for(lambda: not _alive(child))
     finally:
         parent.kill()
+
+
+class _Task:
+    """What task_body_run reads of a bound Celery task: its request and retry."""
+
+    def __init__(self, **request):
+        from celery.app.task import Context
+
+        self.request = Context(**request)
+        self.retries: list[dict] = []
+
+    def retry(self, **kwargs):
+        self.retries.append(kwargs)
+        return RuntimeError("retry")
+
+
+def _write_pid(out: str) -> int:
+    Path(out).write_text(str(os.getpid()))
+    return 7
+
+
+def _delivered(queue: str, **extra) -> dict:
+    """A worker's request for a message from `queue` (Celery's tracer sets called_directly=False)."""
+    return {"id": "t1", "called_directly": False, "delivery_info": {"routing_key": queue}, **extra}
+
+
+BATCH = _delivered("score")
+
+
+@pytest.mark.parametrize(
+    ("on", "request_fields", "isolated"),
+    [
+        (True, BATCH, True),
+        (True, _delivered("explain"), True),
+        (True, _delivered("train"), True),
+        (True, _delivered("interactive"), False),  # a reader waits
+        (True, _delivered("default"), False),
+        (True, _delivered("score", is_eager=True), False),  # eager: runs in the caller
+        (True, {}, False),  # called directly, not delivered
+        (False, BATCH, False),  # the setting is off
+    ],
+)
+def test_which_deliveries_run_in_a_child(settings, on, request_fields, isolated):
+    from workers.isolation import isolates
+
+    settings.HITL_BATCH_IN_CHILD = on
+    assert isolates(_Task(**request_fields)) is isolated
+
+
+def test_a_batch_body_runs_in_a_child_and_a_failed_child_is_retried_once(settings, tmp_path):
+    from workers.isolation import task_body_run
+
+    settings.HITL_BATCH_IN_CHILD = True
+    out = tmp_path / "pid"
+    task = _Task(**BATCH)
+    assert task_body_run(task, _write_pid, out=str(out)) is None  # a child returns nothing to its parent
+    assert int(out.read_text()) != os.getpid() and task.retries == []
+    with pytest.raises(RuntimeError, match="retry"):
+        task_body_run(task, _raise)
+    assert task.retries == [{"countdown": 5, "max_retries": 1}]
+
+
+def test_an_interactive_body_runs_here_and_returns_its_result(settings, tmp_path):
+    from workers.isolation import task_body_run
+
+    settings.HITL_BATCH_IN_CHILD = True
+    out = tmp_path / "pid"
+    task = _Task(**_delivered("interactive"))
+    assert task_body_run(task, _write_pid, out=str(out)) == 7
+    assert int(out.read_text()) == os.getpid()

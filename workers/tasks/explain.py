@@ -3,11 +3,17 @@
 from celery import shared_task
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=1800, time_limit=2000)
-def explanation_compute(version_id: int, case_ids: list[int], methods: list[str] | None = None) -> int:
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=1800, time_limit=2000)
+def explanation_compute(
+    self, version_id: int, case_ids: list[int], methods: list[str] | None = None
+) -> int | None:
+    from workers.isolation import task_body_run
     from workers.services.proposals import explanations_compute
 
-    return explanations_compute(version_id=version_id, case_ids=case_ids, methods=methods)  # skips done ones
+    # Skips the ones done. In a child process on the batch lane (workers.isolation), here on the interactive one.
+    return task_body_run(
+        self, explanations_compute, version_id=version_id, case_ids=case_ids, methods=methods
+    )
 
 
 # The whole catalogue on 8 cases of a large image runs for many minutes on a CPU; the soft limit lets the

@@ -1,32 +1,27 @@
 """Scoring tasks (queue "score"): re-score the pool for the active version, proposals, cold-start order."""
 
-from typing import Any
-
 from celery import shared_task
-from django.conf import settings
+
+# The batch tasks below run their body in a child process in a worker with HITL_BATCH_IN_CHILD on
+# (workers.isolation.task_body_run: what they allocate goes back to the OS when it ends).
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=3000, time_limit=3600)
 def scoring_run(self, project_id: int, version_id: int, run: str = "", chunk: int = 0) -> int | None:
-    from workers.isolation import run_in_child
+    from workers.isolation import task_body_run
     from workers.services.scoring import scoring_run as score
 
-    # No-op unless the version is still active and this chunk is due (scoring_chunks). In a worker, in a
-    # child process (HITL_BATCH_IN_CHILD: what a chunk allocates goes back to the OS); a child that died
-    # (out of memory) is retried once, as a redelivery after a worker's death would be.
-    kwargs: dict[str, Any] = {"project_id": project_id, "version_id": version_id, "run": run, "chunk": chunk}
-    if not settings.HITL_BATCH_IN_CHILD or self.request.is_eager:
-        return score(**kwargs)
-    if run_in_child(score, **kwargs) != 0:
-        raise self.retry(countdown=5, max_retries=1)
-    return None
+    # No-op unless the version is still active and this chunk is due (scoring_chunks).
+    return task_body_run(self, score, project_id=project_id, version_id=version_id, run=run, chunk=chunk)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=900, time_limit=1000)
-def proposal_compute(version_id: int, case_ids: list[int]) -> int:
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=900, time_limit=1000)
+def proposal_compute(self, version_id: int, case_ids: list[int]) -> int | None:
+    from workers.isolation import task_body_run
     from workers.services.proposals import proposals_compute
 
-    return proposals_compute(version_id=version_id, case_ids=case_ids)  # skips cases already done
+    # Skips cases already done. On the interactive lane (a reader waits) always in the worker's process.
+    return task_body_run(self, proposals_compute, version_id=version_id, case_ids=case_ids)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=900, time_limit=1000)
