@@ -11,6 +11,7 @@ from hitl.core.pages import render_project_page
 from hitl.core.permissions import Action
 from workers.ml.explain.policy import ARCH_LABELS, method_catalogue
 from workers.models import ExportFormat, ExportLabels, QueryStrategy
+from workers.services.training_config import BACKEND_LABELS
 
 # Pages that other issues add (exports, agreement); linked when their URL names exist.
 OPTIONAL_LINKS = [
@@ -45,6 +46,7 @@ def ml_page(request, project_id: int):
         roles,
         strategies=QueryStrategy.choices,
         architectures=list(ARCH_LABELS.items()),
+        backends=list(BACKEND_LABELS.items()),
         # The settings themselves are loaded (and saved) by the page through the training-settings API.
         boot={"explain_methods": method_catalogue()},
     )

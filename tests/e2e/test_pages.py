@@ -72,6 +72,8 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     page.fill("#auto_retrain_every", "5")
     attention = page.locator("input[name=explain_method][value=attention]")
     assert attention.is_disabled()  # a U-Net has no attention gates
+    assert page.input_value("#backend") == "builtin"
+    page.select_option("#backend", "nnunet")  # the next run trains nnU-Net v2
     page.select_option("#arch", "attention_unet")
     attention.check()
     page.check("input[name=explain_method][value=lime]")
@@ -83,6 +85,7 @@ def test_ml_engineer_starts_training_sees_progress_reach_done_and_a_new_version(
     assert settings.training_config == {
         **TINY,
         "arch": "attention_unet",
+        "backend": "nnunet",
         "explain_methods": ["attention", "gradcam", "saliency", "lime"],  # cheapest first, as listed
     }
     page.screenshot(path=str(artifacts / "ml-engineer.png"), full_page=True)

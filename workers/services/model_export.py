@@ -14,7 +14,7 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.types import User
 from workers.ml.models.bundle import BundleError, BundleSpec, bundle_zip
-from workers.ml.models.checkpoint_format import BUNDLE_BACKEND, checkpoint_parts
+from workers.ml.models.checkpoint_format import BUNDLE_BACKEND, NNUNET_BACKEND, checkpoint_parts
 from workers.ml.models.config import NetworkConfig
 from workers.models import ModelVersion, TrainingRun
 from workers.services.training_config import context_of
@@ -55,6 +55,10 @@ def model_version_bundle(*, version: ModelVersion, actor: User) -> Bundle:
     """The version as a bundle zip. ConflictError("not_exportable") when it cannot be one (an RGB model);
     ValueError when its checkpoint does not match its recorded hash (a damaged file is never served)."""
     config, weights_pt = checkpoint_parts(weights_bytes(version))
+    if config.get("backend") == NNUNET_BACKEND:
+        raise ConflictError(
+            "not_exportable", "an nnU-Net version is not a MONAI network; it cannot be a bundle"
+        )
     net = NetworkConfig.from_dict(config["network"])
     project = version.project
     context, context_mm = context_of(version.config)

@@ -63,6 +63,7 @@ def training_run_start(
         active
         if active
         and config["warm_start"]
+        and active.config.get("backend") == config.get("backend")  # never nnU-Net or bundle weights
         and active.config.get("network") == config["network"]
         and context_of(active.config) == context_of(config)
         else None

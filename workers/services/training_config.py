@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 
 from annotations.models import Image, Project
 from workers.ml.explain.policy import DEFAULT_METHODS, methods_for_arch
+from workers.ml.models.checkpoint_format import NNUNET_BACKEND
 from workers.ml.models.config import ARCHITECTURES, NetworkConfig, TrainConfig
 from workers.ml.models.fingerprint import Fingerprint, fingerprint, plan
 
@@ -76,6 +77,17 @@ DEFAULTS: dict[str, Any] = {
     # three seeds) but hurt on the CT organs (-0.060) and Colin27 (-0.07): docs/results, "2.5D". A project
     # of volumes may choose 3, 5 or 7 (the neighbours lie its median slice spacing apart).
     "context_slices": 1,
+    # The model backend: the service's own U-Net ("builtin") or nnU-Net v2 ("nnunet": its fingerprint, plan,
+    # preprocessing and trainer; on a CPU a short schedule of nnunet_epochs x nnunet_iterations steps instead
+    # of its 1000 x 250; every run trains from scratch).
+    "backend": "builtin",
+    "nnunet_epochs": 10,
+    "nnunet_iterations": 25,
+}
+BACKENDS = ("builtin", NNUNET_BACKEND)
+BACKEND_LABELS = {
+    "builtin": "The service's U-Net (the few-labels recipe; fine-tunes the active version)",
+    NNUNET_BACKEND: "nnU-Net v2 (its own plan, preprocessing and trainer; a short schedule on a CPU)",
 }
 
 
@@ -124,6 +136,9 @@ RULES: dict[str, Rule] = {
     "warm_start_epochs": Rule("int", 1, 500),
     # Slices per input (2.5D). Odd, so the case's slice is the middle one.
     "context_slices": Rule("int", 1, 7, values=(1, 3, 5, 7)),
+    "backend": Rule("choice", choices=BACKENDS),
+    "nnunet_epochs": Rule("int", 1, 1000),
+    "nnunet_iterations": Rule("int", 1, 250),
 }
 
 
@@ -265,8 +280,18 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
         "train": train_cfg.to_dict(),
         "scoring": {"mc_samples": c["mc_samples"], "aggregation": "mean"},
         "explain_methods": list(c["explain_methods"]),
-        "warm_start": c["warm_start"],
+        "warm_start": c["warm_start"] and c["backend"] != NNUNET_BACKEND,
         "warm_start_epochs": c["warm_start_epochs"],
+        **_backend(c),
+    }
+
+
+def _backend(c: dict[str, Any]) -> dict[str, Any]:
+    if c["backend"] != NNUNET_BACKEND:
+        return {}
+    return {
+        "backend": NNUNET_BACKEND,
+        "nnunet": {"epochs": c["nnunet_epochs"], "iterations": c["nnunet_iterations"]},
     }
 
 

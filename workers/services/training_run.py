@@ -1,6 +1,7 @@
 """Execute a training run (the worker side: imports torch). Starting, cancelling, auto-triggering and reaping
 runs is workers.services.training, which the web process uses; the run lifecycle is described there."""
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -17,7 +18,7 @@ from workers.isolation import describe_exit, run_in_child
 from workers.ml.al.scoring import mc_predict_proba
 from workers.ml.models.bundle_check import BundleRejected
 from workers.ml.models.checkpoint import checkpoint_to_bytes
-from workers.ml.models.checkpoint_format import BUNDLE_BACKEND
+from workers.ml.models.checkpoint_format import BUNDLE_BACKEND, NNUNET_BACKEND
 from workers.ml.models.device import limit_cpu_threads
 from workers.ml.models.inference import predict_proba
 from workers.ml.models.metrics import METRIC_NAME, Calibration, SetMetrics, calibration, set_metrics
@@ -25,6 +26,7 @@ from workers.ml.models.networks import NetworkConfig
 from workers.ml.models.training import EpochReport, TrainConfig, train
 from workers.models import RunStatus, TrainingRun
 from workers.services.datasets import LabelledSet, TrainingSets, labelled_images, training_sets_build
+from workers.services.nnunet_fit import nnunet_fit
 from workers.services.registry import active_version, model_version_register
 from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark, training_run_process_died
 from workers.services.training_config import context_of
@@ -177,6 +179,9 @@ def _execute_claimed(run: TrainingRun) -> None:
     if imported:
         _register_bundle(run, attempt, sets, net_cfg, train_cfg.batch_size)
         return
+    if run.config.get("backend") == NNUNET_BACKEND:
+        _fit_nnunet(run, attempt, sets, net_cfg, train_cfg.batch_size)
+        return
     init_state = model_state_load(run.base_version) if run.base_version is not None else None
     monitor = _RunMonitor(run.pk, attempt)
     result = train(
@@ -216,6 +221,32 @@ def _register_bundle(
     _register(run, attempt, sets, model, net_cfg, batch_size, {"imported_bundle": True}, network_def)
 
 
+def _fit_nnunet(
+    run: TrainingRun, attempt: int, sets: TrainingSets, net_cfg: NetworkConfig, batch_size: int
+) -> None:
+    """nnU-Net v2 trained on the run's train cases (workers.services.nnunet_fit), then measured and gated on
+    the project's validation cases like a built-in version."""
+    monitor = _RunMonitor(run.pk, attempt)
+    fit = nnunet_fit(
+        train_set=sets.train,
+        modality=run.project.modality,
+        num_classes=net_cfg.num_classes,
+        config=run.config["nnunet"],
+        monitor=monitor,
+    )
+    if monitor.lost:
+        return  # the reaper (or a re-claim) owns the run now
+    if fit.cancelled:
+        _finish(run.pk, attempt, RunStatus.CANCELLED, "cancelled on request; no version")
+        return
+    if fit.model is None:
+        _finish(run.pk, attempt, RunStatus.FAILED, f"nnU-Net failed: {fit.error}")
+        return
+    cfg = dataclasses.replace(net_cfg, arch=NNUNET_BACKEND, channels=(), dropout=0.0)
+    extra = {"backend": NNUNET_BACKEND, "nnunet_plan": fit.plan, "epochs_run": len(monitor.epochs)}
+    _register(run, attempt, sets, fit.model, cfg, batch_size, extra, nnunet=fit.meta)
+
+
 def _register(
     run: TrainingRun,
     attempt: int,
@@ -225,6 +256,7 @@ def _register(
     batch_size: int,
     extra: dict[str, Any],
     network_def: dict[str, Any] | None = None,
+    nnunet: dict[str, Any] | None = None,
 ) -> None:
     mc = int(run.config.get("scoring", {}).get("mc_samples", 5))
     metrics = evaluate(model, sets, net_cfg.num_classes, batch_size, mc)
@@ -233,7 +265,7 @@ def _register(
     )
     metrics |= extra
     meta = {"run": run.pk, "project": run.project_id}
-    data = checkpoint_to_bytes(model, net_cfg, meta=meta, network_def=network_def)
+    data = checkpoint_to_bytes(model, net_cfg, meta=meta, network_def=network_def, nnunet=nnunet)
     # Weights first: the version row only ever points at a file that exists.
     path = bytes_save(f"projects/{run.project_id}/models/run-{run.pk}-a{attempt}.ckpt", data)
     model_version_register(

@@ -48,6 +48,9 @@ function recipeText(r) {
     const target = (c.bundle.network_def || {})._target_ || "";
     return `Imported MONAI bundle ${c.bundle.name} ${c.bundle.version || ""} (${target.split(".").pop()}): measured on the validation cases and gated, not trained`;
   }
+  if (c.nnunet) {  // nnU-Net v2: its own fingerprint, plan and trainer decide the rest
+    return `Recipe: nnU-Net v2, 2d configuration planned from the data · ${c.nnunet.epochs} epochs x ${c.nnunet.iterations} steps, from scratch`;
+  }
   const fp = c.fingerprint, t = c.train || {}, net = c.network || {};
   const parts = [];
   if (fp) {
@@ -259,6 +262,7 @@ async function loadSettings() {
   for (const el of form.elements) el.disabled = !boot.can.set_training;
   for (const name of ["query_strategy", "auto_retrain_every", "gating_tolerance"]) form.elements[name].value = settings[name];
   form.elements.arch.value = (settings.training_config || {}).arch || "unet";
+  form.elements.backend.value = (settings.training_config || {}).backend || "builtin";
   form.elements.arch.onchange = syncMethodsToArch;
   syncMethodsToArch();
   form.dataset.loaded = "true";
@@ -269,7 +273,9 @@ form.onsubmit = async (ev) => {
   if (!settings) return;
   $("settings-saved").hidden = true;
   const methods = [...form.querySelectorAll("input[name=explain_method]:checked")].map((i) => i.value);
-  const training_config = { ...(settings.training_config || {}), arch: form.elements.arch.value, explain_methods: methods };
+  const training_config = {
+    ...(settings.training_config || {}), arch: form.elements.arch.value, backend: form.elements.backend.value, explain_methods: methods,
+  };
   try {
     settings = await patch(settingsUrl, {
       query_strategy: form.elements.query_strategy.value,

@@ -26,6 +26,7 @@ from workers.ml.models.checkpoint_format import (
     BUNDLE_BACKEND,
     CONFIG_NAME,
     FORMAT_VERSION,
+    NNUNET_BACKEND,
     WEIGHTS_NAME,
     checkpoint_parts,
 )
@@ -39,16 +40,23 @@ def checkpoint_to_bytes(
     meta: dict[str, Any] | None = None,
     *,
     network_def: dict[str, Any] | None = None,
+    nnunet: dict[str, Any] | None = None,
 ) -> bytes:
     """Serialise weights (moved to CPU) + config + meta into zip bytes. `network_def`: the network is an
     imported MONAI bundle's (built from that checked definition, not from `net_cfg`; its input size divisor
-    is stored too)."""
+    is stored too). `nnunet`: {"plans", "dataset"} of an nnU-Net v2 network (workers.ml.models.nnunet_network),
+    which the network and its normalisation are built from."""
     content: dict[str, Any] = {"format": FORMAT_VERSION, "network": net_cfg.to_dict(), "meta": meta or {}}
     if network_def is not None:
         content |= {
             "backend": BUNDLE_BACKEND,
             "network_def": network_def,
             "size_divisor": network_divisor(model),
+        }
+    if nnunet is not None:
+        content |= {
+            "backend": NNUNET_BACKEND,
+            "nnunet": {"plans": nnunet["plans"], "dataset": nnunet["dataset"]},
         }
     config = json.dumps(content, sort_keys=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -83,6 +91,10 @@ def checkpoint_from_bytes(data: bytes) -> tuple[nn.Module, NetworkConfig, dict[s
     if config.get("backend") == BUNDLE_BACKEND:
         model = build_bundle_network(config["network_def"])  # the allow-list is checked again here
         with_size_divisor(model, int(config["size_divisor"]))
+    elif config.get("backend") == NNUNET_BACKEND:
+        from workers.ml.models.nnunet_network import NnunetNetwork
+
+        model = NnunetNetwork(config["nnunet"]["plans"], config["nnunet"]["dataset"])
     else:
         model = build_network(net_cfg)
     model.load_state_dict(state, strict=True)

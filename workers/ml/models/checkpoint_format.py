@@ -13,6 +13,9 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "weights.pt"
 CONFIG_NAME = "config.json"
 BUNDLE_BACKEND = "monai_bundle"  # config.json "backend" of an imported MONAI bundle's network (else built-in)
+NNUNET_BACKEND = (
+    "nnunet"  # config.json "backend" of an nnU-Net v2 network (its plans and dataset.json beside)
+)
 
 
 def checkpoint_parts(data: bytes) -> tuple[dict[str, Any], bytes]:

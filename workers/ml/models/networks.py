@@ -84,6 +84,9 @@ def cam_layer_name(model: nn.Module) -> str:
     low-passes the map on the layer's grid before upsampling it, which removes the checkerboard there too.
     """
     names = {n for n, _ in model.named_modules()}
+    declared = getattr(model, "cam_layer", None)  # a network that names its own (nnU-Net's)
+    if isinstance(declared, str) and declared in names:
+        return declared
     if not isinstance(model, UNet | AttentionUnet):  # an imported bundle's network: its last feature layer
         return _last_feature_conv(model)
     if isinstance(model, AttentionUnet):

@@ -8,7 +8,9 @@ false positives on test slices that lack the class. With `--labels N` a network 
 drawn at random per seed instead (e.g. `--datasets colin27_deep_grey,totalseg_kidney --labels 20 --seeds 3`:
 false positives on empty held-out slices after 20 labels on a sparse and a small-organ task).
 
-Recipes: `plain` is the service's configuration before issue 15 (15 epochs of at most 20 steps, uniform
+Recipes: `nnunet` is nnU-Net v2 (workers.ml.models.nnunet: its fingerprint, plan, preprocessing and
+trainer, `--nnunet-epochs` x `--nnunet-iterations` steps) on the same slices, labels and test set, for the
+backend comparison of issue 18; `plain` is the service's configuration before issue 15 (15 epochs of at most 20 steps, uniform
 crops, flips/rot90 only, per-sample Dice); `few_labels` is the one the service now uses
 (workers.services.training_config.DEFAULTS and the fingerprint's plan of patch, batch and depth: fixed steps per epoch drawn with replacement, a third of the
 patches centred on a labelled pixel, affine + gamma + noise, batch Dice, poly LR decay)."""
@@ -119,6 +121,7 @@ def run_one(
     seed: int = 0,
     epochs: int | None = None,
     label_pick: str = "random",
+    nnunet_schedule: tuple[int, int] = (40, 25),
 ) -> dict:
     """Train `recipe` on the pool slices (all of them, or `labels` drawn at random with `seed`: empty slices
     as likely as any, as a reader's first labels would be) and score the test slices."""
@@ -140,7 +143,7 @@ def run_one(
         chosen = pick_labels(ty, min(labels, len(tx)), np.random.default_rng(seed), label_pick)
         tx, ty = [tx[i] for i in chosen], [ty[i] for i in chosen]
     planned = plan(fingerprint([x.shape for x in tx], ty)) if recipe.startswith("few_labels") else {}
-    settings = {**RECIPES[recipe], **planned}
+    settings = {**RECIPES.get(recipe, COMMON), **planned}
     channels = tuple(settings.pop("channels", (16, 32, 64, 128)))
     settings["patch_size"] = (
         (settings["patch_size"],) * 2 if isinstance(settings["patch_size"], int) else settings["patch_size"]
@@ -151,6 +154,10 @@ def run_one(
     cfg = TrainConfig(modality=volume.modality, **settings)
     net = NetworkConfig(in_channels=context, num_classes=k, channels=channels, num_res_units=1)
     t0 = time.perf_counter()
+    if recipe == "nnunet":
+        return _nnunet_row(
+            name, volume, items, (tx, ty, vx, vy, sx, sy), seed, labels, nnunet_schedule, threads
+        )
     result = train(net, cfg, tx, ty, vx, vy)
     seconds = time.perf_counter() - t0
     metrics = set_metrics(predict_labels(result.model, sx), sy, k)
@@ -179,6 +186,54 @@ def run_one(
     }
 
 
+def _nnunet_row(name, volume, items, sets, seed, labels, schedule, threads) -> dict:
+    """nnU-Net v2 trained on the same train slices (its own plan, preprocessing and trainer, in a child
+    interpreter), scored on the same test slices with the service's metric; wall time of fit + predict."""
+    import tempfile
+
+    import torch
+
+    from workers.ml.models import nnunet
+
+    tx, ty, vx, vy, sx, sy = sets
+    k = int(volume.labels.max()) + 1
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nnunet-bench-") as tmp:
+        root = Path(tmp)
+        cases = [nnunet.NnunetCase(f"s_{i:04d}", x, y) for i, (x, y) in enumerate(zip(tx, ty, strict=True))]
+        names = [volume.modality if volume.modality == "CT" else "channel_0"]
+        nnunet.raw_dataset_write(root, 1, name, cases, names, ["background", *(f"c{c}" for c in range(1, k))])
+        steps = nnunet.NnunetSchedule(epochs=schedule[0], iterations=schedule[1])
+        fit = nnunet.fit_in_subprocess(root, 1, steps, threads=threads)
+        if fit.model_dir is None:
+            raise RuntimeError(fit.error)
+        model, _plans, _dataset = nnunet.trained_load(fit.model_dir)
+    fit_seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        val = set_metrics(predict_labels(model, vx), vy, k)
+        metrics = set_metrics(predict_labels(model, sx), sy, k)
+    return {
+        "dataset": name,
+        "recipe": "nnunet",
+        "labels": labels,
+        "pick": None,
+        "seed": seed,
+        "train_labelled_slices": int(sum(bool(m.any()) for m in ty)),
+        "size": int(items[0].image.shape[0]),
+        "slices": {"train": len(tx), "validation": len(vx), "test": len(sx)},
+        "plan": fit.plan,
+        "epochs": schedule[0],
+        "epochs_run": schedule[0],
+        "steps_per_epoch": schedule[1],
+        "best_epoch": schedule[0],  # nnU-Net keeps its final weights
+        "validation_dice": val.dice,
+        "test": metrics.to_dict(),
+        "test_dice": metrics.dice,
+        "label_names": {int(a): b for a, b in volume.label_names.items()},
+        "train_seconds": round(fit_seconds, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m workers.ml.research.recipe", description=__doc__.split("\n")[0]
@@ -191,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--pick", choices=PICKS, default="random", help="how --labels slices are chosen")
+    ap.add_argument("--nnunet-epochs", type=int, default=40)
+    ap.add_argument("--nnunet-iterations", type=int, default=25, help="nnU-Net training steps per epoch")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     rows = []
@@ -209,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=seed,
             epochs=args.epochs,
             label_pick=args.pick,
+            nnunet_schedule=(args.nnunet_epochs, args.nnunet_iterations),
         )
         per_class = ", ".join(
             f"{row['label_names'].get(c['label'], c['label'])} {c['pooled_dice']:.3f}"
