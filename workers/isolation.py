@@ -25,8 +25,6 @@ Contract of `run_in_child(fn, **kwargs)`:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -38,10 +36,10 @@ from django.conf import settings
 from django.db import connections
 
 from hitl.core.lanes import LANES
+from workers.ml.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 # Handlers a Celery pool process installs (shutdown, soft time limit): the child must not act on them.
 _POOL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP, signal.SIGALRM)
 
@@ -120,12 +118,5 @@ def _child_main(parent: int, fn: Callable[..., Any], kwargs: dict[str, Any]) -> 
 
 
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when the process that forked it dies (Linux only; elsewhere
-    the child outlives a killed parent until its work ends)."""
-    name = ctypes.util.find_library("c")
-    try:
-        prctl = ctypes.CDLL(name, use_errno=True).prctl if name else None
-    except (OSError, AttributeError):
-        prctl = None
-    if prctl is None or prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+    if not die_with_parent():
         log.warning("the isolated child cannot ask to die with its parent on this platform")

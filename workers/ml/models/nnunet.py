@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.ml.process import die_with_parent
+
 CONFIGURATION = "2d"
 FOLD = "all"  # train on every labelled case: the project's own validation cases gate the version
 PLANS = "nnUNetPlans"
@@ -316,8 +318,10 @@ def fit_in_subprocess(
         str(threads),
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+    # The child dies with the process that started it: a killed worker leaves no nnU-Net training on.
     proc = subprocess.Popen(
         cmd,
+        preexec_fn=die_with_parent,  # only a prctl call between fork and exec
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
