@@ -239,3 +239,20 @@ def test_ml_engineer_imports_a_monai_bundle_and_a_refused_one_says_why(page, log
     assert version.config["backend"] == "monai_bundle"
     assert "MONAI bundle toy_bundle" in page.locator(f"#run-history tr[data-run='{run.pk}']").inner_text()
     page.wait_for_selector("#run-recipe:has-text('Imported MONAI bundle toy_bundle 0.1.0 (UNet)')")
+
+
+def test_each_version_says_which_backend_made_it_and_nnunet_offers_no_bundle(page, login, project, member):
+    from tests.workers.test_training_helpers import make_version
+
+    member(Role.ML_ENGINEER, username="mleng2")
+    make_version(project, number=1, state="retired")
+    nnunet = make_version(project, number=2, state="active")
+    nnunet.config = {**nnunet.config, "backend": "nnunet"}
+    nnunet.save(update_fields=["config"])
+    login(page, "mleng2")
+    page.goto(f"/projects/{project.pk}/ml/")
+    page.wait_for_selector("#versions tr[data-version='2'] .backend")
+    assert page.locator("#versions tr[data-version='2'] .backend").inner_text() == "nnU-Net v2"
+    assert page.locator("#versions tr[data-version='2'] a.bundle-download").count() == 0  # it would be a 409
+    assert page.locator("#versions tr[data-version='1'] .backend").count() == 0  # the built-in U-Net
+    assert page.locator("#versions tr[data-version='1'] a.bundle-download").count() == 1

@@ -92,6 +92,8 @@ function falsePositives(validation) {
   return shares.length ? `${(100 * Math.max(...shares)).toFixed(2)} %` : "—";
 }
 
+const BACKEND_NAMES = { nnunet: "nnU-Net v2", monai_bundle: "imported MONAI bundle" };
+
 async function refreshVersions() {
   const versions = await getAll(`/api/v1/projects/${pid}/model-versions`);
   const body = $("versions");
@@ -99,7 +101,12 @@ async function refreshVersions() {
   for (const v of versions) {
     const tr = document.createElement("tr");
     tr.dataset.version = v.number;
-    cell(tr, `v${v.number}`);
+    const backend = (v.config || {}).backend;  // absent: the service's own U-Net
+    const num = cell(tr, `v${v.number}`);
+    if (backend) {
+      const small = document.createElement("div"); small.className = "muted small backend";
+      small.textContent = BACKEND_NAMES[backend] || backend; num.append(small);
+    }
     const st = cell(tr, v.state);
     if (v.state === "active") st.innerHTML = '<span class="badge ok">active</span>';
     if (v.scoring && !v.scoring.finished_at) {  // pool scoring runs chunk by chunk: show how far it is
@@ -127,7 +134,7 @@ async function refreshVersions() {
       };
       act.append(b);
     }
-    if (boot.can.train) {  // the weights leave the service as a MONAI bundle (runs with `monai.bundle run`)
+    if (boot.can.train && backend !== "nnunet") {  // the weights leave as a MONAI bundle (`monai.bundle run`)
       const a = document.createElement("a");
       a.href = `/api/v1/model-versions/${v.id}/bundle`; a.download = ""; a.className = "small bundle-download";
       a.textContent = "MONAI bundle"; a.title = `Download v${v.number} as a MONAI bundle (configs/inference.json runs it on NIfTI files)`;
