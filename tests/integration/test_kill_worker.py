@@ -144,4 +144,6 @@ def test_a_training_run_executes_in_its_own_process_and_its_death_is_reported(ow
     wait_until(lambda: TrainingRun.objects.get(pk=again.pk).status not in ("queued", "running"), timeout=240)
     again.refresh_from_db()
     assert again.status == RunStatus.SUCCEEDED, again.outcome
-    assert _grandchildren(proc.pid) == []  # the run's process is gone with it
+    # The run's process is gone with it: it exits after the row says SUCCEEDED (the outbox's sends after the
+    # commit, closing its connections), so the check waits for the exit, not for the row alone.
+    wait_until(lambda: _grandchildren(proc.pid) == [], timeout=60)
