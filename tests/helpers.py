@@ -1,4 +1,6 @@
 import io
+import time
+from pathlib import Path
 
 import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -34,3 +36,22 @@ def upload_images(client, project, files: dict, *, expect: str = "succeeded") ->
     job = client.get(f"/api/v1/imports/{resp.json()['id']}").json()
     assert job["status"] == expect, job
     return job
+
+
+def process_alive(pid: int) -> bool:
+    """False once the process is gone or a zombie (killed, waiting for its parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    """Poll `predicate` every 50 ms until it is true or `timeout` seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -4,25 +4,9 @@ by the kernel when the process that started it dies, even after an exec."""
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.helpers import process_alive, wait_for
 
 
 def test_an_exec_d_child_dies_with_the_process_that_started_it(tmp_path):
@@ -38,11 +22,11 @@ def test_an_exec_d_child_dies_with_the_process_that_started_it(tmp_path):
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
     try:
-        assert _wait_for(lambda: out.exists() and out.read_text().strip() != "")
+        assert wait_for(lambda: out.exists() and out.read_text().strip() != "")
         child = int(out.read_text())
-        assert _alive(child)
+        assert process_alive(child)
         parent.kill()
         parent.wait()
-        assert _wait_for(lambda: not _alive(child))  # sleep was exec'd: the request survived it
+        assert wait_for(lambda: not process_alive(child))  # sleep was exec'd: the request survived it
     finally:
         parent.kill()

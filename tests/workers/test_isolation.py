@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from tests.helpers import process_alive, wait_for
 from workers.isolation import describe_exit, run_in_child
 
 
@@ -21,24 +22,6 @@ def _rss_bytes(pid: int | str = "self") -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def _alive(pid: int) -> bool:
-    """False once the process is gone or a zombie (killed, waiting for its parent to reap it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _allocate(out: str, mb: int) -> None:
@@ -95,7 +78,7 @@ def test_an_interrupted_wait_kills_the_child_before_the_exception_leaves(tmp_pat
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert not _alive(int(out.read_text()))
+    assert not process_alive(int(out.read_text()))
 
 
 def test_the_child_dies_with_its_parent(tmp_path):
@@ -113,12 +96,12 @@ def test_the_child_dies_with_its_parent(tmp_path):
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
     try:
-        assert _wait_for(lambda: out.exists() and out.read_text().strip() != "")
+        assert wait_for(lambda: out.exists() and out.read_text().strip() != "")
         child = int(out.read_text())
-        assert _alive(child)
+        assert process_alive(child)
         parent.kill()
         parent.wait()
-        assert _wait_for(lambda: not _alive(child))
+        assert wait_for(lambda: not process_alive(child))
     finally:
         parent.kill()
 
