@@ -6,6 +6,7 @@ from annotations.models import Case, Role
 from hitl.core import task_names
 from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import make_version, seed_project
+from workers.ml.models import backends
 from workers.models import CaseScore, VersionState
 from workers.services import scoring as scoring_service
 from workers.services.scoring import queue_cold_start, scoring_run
@@ -132,7 +133,7 @@ def _files_under(prefix: str) -> list[str]:
     return sorted(str(p) for p in Path(settings.MEDIA_ROOT, prefix).rglob("*") if p.is_file())
 
 
-def _pixel_mean_scores(model, images, mc_samples):
+def _pixel_mean_scores(model, images, mc_samples, sampling):
     """Known scores: least confidence = each image's mean pixel, so the ranking is fixed by the images."""
     from workers.ml.al.scoring import PoolScores
 
@@ -157,7 +158,7 @@ def test_a_pool_is_scored_one_chunk_per_task_with_progress_and_the_same_ranking(
     project, pool, monkeypatch, member, client_for, settings
 ):
     TrainingSettingsFactory(project=project, query_strategy="least_confidence")
-    monkeypatch.setattr(scoring_service, "score_pool", _pixel_mean_scores)  # deterministic scores
+    monkeypatch.setattr(backends, "score_pool", _pixel_mean_scores)  # deterministic scores
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     scoring_run(project_id=project.pk, version_id=version.pk)  # in one chunk: the reference ranking
     whole = list(

@@ -10,6 +10,7 @@ from hitl.core.models import AuditEvent
 from hitl.core.storage import bytes_load
 from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import TINY, annotate, pool_masks, seed_project
+from workers.ml.models import backends
 from workers.models import (
     CaseScore,
     Explanation,
@@ -180,7 +181,7 @@ def test_exception_fails_the_run_with_the_reason(project, ml, seeded, no_enqueue
     def boom(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(run_service, "train", boom)
+    monkeypatch.setattr(backends, "train", boom)  # the built-in backend's trainer
     run = _run(project, ml)
     assert run.status == RunStatus.FAILED and run.outcome == "failed: RuntimeError: out of memory"
     assert run.finished_at and not ModelVersion.objects.exists()

@@ -28,7 +28,7 @@ from workers.services.model_export import model_version_bundle
 from workers.services.model_import import model_bundle_import
 from workers.services.registry import model_version_promote, model_version_rollback
 from workers.services.training import training_run_cancel, training_run_start
-from workers.services.training_config import config_json_schema
+from workers.services.training_config import BACKENDS, config_json_schema
 
 
 @extend_schema_field(config_json_schema())
@@ -105,6 +105,9 @@ class ScoringProgressSerializer(serializers.Serializer):
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
     parent_number = serializers.IntegerField(source="parent.number", allow_null=True, default=None)
+    backend = serializers.ChoiceField(
+        choices=BACKENDS, read_only=True, help_text="the model backend that trained or imported this version"
+    )
     scoring = serializers.SerializerMethodField(
         help_text="the latest pool scoring by this version, chunk by chunk (null: never scored the pool)"
     )
@@ -126,6 +129,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
             "state",
             "parent",
             "parent_number",
+            "backend",
             "metrics",
             "config",
             "weights_sha256",

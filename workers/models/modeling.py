@@ -58,6 +58,12 @@ class ModelVersion(models.Model):
         """The network architecture (`NetworkConfig.arch`) recorded in the version's config."""
         return str(self.config.get("network", {}).get("arch", "unet"))
 
+    @property
+    def backend(self) -> str:
+        """The model backend that trained (or imported) it (workers.ml.models.backends); "builtin" when the
+        config names none."""
+        return str(self.config.get("backend") or "builtin")
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"

@@ -11,11 +11,10 @@ from django.db import IntegrityError, transaction
 
 from annotations.models import Case
 from hitl.core.storage import bytes_save, mask_to_png
-from workers.ml.al.scoring import score_pool
 from workers.ml.explain.explanations import explain, map_to_png, methods_for_arch
-from workers.ml.explain.policy import DEFAULT_METHODS
+from workers.ml.explain.policy import DEFAULT_METHODS, GRADIENT_FREE_METHODS
+from workers.ml.models.backends import ModelBackend, backend_for
 from workers.ml.models.device import limit_cpu_threads
-from workers.ml.models.inference import predict_labels
 from workers.models import Explanation, ModelVersion, Prediction, VersionState
 from workers.services.datasets import load_images, loader_for
 from workers.services.weights import model_load
@@ -41,8 +40,9 @@ def _prefix(version: ModelVersion) -> str:
 
 
 def proposals_compute(*, version_id: int, case_ids: Sequence[int]) -> int:
-    """Proposed mask (arg-max) and MC-dropout uncertainty map (entropy / ln K) for the cases that lack a
-    Prediction of this version. Returns the number written. Idempotent."""
+    """Proposed mask (arg-max) and uncertainty map (entropy / ln K of the backend's predictive samples: MC
+    dropout, or mirror TTA) for the cases that lack a Prediction of this version. Returns the number
+    written. Idempotent."""
     version = _active(version_id)
     if version is None:
         return 0
@@ -55,11 +55,11 @@ def proposals_compute(*, version_id: int, case_ids: Sequence[int]) -> int:
     if not cases:
         return 0
     limit_cpu_threads()
-    model = model_load(version)
+    model, backend = model_load(version), backend_for(version.config)
     images = load_images(cases, loader_for(version.config))
-    labels = predict_labels(model, images)
+    labels = _labels(backend, model, images)
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
-    maps = score_pool(model, images, mc_samples=mc).uncertainty_maps
+    maps = backend.score(model, images, samples=mc).uncertainty_maps
     written = 0
     for case, label, umap in zip(cases, labels, maps, strict=True):
         mask_path = bytes_save(f"{_prefix(version)}/proposals/case-{case.pk}-mask.png", mask_to_png(label))
@@ -70,6 +70,10 @@ def proposals_compute(*, version_id: int, case_ids: Sequence[int]) -> int:
             Prediction, case=case, model_version=version, mask_path=mask_path, uncertainty_path=unc_path
         )
     return written
+
+
+def _labels(backend: ModelBackend, model, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [p.argmax(axis=0).astype(np.uint8) for p in backend.predict_proba(model, images)]
 
 
 def _create_once(model_cls, **fields) -> int:
@@ -97,7 +101,10 @@ def explanations_compute(
     version = _active(version_id)
     if version is None:
         return 0
+    backend = backend_for(version.config)
     unknown = [m for m in methods if m not in methods_for_arch(version.arch)]
+    if not backend.capabilities.gradient_explanations:
+        unknown += [m for m in methods if m not in GRADIENT_FREE_METHODS and m not in unknown]
     if unknown:
         raise ValueError(f"explanation methods {unknown} cannot explain a {version.arch} model")
     done = set(
@@ -116,7 +123,7 @@ def explanations_compute(
     written = 0
     for case, missing in todo:
         image = loader.prepared(case)
-        target = _target_class(predict_labels(model, [image])[0], num_classes)
+        target = _target_class(_labels(backend, model, [image])[0], num_classes)
         for method in missing:
             t0 = time.perf_counter()
             result = explain(model, image, method, target_class=target)

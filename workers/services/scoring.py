@@ -18,9 +18,10 @@ from annotations.models import Case, CaseSplit, Project
 from hitl.core import task_names
 from hitl.core.lanes import INTERACTIVE
 from hitl.core.outbox import outbox_enqueue
-from workers.ml.al.scoring import PoolScores, score_pool
+from workers.ml.al.scoring import PoolScores
 from workers.ml.al.strategies import intensity_features, select
 from workers.ml.explain.policy import DEFAULT_METHODS, is_interactive
+from workers.ml.models.backends import BUILTIN_BACKEND, ModelBackend, backend_for
 from workers.ml.models.device import limit_cpu_threads
 from workers.models import CaseScore, ModelVersion, VersionState
 from workers.selectors.datasets import open_pool_cases
@@ -65,14 +66,18 @@ def score_cases(
     mc_samples: int,
     chunk_size: int = CHUNK_SIZE,
     loader: SliceLoader | None = None,
+    backend: ModelBackend | None = None,
 ) -> PoolScores:
-    """MC-dropout scores of `cases` (image joined), `chunk_size` cases in memory at a time, prepared by
-    `loader` (the version's: `loader_for(version.config)`; default one slice per case)."""
+    """Uncertainty scores of `cases` (image joined) from `backend`'s predictive samples (default: the
+    built-in backend's: MC dropout, or mirror TTA for a network without dropout), `chunk_size` cases in memory
+    at a time, prepared by `loader` (the version's: `loader_for(version.config)`; default one slice per
+    case)."""
     loader = loader or SliceLoader()
+    backend = backend or backend_for({"backend": BUILTIN_BACKEND})
     parts = []
     for start in range(0, len(cases), chunk_size):
         images = load_images(cases[start : start + chunk_size], loader)
-        parts.append(score_pool(model, images, mc_samples=mc_samples))
+        parts.append(backend.score(model, images, samples=mc_samples))
     return scores_concat(parts)
 
 
@@ -150,7 +155,13 @@ def _score_chunk(version: ModelVersion, state: dict, index: int) -> int:
     by_id = Case.objects.select_related("image").in_bulk(chunk_case_ids(state, index))
     cases = [by_id[pk] for pk in chunk_case_ids(state, index) if pk in by_id]  # deleted meanwhile: dropped
     mc = int(version.config.get("scoring", {}).get("mc_samples", 5))
-    scores = score_cases(model_load(version), cases, mc_samples=mc, loader=loader_for(version.config))
+    scores = score_cases(
+        model_load(version),
+        cases,
+        mc_samples=mc,
+        loader=loader_for(version.config),
+        backend=backend_for(version.config),
+    )
     chunk_save(version, run, index, [c.pk for c in cases], scores)
     if not chunk_advance(version.pk, run, index, len(cases)):
         return 0

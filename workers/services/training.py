@@ -16,6 +16,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -26,7 +27,8 @@ from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.types import User
-from workers.models import OPEN_RUN, RunStatus, TrainingRun
+from workers.ml.models.checkpoint_format import BUNDLE_BACKEND
+from workers.models import OPEN_RUN, ModelVersion, RunStatus, TrainingRun
 from workers.selectors.settings import training_settings_for
 from workers.services.registry import active_version
 from workers.services.training_config import (
@@ -68,6 +70,9 @@ def training_run_start(
         and context_of(active.config) == context_of(config)
         else None
     )
+    if config.get("backend") == BUNDLE_BACKEND:
+        base = bundle_to_fine_tune(project)
+        config = bundle_fine_tune_config(config, base)
     if base is not None:
         config = warm_start_apply(config)
     run = run_queue(
@@ -86,6 +91,40 @@ def training_run_start(
         details={"trigger": trigger, "overrides": overrides, "base_version": base.pk if base else None},
     )
     return run
+
+
+def bundle_to_fine_tune(project: Project) -> ModelVersion:
+    """The version a "monai_bundle" run fine-tunes: the active version when it is an imported (or already
+    fine-tuned) MONAI bundle, else the project's newest such version. ValidationError when there is none."""
+    active = active_version(project=project)
+    if active is not None and active.config.get("backend") == BUNDLE_BACKEND:
+        return active
+    newest = (
+        ModelVersion.objects.filter(project=project, config__backend=BUNDLE_BACKEND)
+        .order_by("-number")
+        .first()
+    )
+    if newest is None:
+        raise ValidationError(
+            {
+                "backend": "fine-tuning a MONAI bundle needs an imported one: import a bundle on the ML page first"
+            }
+        )
+    return newest
+
+
+def bundle_fine_tune_config(config: dict[str, Any], base: ModelVersion) -> dict[str, Any]:
+    """A run's config that fine-tunes `base` (a bundle version): its network, input and explanation methods,
+    and its bundle's checked definition (the zip itself is needed at import only)."""
+    bundle = {k: v for k, v in base.config["bundle"].items() if k not in ("path", "sha256")}
+    return {
+        **config,
+        "backend": BUNDLE_BACKEND,
+        "bundle": {**bundle, "fine_tunes": base.pk},
+        "network": base.config["network"],
+        "input": base.config["input"],
+        "explain_methods": base.config.get("explain_methods", config["explain_methods"]),
+    }
 
 
 _RUN_OPEN = "this project already has a queued or running training run"
@@ -182,6 +221,9 @@ def training_autotrigger(*, project: Project) -> TrainingRun | None:
     try:
         return training_run_start(project=project, requested_by=None, trigger="auto")
     except ConflictError:
+        return None
+    except ValidationError as exc:  # e.g. a "monai_bundle" project whose bundle versions were all deleted
+        log.warning("project %s: no automatic run: %s", project.pk, exc.messages)
         return None
 
 

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from annotations.models import Image, Project
 from workers.ml.explain.policy import DEFAULT_METHODS, methods_for_arch
-from workers.ml.models.checkpoint_format import NNUNET_BACKEND
+from workers.ml.models.checkpoint_format import BUNDLE_BACKEND, NNUNET_BACKEND
 from workers.ml.models.config import ARCHITECTURES, NetworkConfig, TrainConfig
 from workers.ml.models.fingerprint import Fingerprint, fingerprint, plan
 
@@ -79,15 +79,17 @@ DEFAULTS: dict[str, Any] = {
     "context_slices": 1,
     # The model backend: the service's own U-Net ("builtin") or nnU-Net v2 ("nnunet": its fingerprint, plan,
     # preprocessing and trainer; on a CPU a short schedule of nnunet_epochs x nnunet_iterations steps instead
-    # of its 1000 x 250; every run trains from scratch).
+    # of its 1000 x 250; every run trains from scratch), or "monai_bundle": the project's imported MONAI
+    # bundle fine-tuned by the service's trainer (warm_start_epochs epochs; services.training picks the version).
     "backend": "builtin",
     "nnunet_epochs": 10,
     "nnunet_iterations": 25,
 }
-BACKENDS = ("builtin", NNUNET_BACKEND)
+BACKENDS = ("builtin", NNUNET_BACKEND, BUNDLE_BACKEND)
 BACKEND_LABELS = {
     "builtin": "The service's U-Net (the few-labels recipe; fine-tunes the active version)",
     NNUNET_BACKEND: "nnU-Net v2 (its own plan, preprocessing and trainer; a short schedule on a CPU)",
+    BUNDLE_BACKEND: "The imported MONAI bundle (its network fine-tuned by the service's trainer)",
 }
 
 
@@ -287,6 +289,8 @@ def training_config_build(*, project: Project, overrides: dict[str, Any], seed: 
 
 
 def _backend(c: dict[str, Any]) -> dict[str, Any]:
+    if c["backend"] == BUNDLE_BACKEND:  # the network and input are the bundle's (services.training)
+        return {"backend": BUNDLE_BACKEND}
     if c["backend"] != NNUNET_BACKEND:
         return {}
     return {

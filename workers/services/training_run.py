@@ -1,36 +1,36 @@
 """Execute a training run (the worker side: imports torch). Starting, cancelling, auto-triggering and reaping
 runs is workers.services.training, which the web process uses; the run lifecycle is described there."""
 
-import dataclasses
 import hashlib
 import logging
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import Project
 from hitl.core.storage import bytes_save
 from workers.isolation import describe_exit, run_in_child
-from workers.ml.al.scoring import mc_predict_proba
+from workers.ml.al.scoring import sample_count
+from workers.ml.models.backends import FitJob, ModelBackend, backend_for
 from workers.ml.models.bundle_check import BundleRejected
 from workers.ml.models.checkpoint import checkpoint_to_bytes
-from workers.ml.models.checkpoint_format import BUNDLE_BACKEND, NNUNET_BACKEND
 from workers.ml.models.device import limit_cpu_threads
-from workers.ml.models.inference import predict_proba
 from workers.ml.models.metrics import METRIC_NAME, Calibration, SetMetrics, calibration, set_metrics
 from workers.ml.models.networks import NetworkConfig
-from workers.ml.models.training import EpochReport, TrainConfig, train
+from workers.ml.models.training import EpochReport, TrainConfig
 from workers.models import RunStatus, TrainingRun
 from workers.services.datasets import LabelledSet, TrainingSets, labelled_images, training_sets_build
-from workers.services.nnunet_fit import nnunet_fit
 from workers.services.registry import active_version, model_version_register
 from workers.services.training import MAX_ATTEMPTS, STALE_AFTER_S, is_stale, mark, training_run_process_died
 from workers.services.training_config import context_of
-from workers.services.weights import bundle_model_build, model_load, model_state_load
+from workers.services.weights import bundle_model_build, model_load
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _execute_claimed(run: TrainingRun) -> None:
     sets = training_sets_build(project=run.project, label_policy=run.label_policy, config=run.config)
     revision_ids = sets.train.revision_ids + sets.validation.revision_ids + sets.test.revision_ids
     TrainingRun.objects.filter(pk=run.pk).update(revision_ids=revision_ids)
-    imported = run.config.get("backend") == BUNDLE_BACKEND  # a bundle is measured and gated, not trained
+    imported = run.trigger == "bundle"  # an imported bundle is measured and gated, not trained
     if not len(sets.train) and not imported:
         _finish(
             run.pk,
@@ -179,32 +179,51 @@ def _execute_claimed(run: TrainingRun) -> None:
     if imported:
         _register_bundle(run, attempt, sets, net_cfg, train_cfg.batch_size)
         return
-    if run.config.get("backend") == NNUNET_BACKEND:
-        _fit_nnunet(run, attempt, sets, net_cfg, train_cfg.batch_size)
-        return
-    init_state = model_state_load(run.base_version) if run.base_version is not None else None
+    backend = backend_for(run.config)
     monitor = _RunMonitor(run.pk, attempt)
-    result = train(
-        net_cfg,
-        train_cfg,
-        sets.train.images,
-        sets.train.masks,
-        sets.validation.images,
-        sets.validation.masks,
-        init_state=init_state,
-        progress=monitor.progress,
-        should_stop=monitor.should_stop,
-    )
+    fitted = backend.fit(_fit_job(run, sets, net_cfg, train_cfg), monitor.progress, monitor.should_stop)
     if monitor.lost:
         return  # the reaper (or a re-claim) owns the run now
-    if result.cancelled:
-        done = len(result.history)
+    if fitted.cancelled:
+        done = len(monitor.epochs)
         _finish(
             run.pk, attempt, RunStatus.CANCELLED, f"cancelled on request after {done} epoch(s); no version"
         )
         return
-    extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "seed": run.seed}
-    _register(run, attempt, sets, result.model, net_cfg, train_cfg.batch_size, extra)
+    if fitted.model is None:
+        _finish(run.pk, attempt, RunStatus.FAILED, f"{backend.name} failed: {fitted.error}")
+        return
+    extra = {**fitted.extra, "epochs_run": len(monitor.epochs)}
+    _register(
+        run, attempt, sets, fitted.model, fitted.net_cfg, train_cfg.batch_size, extra, fitted.checkpoint
+    )
+
+
+def _fit_job(run: TrainingRun, sets: TrainingSets, net_cfg: NetworkConfig, train_cfg: TrainConfig) -> FitJob:
+    """What the run's backend fits: its train and validation cases, the version it starts from (a warm
+    start, or the bundle a "monai_bundle" run fine-tunes), and the backend's own options."""
+    options = {"nnunet": run.config.get("nnunet"), "monai_bundle": run.config.get("bundle")}
+    return FitJob(
+        net_cfg=net_cfg,
+        train_cfg=train_cfg,
+        images=sets.train.images,
+        masks=sets.train.masks,
+        val_images=sets.validation.images,
+        val_masks=sets.validation.masks,
+        names=[f"case_{cid}" for cid in sets.train.case_ids],
+        init=model_load(run.base_version) if run.base_version is not None else None,
+        options=options.get(backend_for(run.config).name) or {},
+        modality=run.project.modality,
+        scratch=scratch_dir(),
+        threads=int(os.environ.get("HITL_TORCH_THREADS", "1")),
+    )
+
+
+def scratch_dir() -> Path:
+    """Temporary files of a run beside the media (the same disk the service was given), not in /tmp."""
+    path = Path(settings.VAR_DIR) / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _register_bundle(
@@ -217,34 +236,8 @@ def _register_bundle(
     except BundleRejected as exc:
         _finish(run.pk, attempt, RunStatus.FAILED, f"the bundle was refused: {exc}")
         return
-    network_def = run.config["bundle"]["network_def"]
-    _register(run, attempt, sets, model, net_cfg, batch_size, {"imported_bundle": True}, network_def)
-
-
-def _fit_nnunet(
-    run: TrainingRun, attempt: int, sets: TrainingSets, net_cfg: NetworkConfig, batch_size: int
-) -> None:
-    """nnU-Net v2 trained on the run's train cases (workers.services.nnunet_fit), then measured and gated on
-    the project's validation cases like a built-in version."""
-    monitor = _RunMonitor(run.pk, attempt)
-    fit = nnunet_fit(
-        train_set=sets.train,
-        modality=run.project.modality,
-        num_classes=net_cfg.num_classes,
-        config=run.config["nnunet"],
-        monitor=monitor,
-    )
-    if monitor.lost:
-        return  # the reaper (or a re-claim) owns the run now
-    if fit.cancelled:
-        _finish(run.pk, attempt, RunStatus.CANCELLED, "cancelled on request; no version")
-        return
-    if fit.model is None:
-        _finish(run.pk, attempt, RunStatus.FAILED, f"nnU-Net failed: {fit.error}")
-        return
-    cfg = dataclasses.replace(net_cfg, arch=NNUNET_BACKEND, channels=(), dropout=0.0)
-    extra = {"backend": NNUNET_BACKEND, "nnunet_plan": fit.plan, "epochs_run": len(monitor.epochs)}
-    _register(run, attempt, sets, fit.model, cfg, batch_size, extra, nnunet=fit.meta)
+    checkpoint = {"network_def": run.config["bundle"]["network_def"]}
+    _register(run, attempt, sets, model, net_cfg, batch_size, {"imported_bundle": True}, checkpoint)
 
 
 def _register(
@@ -255,17 +248,17 @@ def _register(
     net_cfg: NetworkConfig,
     batch_size: int,
     extra: dict[str, Any],
-    network_def: dict[str, Any] | None = None,
-    nnunet: dict[str, Any] | None = None,
+    checkpoint: dict[str, Any],
 ) -> None:
+    """Measure, store and register the version (`checkpoint`: the backend's checkpoint_to_bytes extras)."""
     mc = int(run.config.get("scoring", {}).get("mc_samples", 5))
-    metrics = evaluate(model, sets, net_cfg.num_classes, batch_size, mc)
+    metrics = evaluate(model, sets, net_cfg.num_classes, batch_size, mc, backend=backend_for(run.config))
     metrics["active_on_validation"] = active_on_validation(
         run.project, sets, net_cfg.num_classes, batch_size, run_config=run.config
     )
     metrics |= extra
     meta = {"run": run.pk, "project": run.project_id}
-    data = checkpoint_to_bytes(model, net_cfg, meta=meta, network_def=network_def, nnunet=nnunet)
+    data = checkpoint_to_bytes(model, net_cfg, meta=meta, **checkpoint)
     # Weights first: the version row only ever points at a file that exists.
     path = bytes_save(f"projects/{run.project_id}/models/run-{run.pk}-a{attempt}.ckpt", data)
     model_version_register(
@@ -277,17 +270,19 @@ def _register(
     )
 
 
-def _set_metrics(model, labelled: LabelledSet, k: int, batch_size: int) -> SetMetrics | None:
-    return _measured(model, labelled, k, batch_size)[0]
+def _set_metrics(
+    model, labelled: LabelledSet, k: int, batch_size: int, backend: ModelBackend
+) -> SetMetrics | None:
+    return _measured(model, labelled, k, batch_size, backend)[0]
 
 
 def _measured(
-    model, labelled: LabelledSet, k: int, batch_size: int
+    model, labelled: LabelledSet, k: int, batch_size: int, backend: ModelBackend
 ) -> tuple[SetMetrics | None, Calibration | None]:
     """Overlap metrics and the calibration of the softmax the proposals come from (one forward pass)."""
     if not len(labelled):
         return None, None
-    probs = predict_proba(model, labelled.images, batch_size=batch_size)
+    probs = backend.predict_proba(model, labelled.images, batch_size=batch_size)
     labels = [p.argmax(axis=0).astype(np.uint8) for p in probs]
     return set_metrics(labels, labelled.masks, k), calibration(probs, labelled.masks)
 
@@ -300,27 +295,42 @@ def _per_class(m: SetMetrics | None) -> list[float | None]:
     return [c.pooled_dice for c in m.classes] if m is not None else []
 
 
-def _mc_calibration(model, labelled: LabelledSet, mc_samples: int, batch_size: int) -> dict | None:
-    """Calibration of the MC-dropout mean softmax on the validation cases: the distribution pool scoring
-    and the uncertainty maps read."""
+def _sampled_calibration(
+    model, labelled: LabelledSet, samples: int, batch_size: int, backend: ModelBackend
+) -> dict | None:
+    """Calibration of the mean of the predictive samples (MC dropout, or mirror TTA for a network without
+    dropout) on the validation cases: the distribution pool scoring and the uncertainty maps read."""
     if not len(labelled):
         return None
-    probs = mc_predict_proba(model, labelled.images, mc_samples=mc_samples, batch_size=batch_size)
-    return {**calibration(probs, labelled.masks).to_dict(), "mc_samples": mc_samples}
+    probs = backend.predictive_proba(model, labelled.images, samples=samples, batch_size=batch_size)
+    sampling = backend.sampling(model)
+    return {
+        **calibration(probs, labelled.masks).to_dict(),
+        "mc_samples": sample_count(samples, sampling),
+        "sampling": sampling,
+    }
 
 
 def evaluate(
-    model, sets: TrainingSets, num_classes: int, batch_size: int, mc_samples: int = 5
+    model,
+    sets: TrainingSets,
+    num_classes: int,
+    batch_size: int,
+    mc_samples: int = 5,
+    *,
+    backend: ModelBackend,
 ) -> dict[str, Any]:
     """Validation and test metrics (workers.ml.models.metrics: pooled Dice over the set, per class, the
     per-case Dice where the class is present and false positives on cases without it), the expected
-    calibration error of the validation softmax and of the MC-dropout mean that scoring reads, plus the set
+    calibration error of the validation softmax and of the sampled mean that scoring reads, plus the set
     sizes."""
-    val, val_calibration = _measured(model, sets.validation, num_classes, batch_size)
-    test = _set_metrics(model, sets.test, num_classes, batch_size)
+    val, val_calibration = _measured(model, sets.validation, num_classes, batch_size, backend)
+    test = _set_metrics(model, sets.test, num_classes, batch_size, backend)
+    sampled = _sampled_calibration(model, sets.validation, mc_samples, batch_size, backend)
     return {
+        "backend": backend.name,
         "validation_calibration": val_calibration.to_dict() if val_calibration is not None else None,
-        "validation_calibration_mc": _mc_calibration(model, sets.validation, mc_samples, batch_size),
+        "validation_calibration_mc": sampled,
         "dice_metric": METRIC_NAME,
         "validation_dice": _dice_of(val),
         "test_dice": _dice_of(test),
@@ -353,5 +363,5 @@ def active_on_validation(
             return None
         validation = LabelledSet(case_ids=validation.case_ids, images=images, masks=validation.masks)
     model = model_load(version)
-    m = _set_metrics(model, validation, num_classes, batch_size)
+    m = _set_metrics(model, validation, num_classes, batch_size, backend_for(version.config))
     return {"version_id": version.pk, "validation_dice": _dice_of(m)}

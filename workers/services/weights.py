@@ -33,13 +33,6 @@ def model_load(version: ModelVersion) -> torch.nn.Module:
     return model
 
 
-def model_state_load(version: ModelVersion) -> dict[str, torch.Tensor]:
-    from workers.ml.models.checkpoint import read_checkpoint
-
-    state, _cfg, _meta = read_checkpoint(weights_bytes(version))
-    return state
-
-
 def bundle_model_build(bundle: dict, net_cfg: NetworkConfig) -> torch.nn.Module:
     """The network of an imported MONAI bundle (a run's config["bundle"], workers.services.model_import):
     its stored zip checked again (hash and contents), the network built from the checked definition, its

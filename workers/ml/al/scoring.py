@@ -1,9 +1,13 @@
-"""Uncertainty scoring of an unlabelled pool with MC dropout (the expensive half of active learning).
+"""Uncertainty scoring of an unlabelled pool with MC dropout or mirror TTA (the expensive half of active
+learning).
 
 Contracts:
-- Inputs are prepared float32 (C, H, W) images (sizes may differ). Per case, T = ``mc_samples``
-  stochastic forward passes run with only the Dropout modules in train mode (normalisation stays in
-  eval), all T copies of a batch stacked into as few forward calls as ``max_forward`` allows.
+- Inputs are prepared float32 (C, H, W) images (sizes may differ). Per case, T predictive samples, all T
+  copies of a batch stacked into as few forward calls as ``max_forward`` allows:
+  ``sampling="dropout"``: T = ``mc_samples`` stochastic passes with only the Dropout modules in train mode
+  (normalisation stays in eval); ``sampling="mirror"``: T = min(``mc_samples``, 4) deterministic passes in
+  eval mode over the image's mirrorings (identity, left-right, up-down, both; each output mirrored back),
+  nnU-Net's test-time augmentation, for networks without dropout (whose MC samples would all be equal).
 - Per pixel, from the T softmax samples p_t: predictive entropy H[mean p], MC variance (variance over
   samples, averaged over classes) and mutual information BALD = H[mean p] - mean_t H[p_t] (>= 0).
 - Per case those maps are reduced by ``aggregation``: "mean" (all pixels), "topk" (mean of the
@@ -32,6 +36,8 @@ from workers.ml.models.networks import bottleneck_embedding
 from workers.ml.models.transforms import pad_to_multiple
 
 AGGREGATIONS = ("mean", "topk", "foreground")
+SAMPLINGS = ("dropout", "mirror")
+MIRRORS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))  # flipped dims of (B, C, H, W)
 
 
 @dataclass(frozen=True)
@@ -170,15 +176,17 @@ def _case_scores(pu: PixelUncertainty, aggregation: str, topk_fraction: float) -
 
 
 def mc_forward(
-    model: nn.Module, x: torch.Tensor, mc_samples: int, max_forward: int
+    model: nn.Module, x: torch.Tensor, mc_samples: int, max_forward: int, sampling: str = "dropout"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """T stochastic passes of batch x (B, C, H, W) -> (softmax (T, B, K, H, W), embeddings (B, D)).
+    """T passes of batch x (B, C, H, W) -> (softmax (T, B, K, H, W), embeddings (B, D)).
 
-    The batch is repeated T times and cut into forward calls of at most `max_forward` images; the
-    bottleneck embedding is taken from the same calls via a hook on the model's output.
+    The batch is repeated T times (mirrored per sample for "mirror") and cut into forward calls of at most
+    `max_forward` images; the bottleneck embedding is taken from the same calls via a hook on the model's
+    output. Stochasticity (dropout) is the caller's: see `_mc_groups`.
     """
     b = x.shape[0]
-    rep = x.repeat(mc_samples, 1, 1, 1)  # index t * B + i is sample t of image i
+    flips = [MIRRORS[t] for t in range(mc_samples)] if sampling == "mirror" else [()] * mc_samples
+    rep = torch.cat([x.flip(f) if f else x for f in flips])  # index t * B + i is sample t of image i
     logits: list[torch.Tensor] = []  # filled by the hook: bottleneck_embedding's own forward output
     embs = []
     handle = model.register_forward_hook(lambda _m, _i, out: logits.append(out))
@@ -189,8 +197,17 @@ def mc_forward(
         handle.remove()
     probs = [torch.softmax(z, dim=1) for z in logits]
     p = torch.cat(probs).reshape(mc_samples, b, *probs[0].shape[1:])
+    if sampling == "mirror":
+        p = torch.stack([p[t].flip(f) if f else p[t] for t, f in enumerate(flips)])
     e = torch.cat(embs).reshape(mc_samples, b, -1).mean(dim=0)
     return p, e
+
+
+def sample_count(mc_samples: int, sampling: str) -> int:
+    """T: `mc_samples` dropout samples, or at most the 4 mirrorings."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    return min(mc_samples, len(MIRRORS)) if sampling == "mirror" else mc_samples
 
 
 def default_max_forward(device: torch.device, batch_size: int, mc_samples: int) -> int:
@@ -204,18 +221,34 @@ def _mc_groups(
     mc_samples: int,
     batch_size: int,
     max_forward: int | None,
+    sampling: str = "dropout",
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """(indices, softmax samples (T, B, K, H, W) cropped to the group's own size, embeddings (B, D)) per
-    group of same-shape images, in MC-dropout mode (dropout on, the rest in eval; modes restored after)."""
+    group of same-shape images: in MC-dropout mode (dropout on, the rest in eval) for "dropout", in eval
+    mode for "mirror"; modes restored after."""
+    t = sample_count(mc_samples, sampling)
     dev = model_device(model)
-    step = max_forward or default_max_forward(dev, batch_size, mc_samples)
+    step = max_forward or default_max_forward(dev, batch_size, t)
     divisor = network_divisor(model)
-    with mc_dropout(model), torch.inference_mode():
+    mode = mc_dropout(model) if sampling == "dropout" else eval_mode(model)
+    with mode, torch.inference_mode():
         for idx in group_by_shape(images, batch_size):
             hw = images[idx[0]].shape[-2:]
             x = np.stack([pad_to_multiple(np.asarray(images[i], dtype=np.float32), divisor)[0] for i in idx])
-            samples, emb = mc_forward(model, torch.from_numpy(x).to(dev), mc_samples, step)
+            samples, emb = mc_forward(model, torch.from_numpy(x).to(dev), t, step, sampling)
             yield idx, samples[..., : hw[0], : hw[1]], emb
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration; every module's mode restored on exit."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 def score_pool(
@@ -228,6 +261,7 @@ def score_pool(
     batch_size: int = 16,
     device: torch.device | str | None = None,
     max_forward: int | None = None,
+    sampling: str = "dropout",
 ) -> PoolScores:
     """Score every image; see the module contract. The model's train/eval modes are restored."""
     if aggregation not in AGGREGATIONS:
@@ -241,7 +275,7 @@ def score_pool(
         return PoolScores(e, e, e, e, e, np.zeros((0, 0), np.float32), e, np.zeros((0, 0), np.float32), [])
     cols: dict[str, list[tuple[list[int], np.ndarray]]] = {}
     maps: list[np.ndarray | None] = [None] * len(images)
-    for idx, samples, emb in _mc_groups(model, images, mc_samples, batch_size, max_forward):
+    for idx, samples, emb in _mc_groups(model, images, mc_samples, batch_size, max_forward, sampling):
         pu = pixel_uncertainty(samples)
         scores = _case_scores(pu, aggregation, topk_fraction) | {"embeddings": emb}
         for name, val in scores.items():
@@ -255,14 +289,19 @@ def score_pool(
 
 
 def mc_predict_proba(
-    model: nn.Module, images: Sequence[np.ndarray], *, mc_samples: int = 5, batch_size: int = 8
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    *,
+    mc_samples: int = 5,
+    batch_size: int = 8,
+    sampling: str = "dropout",
 ) -> list[np.ndarray]:
-    """The MC-dropout predictive distribution scoring reads: the mean softmax (K, H, W) of `mc_samples`
-    stochastic passes per image (dropout on, everything else in eval mode), cropped to each image's size."""
+    """The predictive distribution scoring reads: the mean softmax (K, H, W) of the T samples per image (see
+    the module contract), cropped to each image's size."""
     if mc_samples < 1:
         raise ValueError("mc_samples must be >= 1")
     out: list[np.ndarray | None] = [None] * len(images)
-    for idx, samples, _emb in _mc_groups(model, images, mc_samples, batch_size, None):
+    for idx, samples, _emb in _mc_groups(model, images, mc_samples, batch_size, None, sampling):
         for j, m in zip(idx, samples.mean(dim=0).float().cpu().numpy(), strict=True):
             out[j] = np.ascontiguousarray(m)
     return [m for m in out if m is not None]

@@ -182,11 +182,14 @@ def train(
     val_masks: Sequence[np.ndarray] = (),
     *,
     init_state: dict[str, torch.Tensor] | None = None,
+    model: nn.Module | None = None,
     progress: Callable[[EpochReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: torch.device | str | None = None,
 ) -> TrainResult:
-    """Train a fresh network (or warm-start from ``init_state``, a state_dict); see module contract."""
+    """Train a fresh network (or warm-start from ``init_state``, a state_dict); see module contract.
+    ``model``: train this network in place (an imported bundle's, with its weights) instead of building one
+    from ``net_cfg``, whose channels and classes must still describe it."""
     if not images:
         raise ValueError("no training images")
     k = net_cfg.num_classes
@@ -199,7 +202,7 @@ def train(
     dev = torch.device(device) if device is not None else pick_device()
 
     seed_everything(train_cfg.seed)
-    model = build_network(net_cfg)
+    model = model if model is not None else build_network(net_cfg)
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(dev)
