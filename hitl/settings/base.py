@@ -224,8 +224,17 @@ else:
     # Redis: a task whose worker died (acks_late: never acknowledged) goes back to its queue after this many
     # seconds, so a restarted worker runs it. Every task is idempotent: a copy of a task still running
     # (training, an export, a report) finds it claimed and does nothing.
+    # kombu looks for such messages every unacked_restore_interval s but scans Redis only on every
+    # unacked_restore_throttle-th look (defaults 10 x 10: a redelivery waited up to 100 s beyond the
+    # timeout); here every look scans (one ZRANGE), at most every 10 s. The scan runs under a Redis mutex
+    # that kombu keeps for up to 300 s when its holder dies mid-scan (a kill -9): no longer than the
+    # visibility timeout here (a scan takes milliseconds; a copy restored twice is harmless, as above).
+    _VISIBILITY_S = env.int("HITL_BROKER_VISIBILITY_SECONDS", default=900)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("HITL_BROKER_VISIBILITY_SECONDS", default=900)
+        "visibility_timeout": _VISIBILITY_S,
+        "unacked_restore_interval": max(1, min(10, _VISIBILITY_S)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": max(1, min(300, _VISIBILITY_S)),
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -191,14 +191,17 @@ def _wait_for_http(url: str, proc, timeout: float = 90) -> None:
     pytest.fail(f"the web server did not answer {url} in time", pytrace=False)
 
 
-def wait_until(predicate, timeout: float = 60, interval: float = 0.25):
+def wait_until(predicate, timeout: float = 60, interval: float = 0.25, describe=None):
+    """predicate()'s first truthy value within `timeout` s; else AssertionError, with describe()'s account of
+    the state when given (what a failure on a slow machine needs to be understood)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    state = f": {describe()}" if describe is not None else ""
+    raise AssertionError(f"condition not met in {timeout} s{state}")
 
 
 @pytest.fixture
@@ -244,6 +247,9 @@ class OwnWorker:
             90,
         )
         assert self.proc.poll() is None, "the worker exited"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def freeze(self) -> None:
         assert self.proc is not None

@@ -101,7 +101,15 @@ def test_kill_9_during_pool_scoring_then_a_restarted_worker_ranks_the_pool_once(
     assert not CaseScore.objects.filter(model_version=version).exists()  # nothing ranked half
 
     worker.start()  # the restart: the lost chunk comes back after the visibility timeout
-    wait_until(lambda: bool(_scoring(version).get("finished_at")), timeout=240, interval=0.5)
+
+    def state() -> str:
+        unsent = OutboxMessage.objects.filter(sent_at__isnull=True).count()
+        return (
+            f"scoring {_scoring(version)}, {unsent} outbox message(s) unsent, worker alive {worker.alive()}"
+        )
+
+    wait_until(lambda: _scoring(version).get("done", 0) > at_kill["done"], 120, 0.5, state)  # redelivered
+    wait_until(lambda: bool(_scoring(version).get("finished_at")), 240, 0.5, state)
     done = _scoring(version)
     assert (done["done"], done["total"], done["run"], done.get("stopped")) == (
         POOL,

@@ -179,3 +179,22 @@ def test_explanations_compute_refuses_methods_the_network_cannot_use(project, po
     with pytest.raises(ValueError, match="attention"):
         explanations_compute(version_id=version.pk, case_ids=[pool[0].pk], methods=["attention"])
     assert not Explanation.objects.exists()
+
+
+def test_a_backend_without_gradient_explanations_gets_only_the_gradient_free_methods(
+    project, pool, monkeypatch
+):
+    """The interface's declared capability: a backend whose models give no gradients (none of today's three)
+    is offered occlusion and the other output-only methods, and a gradient method is refused."""
+    import dataclasses
+
+    from workers.ml.models import backends
+
+    builtin = backends.BACKENDS["builtin"]
+    no_gradients = dataclasses.replace(builtin.capabilities, gradient_explanations=False)
+    monkeypatch.setattr(type(builtin), "capabilities", no_gradients)
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    with pytest.raises(ValueError, match="gradcam"):
+        explanations_compute(version_id=version.pk, case_ids=[pool[0].pk], methods=["gradcam", "occlusion"])
+    assert not Explanation.objects.exists()
+    assert explanations_compute(version_id=version.pk, case_ids=[pool[0].pk], methods=["uncertainty"]) == 1

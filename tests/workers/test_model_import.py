@@ -280,3 +280,49 @@ def test_the_worker_builds_only_torch_module_classes():
     with pytest.raises(BundleRejected, match="does not exist"):
         build_bundle_network(missing)
     assert build_bundle_network({**UNET, "_target_": "monai.networks.nets.UNet"}).training is False
+
+
+def test_an_imported_bundle_is_fine_tuned_in_the_loop_and_its_version_still_exports(
+    project, ml, client_for, django_capture_on_commit_callbacks
+):
+    """Issue 18, item 2: a project whose backend is "monai_bundle" fine-tunes its imported bundle's network
+    with the service's trainer; the new version keeps the bundle's network (so it exports as a bundle)."""
+    from workers.ml.models.checkpoint import read_checkpoint
+    from workers.services.weights import weights_bytes
+
+    seed_project(project, ml)
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = _post(client_for(ml), project, make_bundle(UNET))
+    imported = TrainingRun.objects.get(pk=resp.json()["id"]).result_version
+    with django_capture_on_commit_callbacks(execute=True):
+        run = training_run_start(
+            project=project, requested_by=ml, config_overrides={**TINY, "backend": "monai_bundle"}
+        )
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.outcome
+    assert run.base_version_id == imported.pk and run.config["train"]["epochs"] == TINY["epochs"]
+    tuned = run.result_version
+    assert tuned.backend == "monai_bundle" and tuned.config["bundle"]["fine_tunes"] == imported.pk
+    assert tuned.config["network"] == imported.config["network"]
+    assert tuned.metrics["fine_tuned_bundle"] is True and tuned.metrics["epochs_run"] == TINY["epochs"]
+    before, _c, _m = read_checkpoint(weights_bytes(imported))
+    after, _c, _m = read_checkpoint(weights_bytes(tuned))
+    assert before.keys() == after.keys()  # the bundle's own network, trained further
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    bundle = client_for(ml).get(f"/api/v1/model-versions/{tuned.pk}/bundle")
+    assert bundle.status_code == 200
+    with zipfile.ZipFile(
+        io.BytesIO(b"".join(bundle.streaming_content) if bundle.streaming else bundle.content)
+    ) as zf:
+        assert any(n.endswith("configs/inference.json") for n in zf.namelist())
+    listed = client_for(ml).get(f"/api/v1/projects/{project.pk}/model-versions").json()["results"]
+    assert sorted(v["backend"] for v in listed) == ["monai_bundle", "monai_bundle"]
+
+
+def test_fine_tuning_a_bundle_without_one_is_refused_with_the_reason(project, ml):
+    from django.core.exceptions import ValidationError
+
+    seed_project(project, ml)
+    with pytest.raises(ValidationError, match="import a bundle"):
+        training_run_start(project=project, requested_by=ml, config_overrides={"backend": "monai_bundle"})
+    assert not TrainingRun.objects.exists()

@@ -99,7 +99,11 @@ def test_an_nnunet_run_trains_registers_proposes_scores_and_explains(
     assert version.metrics["nnunet_plan"]["patch_size"]  # nnU-Net's own plan, recorded
     assert version.metrics["validation_dice"] > 0.5 and version.metrics["validation_cases"] == 2
     assert isinstance(model_load(version), NnunetNetwork)
-    assert CaseScore.objects.filter(model_version=version, case_id__in=pool).count() == len(pool)
+    scores = CaseScore.objects.filter(model_version=version, case_id__in=pool)
+    assert scores.count() == len(pool)
+    # Its network has no dropout: uncertainty comes from mirror TTA (MC samples would all be equal, BALD 0)
+    assert version.metrics["validation_calibration_mc"]["sampling"] == "mirror"
+    assert all(s.components["bald"] > 0 for s in scores), [s.components for s in scores]
     assert Prediction.objects.filter(model_version=version).exists()
     methods = set(Explanation.objects.filter(model_version=version).values_list("method", flat=True))
     assert {"gradcam", "saliency"} <= methods, methods

@@ -106,7 +106,9 @@ def explanations_compute(
     if not backend.capabilities.gradient_explanations:
         unknown += [m for m in methods if m not in GRADIENT_FREE_METHODS and m not in unknown]
     if unknown:
-        raise ValueError(f"explanation methods {unknown} cannot explain a {version.arch} model")
+        raise ValueError(
+            f"explanation methods {unknown} cannot explain a {version.arch} model of the {backend.name} backend"
+        )
     done = set(
         Explanation.objects.filter(model_version=version, case_id__in=case_ids).values_list(
             "case_id", "method"

@@ -101,11 +101,12 @@ async function refreshVersions() {
   for (const v of versions) {
     const tr = document.createElement("tr");
     tr.dataset.version = v.number;
-    const backend = (v.config || {}).backend;  // absent: the service's own U-Net
+    const backend = v.backend !== "builtin" ? v.backend : null;  // the service's own U-Net: no label
     const num = cell(tr, `v${v.number}`);
     if (backend) {
       const small = document.createElement("div"); small.className = "muted small backend";
-      small.textContent = BACKEND_NAMES[backend] || backend; num.append(small);
+      const tuned = v.metrics.fine_tuned_bundle ? " (fine-tuned)" : "";
+      small.textContent = (BACKEND_NAMES[backend] || backend) + tuned; num.append(small);
     }
     const st = cell(tr, v.state);
     if (v.state === "active") st.innerHTML = '<span class="badge ok">active</span>';
@@ -120,8 +121,9 @@ async function refreshVersions() {
     if (classes) { const small = document.createElement("div"); small.className = "muted small per-class"; small.textContent = classes; val.append(small); }
     cell(tr, fmt(v.metrics.test_dice) + older);
     cell(tr, falsePositives(v.metrics.validation));
-    const mcEce = v.metrics.validation_calibration_mc?.ece;
-    cell(tr, fmt(v.metrics.validation_calibration?.ece) + (mcEce != null ? ` (MC ${fmt(mcEce)})` : ""));
+    const sampled = v.metrics.validation_calibration_mc;  // MC dropout, or mirror TTA without dropout
+    const how = sampled?.sampling === "mirror" ? "TTA" : "MC";
+    cell(tr, fmt(v.metrics.validation_calibration?.ece) + (sampled?.ece != null ? ` (${how} ${fmt(sampled.ece)})` : ""));
     cell(tr, v.parent_number ? `v${v.parent_number}` : "—");
     cell(tr, new Date(v.created_at).toLocaleString());
     const act = cell(tr, "");
