@@ -104,6 +104,31 @@ def test_3d_single_voxels_with_anisotropic_spacing() -> None:
     assert ag.surface_dice(a, b, (2.0, 1.0, 0.5), tolerance_mm=5.0) == 0.0
 
 
+def _ellipsoid(shape, centre, radii) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return (sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1).astype(
+        np.uint8
+    )
+
+
+@pytest.mark.parametrize("spacing", [(3.0, 0.8, 0.7), (1.0, 1.0, 1.0), (5.0, 0.5, 0.5)])
+def test_3d_hd95_and_assd_equal_monais_on_a_synthetic_volume_pair(spacing) -> None:
+    """Issue 19: the 3D surface distances (mm, anisotropic slice spacing) equal an independent computation,
+    MONAI's compute_hausdorff_distance (95th percentile) and compute_average_surface_distance (symmetric)."""
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    shape = (24, 48, 40)
+    a = _ellipsoid(shape, (11, 22, 19), (6, 14, 11))
+    b = _ellipsoid(shape, (13, 25, 18), (5, 12, 13)) | _ellipsoid(shape, (6, 10, 30), (2, 3, 3))  # + a blob
+    onehot = [torch.from_numpy(np.stack([1 - m, m])[None]).float() for m in (a, b)]
+    hd = compute_hausdorff_distance(onehot[0], onehot[1], percentile=95, spacing=list(spacing))
+    asd = compute_average_surface_distance(onehot[0], onehot[1], symmetric=True, spacing=list(spacing))
+    assert ag.hausdorff95(a, b, spacing) == pytest.approx(float(hd[0, 0]), rel=1e-6)
+    assert ag.assd(a, b, spacing) == pytest.approx(float(asd[0, 0]), rel=1e-6)
+    assert ag.hausdorff95(a, b, spacing) > 0
+
+
 def test_empty_mask_conventions_are_finite_and_documented() -> None:
     empty = np.zeros((20, 30), dtype=np.uint8)
     full = square((20, 30), 5, 5, 4, 4)

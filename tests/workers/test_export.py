@@ -132,7 +132,14 @@ def test_nifti_png_coco_csv_round_trip_with_provenance(
     assert slices.shape == tuple(image.shape)
     for ann in latest:
         assert np.array_equal(slices[entries[ann.pk]["files"]["nifti"]["slice_index"]], _stored(ann))
-    assert not slices[1].any()  # the unlabelled slice stays background
+    assert not slices[1].any()  # the unlabelled slice holds 0 in the label volume, and its own mask says
+    (read_path,) = {e["files"]["nifti"]["labelled_slices_path"] for e in entries.values()}
+    assert read_path == nifti_path.replace(".nii.gz", "_labelled.nii.gz")
+    read = nib.Nifti1Image.from_bytes(gzip.decompress(members[read_path]))
+    np.testing.assert_allclose(read.affine, nii.affine, atol=0)
+    read_slices = to_slices(np.asanyarray(read.dataobj))
+    assert [bool(read_slices[k].all()) for k in range(3)] == [True, False, True]
+    assert not read_slices[1].any()  # slice 1 was never labelled: unknown, not background
     # COCO: our RLE decoder rebuilds each label map exactly
     coco = json.loads(members["masks/coco.json"])
     assert [c["id"] for c in coco["categories"]] == [1, 2]

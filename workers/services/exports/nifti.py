@@ -1,5 +1,8 @@
 """NIfTI export: each (image, track, layer) group of slices becomes one volume on the image's own grid,
-with the RAS affine the image was imported with, so masks overlay the source exactly in any viewer."""
+with the RAS affine the image was imported with, so masks overlay the source exactly in any viewer. Beside
+it, `<stem>_labelled.nii.gz` (same grid and affine) is 1 on every slice that was labelled and 0 on the rest:
+a 0 in the label volume is background only where that mask says the slice was read (issue 19: never
+"unlabelled = background")."""
 
 from __future__ import annotations
 
@@ -47,13 +50,17 @@ def write_nifti(out: ZipOut, items: list[Item], tick) -> None:
         image = group[0].image
         shape = tuple(int(n) for n in image.shape[:3])
         volume = np.zeros(shape, dtype=np.uint8)
+        labelled = np.zeros(shape, dtype=np.uint8)
         for item in group:
             volume[item.ann.case.slice_index] = item.mask()
-        name = out.add(
-            f"masks/nifti/{group_stem(image_id, track, layer)}.nii.gz",
-            volume_bytes(volume, image),
-            compress=False,
-        )
+            labelled[item.ann.case.slice_index] = 1
+        stem = f"masks/nifti/{group_stem(image_id, track, layer)}"
+        name = out.add(f"{stem}.nii.gz", volume_bytes(volume, image), compress=False)
+        read = out.add(f"{stem}_labelled.nii.gz", volume_bytes(labelled, image), compress=False)
         for item in group:
-            item.files["nifti"] = {"path": name, "slice_index": item.ann.case.slice_index}
+            item.files["nifti"] = {
+                "path": name,
+                "slice_index": item.ann.case.slice_index,
+                "labelled_slices_path": read,
+            }
             tick()
