@@ -93,10 +93,16 @@ def test_on_redis_a_dead_workers_unacknowledged_tasks_come_back_after_the_visibi
     env = _fresh_env(tmp_path, "hitl.settings.local")
     code = (
         "from hitl.celery import app; o = app.conf.broker_transport_options; "
-        "assert o == {'visibility_timeout': %s}, o"
+        "assert o == {'visibility_timeout': %s, 'unacked_restore_interval': %s, 'unacked_restore_throttle': 1,"
+        " 'unacked_mutex_expire': %s}, o"
     )
-    _python(code % 900, {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    # kombu scans for them every 10 s (at most), not every 10 x 10 s; its scan mutex outlives no timeout
+    _python(code % (900, 10, 300), {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
     _python(
-        code % 60,
+        code % (60, 10, 60),
         {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "HITL_BROKER_VISIBILITY_SECONDS": "60"},
+    )
+    _python(
+        code % (5, 5, 5),
+        {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "HITL_BROKER_VISIBILITY_SECONDS": "5"},
     )

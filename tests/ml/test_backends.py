@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from workers.ml.al.scoring import MIRRORS, mc_predict_proba, sample_count, score_pool
-from workers.ml.models.backends import BACKENDS, FitJob, backend_for, has_dropout
+from workers.ml.backends import BACKENDS, FitJob, backend_for, has_dropout
 from workers.ml.models.device import limit_cpu_threads
 from workers.ml.models.networks import NetworkConfig, build_network
 from workers.ml.models.training import TrainConfig

@@ -188,7 +188,7 @@ def test_a_backend_without_gradient_explanations_gets_only_the_gradient_free_met
     is offered occlusion and the other output-only methods, and a gradient method is refused."""
     import dataclasses
 
-    from workers.ml.models import backends
+    from workers.ml import backends
 
     builtin = backends.BACKENDS["builtin"]
     no_gradients = dataclasses.replace(builtin.capabilities, gradient_explanations=False)

@@ -6,7 +6,7 @@ from annotations.models import Case, Role
 from hitl.core import task_names
 from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import make_version, seed_project
-from workers.ml.models import backends
+from workers.ml import backends
 from workers.models import CaseScore, VersionState
 from workers.services import scoring as scoring_service
 from workers.services.scoring import queue_cold_start, scoring_run

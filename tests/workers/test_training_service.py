@@ -10,7 +10,7 @@ from hitl.core.models import AuditEvent
 from hitl.core.storage import bytes_load
 from tests.factories import TrainingSettingsFactory
 from tests.workers.test_training_helpers import TINY, annotate, pool_masks, seed_project
-from workers.ml.models import backends
+from workers.ml import backends
 from workers.models import (
     CaseScore,
     Explanation,

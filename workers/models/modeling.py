@@ -60,7 +60,7 @@ class ModelVersion(models.Model):
 
     @property
     def backend(self) -> str:
-        """The model backend that trained (or imported) it (workers.ml.models.backends); "builtin" when the
+        """The model backend that trained (or imported) it (workers.ml.backends); "builtin" when the
         config names none."""
         return str(self.config.get("backend") or "builtin")
 

@@ -11,9 +11,9 @@ from django.db import IntegrityError, transaction
 
 from annotations.models import Case
 from hitl.core.storage import bytes_save, mask_to_png
+from workers.ml.backends import ModelBackend, backend_for
 from workers.ml.explain.explanations import explain, map_to_png, methods_for_arch
 from workers.ml.explain.policy import DEFAULT_METHODS, GRADIENT_FREE_METHODS
-from workers.ml.models.backends import ModelBackend, backend_for
 from workers.ml.models.device import limit_cpu_threads
 from workers.models import Explanation, ModelVersion, Prediction, VersionState
 from workers.services.datasets import load_images, loader_for

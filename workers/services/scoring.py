@@ -20,8 +20,8 @@ from hitl.core.lanes import INTERACTIVE
 from hitl.core.outbox import outbox_enqueue
 from workers.ml.al.scoring import PoolScores
 from workers.ml.al.strategies import intensity_features, select
+from workers.ml.backends import BUILTIN_BACKEND, ModelBackend, backend_for
 from workers.ml.explain.policy import DEFAULT_METHODS, is_interactive
-from workers.ml.models.backends import BUILTIN_BACKEND, ModelBackend, backend_for
 from workers.ml.models.device import limit_cpu_threads
 from workers.models import CaseScore, ModelVersion, VersionState
 from workers.selectors.datasets import open_pool_cases

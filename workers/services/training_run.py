@@ -18,7 +18,7 @@ from annotations.models import Project
 from hitl.core.storage import bytes_save
 from workers.isolation import describe_exit, run_in_child
 from workers.ml.al.scoring import sample_count
-from workers.ml.models.backends import FitJob, ModelBackend, backend_for
+from workers.ml.backends import FitJob, ModelBackend, backend_for
 from workers.ml.models.bundle_check import BundleRejected
 from workers.ml.models.checkpoint import checkpoint_to_bytes
 from workers.ml.models.device import limit_cpu_threads

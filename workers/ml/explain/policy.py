@@ -17,7 +17,7 @@ METHODS: tuple[str, ...] = (
     "gradcam_occlusion",
 )
 # Methods that read only the model's outputs (no gradients, no layer): all a backend that declares no gradient
-# explanations (workers.ml.models.backends.Capabilities) can offer.
+# explanations (workers.ml.backends.Capabilities) can offer.
 GRADIENT_FREE_METHODS: tuple[str, ...] = ("occlusion", "uncertainty", "lime", "kernel_shap")
 # Methods that need a particular architecture (see workers.ml.explain.explanations).
 MODEL_SPECIFIC_METHODS: tuple[str, ...] = ("attention",)
