@@ -52,6 +52,17 @@ api: list = [
     path("cases/<int:case_id>/revisions", revisions.ReviseApi.as_view(), name="annotation-revise"),
     path("cases/<int:case_id>/editor", editor.EditorPayloadApi.as_view(), name="case-editor"),
     path("cases/<int:case_id>/pixels", editor.PixelsApi.as_view(), name="case-pixels"),
+    path("cases/<int:case_id>/volume", editor.VolumeApi.as_view(), name="case-volume"),
+    path(
+        "cases/<int:case_id>/volume/<str:view>/<int:index>",
+        editor.VolumePlaneApi.as_view(),
+        name="case-volume-plane",
+    ),
+    path(
+        "cases/<int:case_id>/volume/<str:view>/<int:index>/label.png",
+        editor.VolumeLabelApi.as_view(),
+        name="case-volume-label",
+    ),
     path(
         "annotations/<int:annotation_id>/mask.png", editor.AnnotationMaskApi.as_view(), name="annotation-mask"
     ),

@@ -9,9 +9,17 @@ from rest_framework.views import APIView
 
 from annotations.models import Annotation
 from annotations.selectors.editor import annotation_visible, case_get_for_viewer, editor_payload
+from annotations.selectors.volume import (
+    VIEWS,
+    laid_out,
+    slice_label,
+    view_plane,
+    volume_payload,
+    volume_views,
+)
 from hitl.core.apis.responses import png_response
 from hitl.core.permissions import user_roles
-from hitl.core.storage import array_load, bytes_load
+from hitl.core.storage import array_load, array_open, bytes_load, mask_from_png, mask_to_png
 
 
 def _case_for(request, case_id: int):
@@ -25,6 +33,16 @@ class EditorPayloadApi(APIView):
         return Response(editor_payload(case=case, user=request.user, roles=roles))
 
 
+def _raw(pixels) -> HttpResponse:
+    """Little-endian, row-major bytes; shape and dtype in the X-Shape / X-Dtype headers."""
+    pixels = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)
+    response = HttpResponse(pixels.tobytes(order="C"), content_type="application/octet-stream")
+    response["X-Shape"] = ",".join(str(n) for n in pixels.shape)
+    response["X-Dtype"] = pixels.dtype.name
+    response["Access-Control-Expose-Headers"] = "X-Shape, X-Dtype"
+    return response
+
+
 class PixelsApi(APIView):
     """Raw little-endian pixels of the slice, row-major; shape and dtype in the X-Shape / X-Dtype headers."""
 
@@ -33,13 +51,57 @@ class PixelsApi(APIView):
     )
     def get(self, request, case_id: int):
         case, _ = _case_for(request, case_id)
-        pixels = array_load(case.image.pixels_path)[case.slice_index]
-        pixels = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)
-        response = HttpResponse(pixels.tobytes(order="C"), content_type="application/octet-stream")
-        response["X-Shape"] = ",".join(str(n) for n in pixels.shape)
-        response["X-Dtype"] = pixels.dtype.name
-        response["Access-Control-Expose-Headers"] = "X-Shape, X-Dtype"
-        return response
+        return _raw(array_load(case.image.pixels_path)[case.slice_index])
+
+
+class VolumeApi(APIView):
+    """The case's volume in 3D context: its axial, coronal and sagittal views (which array axis each plane is
+    normal to, how many planes, how rows and columns are laid out, orientation markers from the direction
+    cosines, the shown plane's pixel spacing in mm), where the case's slice lies, the markers of the editor's
+    own slice view, and which slices are labelled. Anyone who may view the case may view its volume."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="cases_volume")
+    def get(self, request, case_id: int):
+        case, roles = _case_for(request, case_id)
+        return Response(volume_payload(case=case, user=request.user, roles=roles))
+
+
+def _view_for(case, view: str):
+    if view not in VIEWS:
+        raise NotFound(f"no view {view!r}: choose from {', '.join(VIEWS)}")
+    return volume_views(case.image)[view]
+
+
+class VolumePlaneApi(APIView):
+    """Raw pixels of plane `index` of a view of the case's volume, laid out as the volume payload says
+    (little-endian, row-major; X-Shape / X-Dtype headers). 404 outside the view's planes."""
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY}, operation_id="cases_volume_plane"
+    )
+    def get(self, request, case_id: int, view: str, index: int):
+        case, _ = _case_for(request, case_id)
+        spec = _view_for(case, view)
+        if not 0 <= index < spec.count:
+            raise NotFound(f"{view} plane {index} is outside 0..{spec.count - 1}")
+        return _raw(view_plane(array_open(case.image.pixels_path), spec, index))
+
+
+class VolumeLabelApi(APIView):
+    """The label of slice `index` of the case's volume in the acquired view's layout (an 8-bit PNG), where
+    the caller may see one: their own revision, or the current one for roles that see every revision. 404
+    for an unlabelled slice, and for the views across the slices (labels are drawn per slice)."""
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_volume_label")
+    def get(self, request, case_id: int, view: str, index: int):
+        case, roles = _case_for(request, case_id)
+        spec = _view_for(case, view)
+        if spec.normal != 0:
+            raise NotFound("labels are drawn on the acquired slices only")
+        label = slice_label(image=case.image, index=index, user=request.user, roles=roles)
+        if label is None:
+            raise NotFound("no label on this slice")
+        return png_response(mask_to_png(laid_out(mask_from_png(bytes_load(label.mask_path)), spec)))
 
 
 class AnnotationMaskApi(APIView):

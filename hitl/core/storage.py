@@ -40,6 +40,16 @@ def array_load(name: str) -> np.ndarray:
     return np.load(io.BytesIO(bytes_load(name)), allow_pickle=False)
 
 
+def array_open(name: str) -> np.ndarray:
+    """The array read-only without reading all of it: memory-mapped from local disk (the operating system
+    pages in what a slice or a reslice touches), else loaded whole (a remote backend)."""
+    try:
+        path = default_storage.path(name)
+    except NotImplementedError:
+        return array_load(name)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
 def mask_to_png(mask: np.ndarray) -> bytes:
     """(H, W) integer labels 0..255 -> lossless 8-bit PNG."""
     if mask.ndim != 2:

@@ -11,6 +11,7 @@ import { Shortcuts } from "./shortcuts.js";
 import { dab, fillPolygon, stroke } from "./tools.js";
 import { MODALITY_PRESETS, Viewer } from "./viewer.js";
 import { setupPointer } from "./pointer.js";
+import { VolumePanel } from "./volume.js";
 
 const $ = (id) => document.getElementById(id);
 const boot = bootData();
@@ -36,6 +37,9 @@ class Editor {
     this.bindShortcuts();
     setupPointer(this);
     this.viewer.decorate = (ctx) => this.decorate(ctx);
+    this.volume = new VolumePanel($("volume"), {
+      getWindow: () => this.viewer.window, getColors: () => this.viewer.colors,
+    });
     window.addEventListener("beforeunload", (ev) => {
       if (this.history?.dirty && this.state === "ready") { ev.preventDefault(); ev.returnValue = ""; }
     });
@@ -80,6 +84,7 @@ class Editor {
     this.renderCaseInfo(p);
     this.historyChanged();
     this.setState("ready");
+    this.volume.open(caseId).then(() => this.showMarkers(this.volume.payload));
     if (readOnly) this.showReadOnly("This case is open in another tab or window of yours.");
     $("view").focus();
     if (!readOnly && !revise && p.model_version && (!p.proposal || p.proposal.stale)) this.awaitProposal(caseId);
@@ -302,8 +307,17 @@ class Editor {
     }
   }
 
+  /** Orientation letters at the edges of the editor's slice (none for an image without a volume). */
+  showMarkers(volume) {
+    const box = $("markers");
+    box.hidden = !volume || volume.shape[0] < 2;
+    if (box.hidden) return;
+    for (const side of ["top", "bottom", "left", "right"]) box.querySelector(`.m-${side}`).textContent = volume.slice_markers[side];
+  }
+
   setWindow(center, width) {
     this.viewer.setWindow(center, width);
+    this.volume?.render();
     $("wl").textContent = this.viewer.rgb ? "RGB" : `W ${+width.toPrecision(4)} / L ${+center.toPrecision(4)}`;
   }
 

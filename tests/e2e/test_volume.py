@@ -1,0 +1,113 @@
+"""The editor's volume panel in a real browser (issue 19) on the real series of DATA.md: the TotalSegmentator
+CT series (20 DICOM slices, 512 x 512) and the Colin27 MR volume (MRIcron's ch2, 181 slices): a reader
+scrolls through every slice of the case's volume with the keyboard and the wheel, the coronal and sagittal
+views carry the standard markers, a click moves the cross-hair, and the editor's own slice shows the
+orientation letters of its direction cosines."""
+
+import io
+import zipfile
+
+import pytest
+
+from annotations.models import Role
+from tests.e2e.helpers import server_idle, wait_ready
+from tests.factories import MembershipFactory
+from workers.ml.imaging.datasets import data_dir
+from workers.services.imports import image_import
+
+pytestmark = pytest.mark.e2e
+
+CT = data_dir() / "totalsegmentator" / "tests" / "reference_files" / "example_ct_dicom"
+COLIN = data_dir() / "mricron" / "usr" / "share" / "mricron" / "templates" / "ch2.nii.gz"
+
+
+@pytest.fixture
+def reader(member):
+    return member(Role.ANNOTATOR, username="reader1")
+
+
+def _ct_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in sorted(CT.iterdir()):
+            zf.write(path, f"ct/{path.name}")
+    return buf.getvalue()
+
+
+def _volume_project(project, data: bytes, modality: str):
+    project.modality = modality
+    project.save(update_fields=["modality"])
+    owner = MembershipFactory(project=project, role=Role.DATA_MANAGER).user
+    return image_import(project=project, user=owner, data=data).images[0]
+
+
+def _panel(page) -> dict:
+    return page.evaluate(
+        """() => { const v = window.hitlEditor.volume; const r = v.root.dataset;
+        return {view: r.view, index: Number(r.index), markers: r.markers, max: Number(v.slider.max),
+        drawn: v.frameTimes.length, cursor: [...v.cursor], times: [...v.frameTimes]}; }"""
+    )
+
+
+def _wait_index(page, index: int) -> None:
+    page.wait_for_function("(i) => document.getElementById('volume').dataset.index === String(i)", arg=index)
+
+
+def _scroll_every_slice(page, count: int, start: int) -> None:
+    """Up to the first slice with the keys, then down through every one of them with the wheel."""
+    panel = page.locator("#volume canvas")
+    panel.focus()
+    for i in range(start - 1, -1, -1):
+        page.keyboard.press("ArrowUp")
+        _wait_index(page, i)
+    panel.hover()
+    for i in range(1, count):
+        page.mouse.wheel(0, 100)
+        _wait_index(page, i)
+
+
+@pytest.mark.parametrize("which", ["ct", "colin27"])
+def test_a_reader_scrolls_every_slice_of_a_real_volume_in_three_views(page, login, project, reader, which):
+    with server_idle():
+        if which == "ct":
+            image = _volume_project(project, _ct_zip(), "CT")
+        else:
+            image = _volume_project(project, COLIN.read_bytes(), "MR")
+    slices = int(image.shape[0])
+    assert slices == (20 if which == "ct" else 181)
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    page.wait_for_selector("#volume:not([hidden])[data-index]")
+    first = _panel(page)
+    case_slice = page.evaluate("window.hitlEditor.session.payload.case.slice_index")
+    assert first["view"] == "axial" and first["index"] == case_slice and first["max"] == slices - 1
+    assert first["markers"] == "APRL"  # anterior up, the patient's right on the screen's left
+    main = [page.locator(f"#markers .m-{side}").inner_text() for side in ("top", "bottom", "left", "right")]
+    assert main == ["A", "P", "R", "L"]  # both real volumes store axial slices in the radiological layout
+
+    _scroll_every_slice(page, slices, case_slice)
+    scrolled = _panel(page)
+    assert scrolled["index"] == slices - 1 and scrolled["drawn"] >= slices  # every slice loaded and drawn
+
+    page.click("#volume .volume-views button[data-view=coronal]")
+    page.wait_for_function("document.getElementById('volume').dataset.view === 'coronal'")
+    page.wait_for_function("document.getElementById('volume').dataset.markers === 'SIRL'")
+    box = page.locator("#volume canvas").bounding_box()
+    page.mouse.click(
+        box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2
+    )  # cursor to the patient's right
+    page.wait_for_function("(c) => window.hitlEditor.volume.cursor[2] !== c", arg=scrolled["cursor"][2])
+    page.click("#volume .volume-views button[data-view=sagittal]")
+    page.wait_for_function("document.getElementById('volume').dataset.markers === 'SIAP'")
+    sagittal = _panel(page)
+    assert sagittal["index"] == page.evaluate("window.hitlEditor.volume.cursor[2]")  # the clicked column
+    page.click("#volume .volume-home")
+    page.wait_for_function(
+        "(i) => document.getElementById('volume').dataset.index === String(i)", arg=case_slice
+    )
+    times = sorted(scrolled["times"])
+    print(
+        f"\n{which}: {slices} slices scrolled; draw ms median {times[len(times) // 2]:.1f},"
+        f" p95 {times[int(0.95 * (len(times) - 1))]:.1f}"
+    )
