@@ -54,6 +54,11 @@ api: list = [
     path("cases/<int:case_id>/pixels", editor.PixelsApi.as_view(), name="case-pixels"),
     path("cases/<int:case_id>/volume", editor.VolumeApi.as_view(), name="case-volume"),
     path(
+        "cases/<int:case_id>/volume/interpolated.png",
+        editor.InterpolatedLabelApi.as_view(),
+        name="case-volume-interpolated",
+    ),
+    path(
         "cases/<int:case_id>/volume/<str:view>/<int:index>",
         editor.VolumePlaneApi.as_view(),
         name="case-volume-plane",

@@ -2,7 +2,7 @@
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,6 +11,7 @@ from annotations.models import Annotation
 from annotations.selectors.editor import annotation_visible, case_get_for_viewer, editor_payload
 from annotations.selectors.volume import (
     VIEWS,
+    interpolated_label,
     laid_out,
     slice_label,
     view_plane,
@@ -87,12 +88,23 @@ class VolumePlaneApi(APIView):
         return _raw(view_plane(array_open(case.image.pixels_path), spec, index))
 
 
+def _fresh(response: HttpResponse) -> HttpResponse:
+    """A label that another revision may replace at any time: the browser asks again every time."""
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
 class VolumeLabelApi(APIView):
     """The label of slice `index` of the case's volume in the acquired view's layout (an 8-bit PNG), where
-    the caller may see one: their own revision, or the current one for roles that see every revision. 404
-    for an unlabelled slice, and for the views across the slices (labels are drawn per slice)."""
+    the caller may see one: a blind reader's own revision, the current one for every other role. With
+    `?layout=stored`, in the slice's stored layout (the editor's, e.g. to copy a neighbour's label). 404 for
+    an unlabelled slice, and for the views across the slices (labels are drawn per slice)."""
 
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_volume_label")
+    @extend_schema(
+        parameters=[OpenApiParameter("layout", str, enum=["view", "stored"], required=False)],
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+        operation_id="cases_volume_label",
+    )
     def get(self, request, case_id: int, view: str, index: int):
         case, roles = _case_for(request, case_id)
         spec = _view_for(case, view)
@@ -101,7 +113,29 @@ class VolumeLabelApi(APIView):
         label = slice_label(image=case.image, index=index, user=request.user, roles=roles)
         if label is None:
             raise NotFound("no label on this slice")
-        return png_response(mask_to_png(laid_out(mask_from_png(bytes_load(label.mask_path)), spec)))
+        mask = mask_from_png(bytes_load(label.mask_path))
+        stored = request.query_params.get("layout") == "stored"
+        return _fresh(png_response(mask_to_png(mask if stored else laid_out(mask, spec))))
+
+
+class InterpolatedLabelApi(APIView):
+    """A label for the case's slice interpolated from the nearest labelled slices the caller may see above
+    and below it (shape-based interpolation, in the slice's stored layout; X-From-Slices names the two).
+    404 without a labelled slice on each side."""
+
+    @extend_schema(
+        responses={(200, "image/png"): OpenApiTypes.BINARY}, operation_id="cases_volume_interpolated"
+    )
+    def get(self, request, case_id: int):
+        case, roles = _case_for(request, case_id)
+        result = interpolated_label(case=case, user=request.user, roles=roles)
+        if result is None:
+            raise NotFound("interpolation needs a labelled slice on each side of this one")
+        mask, below, above = result
+        response = _fresh(png_response(mask_to_png(mask)))
+        response["X-From-Slices"] = f"{below},{above}"
+        response["Access-Control-Expose-Headers"] = "X-From-Slices"
+        return response
 
 
 class AnnotationMaskApi(APIView):

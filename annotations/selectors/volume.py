@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from annotations.models import Annotation, AnnotationKind, Case, Image
 from hitl.core.permissions import reads_blind
+from hitl.core.storage import bytes_load, mask_from_png
 from hitl.core.types import User
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -171,6 +173,51 @@ def labelled_slices(*, image: Image, user: User, roles: set[str]) -> list[int]:
         return sorted(set(mine.values_list("case__slice_index", flat=True)))
     current = Case.objects.filter(image=image, current_annotation__isnull=False)
     return sorted(current.values_list("slice_index", flat=True))
+
+
+def interpolated_label(*, case: Case, user: User, roles: set[str]) -> tuple[np.ndarray, int, int] | None:
+    """A label for `case`'s slice interpolated from the nearest labelled slices the caller may see on either
+    side (shape-based interpolation: per label, the signed distance to its boundary, in mm, interpolated
+    linearly between the two slices; a pixel takes the label whose interpolated distance is inside and
+    largest). Returns (mask (H, W), slice below, slice above), or None without a labelled slice on each side."""
+    k = case.slice_index
+    done = labelled_slices(image=case.image, user=user, roles=roles)
+    below, above = [i for i in done if i < k], [i for i in done if i > k]
+    if not below or not above:
+        return None
+    a, b = below[-1], above[0]
+    masks = []
+    for index in (a, b):
+        label = slice_label(image=case.image, index=index, user=user, roles=roles)
+        if label is None:
+            return None
+        masks.append(mask_from_png(bytes_load(label.mask_path)))
+    row_mm, col_mm = (float(v) for v in case.image.spacing[:2])
+    return shape_interpolate(masks[0], masks[1], (k - a) / (b - a), (row_mm, col_mm)), a, b
+
+
+def signed_distance(inside: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """mm from the boundary, positive inside, negative outside (-inf-free: an empty mask is all negative)."""
+    if not inside.any():
+        return np.full(inside.shape, -1e6)
+    if inside.all():
+        return np.full(inside.shape, 1e6)
+    return ndimage.distance_transform_edt(inside, sampling=spacing) - ndimage.distance_transform_edt(
+        ~inside, sampling=spacing
+    )
+
+
+def shape_interpolate(
+    a: np.ndarray, b: np.ndarray, t: float, spacing: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """The label map a fraction `t` (0..1) of the way from label map `a` to `b` (see `interpolated_label`)."""
+    out = np.zeros(a.shape, dtype=np.uint8)
+    best = np.zeros(a.shape)
+    for value in sorted(set(np.unique(a)) | set(np.unique(b)) - {0}):
+        d = (1 - t) * signed_distance(a == value, spacing) + t * signed_distance(b == value, spacing)
+        take = (d > 0) & (d > best)
+        out[take], best[take] = value, d[take]
+    return out
 
 
 def volume_payload(*, case: Case, user: User, roles: set[str]) -> dict[str, Any]:

@@ -168,6 +168,55 @@ def test_the_api_serves_planes_and_only_the_labels_a_caller_may_see(project, mem
     _give(case, other, slot=1)
     blind = client_for(other)
     assert blind.get(f"{base}/coronal/4/label.png").status_code == 404  # another reader's label stays hidden
-    assert blind.get(base).json()["labelled_slices"] == [] and client.get(base).json()["labelled_slices"] == [4]
+    assert blind.get(base).json()["labelled_slices"] == [] and client.get(base).json()["labelled_slices"] == [
+        4
+    ]
     outsider = client_for(member(Role.ANNOTATOR))  # never given this case: the volume does not exist for them
     assert outsider.get(base).status_code == 404 and outsider.get(f"{base}/coronal/2").status_code == 404
+
+
+def _disc(shape, cy, cx, r) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_shape_based_interpolation_known_answers():
+    """Midway between concentric discs of radius 10 and 20 lies the disc of radius 15; a quarter of the way
+    from a disc to an overlapping shifted copy lies (about) the disc shifted a quarter; labels interpolate
+    independently; at the ends the masks come back."""
+    from annotations.selectors.volume import shape_interpolate
+
+    shape = (64, 64)
+    a, b = _disc(shape, 32, 32, 10).astype(np.uint8), _disc(shape, 32, 32, 20).astype(np.uint8)
+    mid = shape_interpolate(a, b, 0.5)
+    assert (mid.astype(bool) ^ _disc(shape, 32, 32, 15)).sum() <= 8  # a few boundary pixels at most
+    shifted = shape_interpolate(_disc(shape, 32, 28, 12), _disc(shape, 32, 36, 12), 0.25)
+    ys, xs = np.nonzero(shifted)
+    assert abs(xs.mean() - 30) < 0.5 and abs(ys.mean() - 32) < 0.5
+    assert abs(len(xs) - _disc(shape, 32, 30, 12).sum()) <= 0.05 * len(xs)
+    two = np.where(_disc(shape, 20, 20, 6), 1, 0) + np.where(_disc(shape, 44, 44, 6), 2, 0)
+    assert set(np.unique(shape_interpolate(two, two, 0.5))) == {0, 1, 2}
+    assert np.array_equal(shape_interpolate(two.astype(np.uint8), np.zeros(shape, np.uint8), 0.0), two)
+    assert not shape_interpolate(a, np.zeros(shape, np.uint8), 0.6).any()  # past halfway to nothing
+
+
+def test_the_api_interpolates_a_slice_between_the_readers_own_labels(project, member, client_for):
+    dm, reader = member(Role.DATA_MANAGER), member(Role.ANNOTATOR)
+    image = _image(project, dm, _affine(ACQUISITIONS["axial"]), np.zeros((5, 40, 40), np.int16))
+    case = image.cases.get(slice_index=2)
+    _give(case, reader, slot=0)
+    client = client_for(reader)
+    url = f"/api/v1/cases/{case.pk}/volume/interpolated.png"
+    assert client.get(url).status_code == 404  # nothing labelled yet
+    annotate(image.cases.get(slice_index=0), mask=_disc((40, 40), 20, 20, 5).astype(np.uint8), user=reader)
+    assert client.get(url).status_code == 404  # one side only
+    annotate(image.cases.get(slice_index=4), mask=_disc((40, 40), 20, 20, 13).astype(np.uint8), user=reader)
+    resp = client.get(url)
+    assert resp.status_code == 200 and resp["X-From-Slices"] == "0,4"
+    got = mask_from_png(resp.content)
+    assert abs(int(got.sum()) - int(_disc((40, 40), 20, 20, 9).sum())) <= 12  # halfway: radius 9
+    stored = client.get(f"/api/v1/cases/{case.pk}/volume/axial/4/label.png?layout=stored")
+    assert np.array_equal(mask_from_png(stored.content), _disc((40, 40), 20, 20, 13))  # as stored
+    other = member(Role.ANNOTATOR)
+    _give(case, other, slot=1)
+    assert client_for(other).get(url).status_code == 404  # another reader's labels are not theirs to use

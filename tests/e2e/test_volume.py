@@ -111,3 +111,51 @@ def test_a_reader_scrolls_every_slice_of_a_real_volume_in_three_views(page, logi
         f"\n{which}: {slices} slices scrolled; draw ms median {times[len(times) // 2]:.1f},"
         f" p95 {times[int(0.95 * (len(times) - 1))]:.1f}"
     )
+
+
+def test_copy_interpolate_and_the_window_bounded_brush(page, login, project, reader, member):
+    """On slice 2 of a 5-slice volume whose slices 1 and 3 the reader labelled: copy the previous slice's
+    label, interpolate between the two (shape-based), undo; then the brush with "within window" paints only
+    the pixels whose value lies inside the window."""
+    import numpy as np
+
+    from annotations.selectors.volume import shape_interpolate
+    from tests.annotations.test_volume import ACQUISITIONS, _affine, _disc, _image
+    from tests.e2e.helpers import drag, editor_state
+    from tests.workers.test_training_helpers import annotate
+
+    with server_idle():
+        pixels = np.zeros((5, 48, 48), np.int16)
+        pixels[:, :, 24:] = 500  # the right half is bright
+        image = _image(project, member(Role.DATA_MANAGER), _affine(ACQUISITIONS["axial"]), pixels)
+        below, above = (
+            _disc((48, 48), 24, 24, 6).astype(np.uint8),
+            _disc((48, 48), 24, 24, 14).astype(np.uint8),
+        )
+        for k, mask in ((1, below), (3, above)):
+            annotate(image.cases.get(slice_index=k), mask=mask, user=reader)
+        image.cases.filter(slice_index=2).update(priority=10.0)  # the queue gives slice 2 first
+    login(page, "reader1")
+    page.goto(f"/projects/{project.pk}/annotate/")
+    wait_ready(page)
+    assert page.evaluate("window.hitlEditor.session.payload.case.slice_index") == 2
+    page.wait_for_selector("#volume-tools:not([hidden]) #btn-interpolate:not([disabled])")
+    assert page.locator("#btn-copy-prev").is_enabled() and page.locator("#btn-copy-next").is_enabled()
+    page.click("#btn-copy-prev")
+    page.wait_for_function("window.hitlEditor.history.undoStack.length === 1")
+    assert np.array_equal(editor_state(page)["mask"], below)
+    page.click("#btn-interpolate")
+    page.wait_for_function("window.hitlEditor.history.undoStack.length === 2")
+    assert np.array_equal(editor_state(page)["mask"], shape_interpolate(below, above, 0.5))
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    assert not editor_state(page)["mask"].any()
+
+    page.evaluate("window.hitlEditor.setWindow(500, 10)")  # window 495..505: only the bright half
+    page.check("#brush-window")
+    drag(page, [(4.5, 40.5), (43.5, 40.5)])  # a stroke across both halves
+    mask = editor_state(page)["mask"]
+    assert mask[:, 24:].any() and not mask[:, :24].any()  # painted only where the value is in the window
+    page.uncheck("#brush-window")
+    drag(page, [(4.5, 44.5), (43.5, 44.5)])
+    assert editor_state(page)["mask"][44, :24].any()  # without it the brush paints everywhere

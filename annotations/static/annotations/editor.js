@@ -84,7 +84,7 @@ class Editor {
     this.renderCaseInfo(p);
     this.historyChanged();
     this.setState("ready");
-    this.volume.open(caseId).then(() => this.showMarkers(this.volume.payload));
+    this.volume.open(caseId).then(() => { this.showMarkers(this.volume.payload); this.volumeToolsState(); });
     if (readOnly) this.showReadOnly("This case is open in another tab or window of yours.");
     $("view").focus();
     if (!readOnly && !revise && p.model_version && (!p.proposal || p.proposal.stale)) this.awaitProposal(caseId);
@@ -219,19 +219,58 @@ class Editor {
   beginStroke(x, y) {
     if (this.history.open) this.history.commit(this.tool);  // a lost pointerup must not merge strokes
     this.history.begin();
+    this.allow = this.brushAllow();
     dab(this.history.mask, this.viewer.width, this.viewer.height, x, y, this.brushSize, this.paintValue(),
-      (...r) => this.touched(...r));
+      (...r) => this.touched(...r), this.allow);
     this.last = [x, y];
   }
 
   continueStroke(x, y) {
     const [ax, ay] = this.last;
     stroke(this.history.mask, this.viewer.width, this.viewer.height, ax, ay, x, y, this.brushSize,
-      this.paintValue(), (...r) => this.touched(...r));
+      this.paintValue(), (...r) => this.touched(...r), this.allow);
     this.last = [x, y];
   }
 
   endStroke() { this.history.commit(this.tool); }
+
+  /** The window-bounded brush: with "Brush within window" on, the brush paints only pixels whose value lies
+   * inside the current window (W/L), e.g. contrast-filled vessels or a lesion brighter than its organ. */
+  brushAllow() {
+    const v = this.viewer;
+    if (this.tool !== "brush" || !$("brush-window").checked || v.rgb || !v.window) return null;
+    const lo = v.window.center - v.window.width / 2, hi = v.window.center + v.window.width / 2;
+    const d = v.image.data;
+    return (i) => d[i] >= lo && d[i] <= hi;
+  }
+
+  // ---- volume helpers (the case's neighbouring slices) ------------------------------------------------
+  async copySlice(delta) {
+    const k = this.volume.payload.case_slice + delta;
+    const values = await this.volume.storedLabel(k);
+    if (!values) { this.notice(`Slice ${k + 1} has no label of yours to copy.`, "info"); return; }
+    if (this.history.replaceAll(values, `copy slice ${k + 1}`)) {
+      this.viewer.updateMask(0, 0, this.viewer.width - 1, this.viewer.height - 1);
+    }
+  }
+
+  async interpolateSlices() {
+    const result = await this.volume.interpolated();
+    if (!result) { this.notice("Interpolation needs a labelled slice of yours on each side of this one.", "info"); return; }
+    if (this.history.replaceAll(result.values, `interpolate slices ${result.from}`)) {
+      this.viewer.updateMask(0, 0, this.viewer.width - 1, this.viewer.height - 1);
+    }
+  }
+
+  volumeToolsState() {
+    const p = this.volume.payload, has = (i) => !!this.volume.labelled?.has(i);
+    const show = !!p && p.shape[0] > 1;
+    $("volume-tools").hidden = !show;
+    if (!show) return;
+    $("btn-copy-prev").disabled = !has(p.case_slice - 1);
+    $("btn-copy-next").disabled = !has(p.case_slice + 1);
+    $("btn-interpolate").disabled = !this.volume.canInterpolate();
+  }
 
   touched(x0, y0, x1, y1) {
     this.history.touch(x0, y0, x1, y1);
@@ -453,6 +492,9 @@ class Editor {
     $("btn-undo").onclick = () => this.undo();
     $("btn-redo").onclick = () => this.redo();
     $("btn-reset").onclick = () => this.resetToProposal();
+    $("btn-copy-prev").onclick = () => this.copySlice(-1);
+    $("btn-copy-next").onclick = () => this.copySlice(1);
+    $("btn-interpolate").onclick = () => this.interpolateSlices();
     $("btn-fit").onclick = () => this.viewer.fit();
     $("btn-zoom-in").onclick = () => this.viewer.zoomAt(1.25, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2);
     $("btn-zoom-out").onclick = () => this.viewer.zoomAt(0.8, this.viewer.canvas.width / 2, this.viewer.canvas.height / 2);

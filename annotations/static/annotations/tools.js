@@ -1,8 +1,9 @@
 // Mask editing primitives on a Uint8Array label mask (row-major, width x height). Pure functions: they
 // change `mask` and report the touched rectangle through `touch(x0, y0, x1, y1)`.
 
-/** A filled disc of diameter `size` centred at (cx, cy) (image coords, pixel centres at +0.5). */
-export function dab(mask, width, height, cx, cy, size, value, touch) {
+/** A filled disc of diameter `size` centred at (cx, cy) (image coords, pixel centres at +0.5); with
+ * `allow(i)`, only the pixels it accepts (the window-bounded brush: pixels whose value lies in the window). */
+export function dab(mask, width, height, cx, cy, size, value, touch, allow = null) {
   const r = Math.max(0.5, size / 2);
   const x0 = Math.max(0, Math.floor(cx - r));
   const x1 = Math.min(width - 1, Math.ceil(cx + r));
@@ -15,20 +16,20 @@ export function dab(mask, width, height, cx, cy, size, value, touch) {
     const row = y * width;
     for (let x = x0; x <= x1; x++) {
       const dx = x + 0.5 - cx;
-      if (dx * dx + dy * dy <= r2) mask[row + x] = value;
+      if (dx * dx + dy * dy <= r2 && (!allow || allow(row + x))) mask[row + x] = value;
     }
   }
   touch(x0, y0, x1, y1);
 }
 
 /** Dabs along the segment (ax, ay) -> (bx, by), spaced so the stroke has no gaps. */
-export function stroke(mask, width, height, ax, ay, bx, by, size, value, touch) {
+export function stroke(mask, width, height, ax, ay, bx, by, size, value, touch, allow = null) {
   const dist = Math.hypot(bx - ax, by - ay);
   const step = Math.max(0.5, size / 4);
   const n = Math.max(1, Math.ceil(dist / step));
   for (let i = 1; i <= n; i++) {
     const t = i / n;
-    dab(mask, width, height, ax + (bx - ax) * t, ay + (by - ay) * t, size, value, touch);
+    dab(mask, width, height, ax + (bx - ax) * t, ay + (by - ay) * t, size, value, touch, allow);
   }
 }
 

@@ -21,11 +21,15 @@ export class VolumePanel {
     this.getWindow = getWindow;
     this.getColors = getColors;
     this.cache = new Map();  // key -> Promise of {shape, data} or label values (null: none)
-    this.frameTimes = [];  // ms per drawn plane (the scrolling benchmark reads them)
+    this.frameTimes = [];  // ms to draw each plane
+    this.latencies = [];  // ms from a scroll (wheel, key, slider) to its plane on screen
+    this.firstSlice = null;  // {sinceOpenMs, sinceNavigationMs} of the first plane drawn for a case
     this.bind();
   }
 
   async open(caseId) {
+    this.opened = performance.now();
+    this.firstSlice = null;
     this.caseId = caseId;
     this.cache.clear();
     this.payload = null;
@@ -62,6 +66,7 @@ export class VolumePanel {
     const i = Math.max(0, Math.min(this.spec.count - 1, index));
     if (i === this.index && this.root.dataset.index === String(i)) return;
     this.cursor[this.spec.normal_axis] = i;
+    this.asked = performance.now();
     await this.render();
   }
 
@@ -87,6 +92,31 @@ export class VolumePanel {
     return this.fetchOnce(`${view}/${index}/label`, () => getPngValues(url, shape[1], shape[0]));
   }
 
+  /** Slice `index`'s label in the stored (the editor's) layout; null when there is none the reader may see. */
+  async storedLabel(index) {
+    if (!this.payload || !this.labelled.has(index)) return null;
+    const [, h, w] = this.payload.shape;
+    const url = `/api/v1/cases/${this.caseId}/volume/${this.payload.acquired_view}/${index}/label.png?layout=stored`;
+    return getPngValues(url, w, h);
+  }
+
+  canInterpolate() {
+    if (!this.payload) return false;
+    const k = this.payload.case_slice, done = [...this.labelled];
+    return done.some((i) => i < k) && done.some((i) => i > k);
+  }
+
+  /** {values, from: "a,b"}: a label for the case's slice interpolated between its labelled neighbours. */
+  async interpolated() {
+    if (!this.canInterpolate()) return null;
+    const resp = await fetch(`/api/v1/cases/${this.caseId}/volume/interpolated.png`, { credentials: "same-origin" });
+    if (!resp.ok) return null;
+    const [, h, w] = this.payload.shape;
+    const url = URL.createObjectURL(await resp.blob());
+    try { return { values: await getPngValues(url, w, h), from: resp.headers.get("X-From-Slices") }; }
+    finally { URL.revokeObjectURL(url); }
+  }
+
   prefetch() {
     for (let d = 1; d <= PREFETCH; d++) {
       for (const i of [this.index + d, this.index - d]) if (i >= 0 && i < this.spec.count) this.plane(this.view, i);
@@ -101,7 +131,10 @@ export class VolumePanel {
     if (view !== this.view || index !== this.index || caseId !== this.caseId || !pixels) return;  // moved on
     const t0 = performance.now();
     this.draw(pixels, mask);
-    this.frameTimes.push(performance.now() - t0);
+    const t1 = performance.now();
+    this.frameTimes.push(t1 - t0);
+    if (this.asked !== null && this.asked !== undefined) { this.latencies.push(t1 - this.asked); this.asked = null; }
+    this.firstSlice ??= { sinceOpenMs: t1 - this.opened, sinceNavigationMs: t1 };
     this.slider.value = String(index);
     this.root.dataset.index = String(index);
     const own = this.spec.normal_axis === 0 && index === this.payload.case_slice;
