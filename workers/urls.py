@@ -5,13 +5,18 @@ mounted at the site root."""
 from django.urls import include, path
 
 from workers import pages
-from workers.apis import explain_report, exports, health, imports, layers, settings, training
+from workers.apis import explain_report, exports, health, imports, layers, settings, training, volume
 
 api: list = [
     path("projects/<int:project_id>/images", imports.ImageListApi.as_view(), name="image-list"),
     path("projects/<int:project_id>/imports", imports.ImportJobListApi.as_view(), name="import-list"),
     path("imports/<int:import_id>", imports.ImportJobDetailApi.as_view(), name="import-detail"),
     path("cases/<int:case_id>/proposal.png", layers.ProposalPngApi.as_view(), name="case-proposal"),
+    path(
+        "cases/<int:case_id>/volume/agreement",
+        volume.VolumeAgreementApi.as_view(),
+        name="case-volume-agreement",
+    ),
     path(
         "cases/<int:case_id>/explanations",
         layers.ExplanationRequestApi.as_view(),
