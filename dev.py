@@ -33,6 +33,7 @@ PG_TOO = (
     "tests/annotations/test_models.py",
     "tests/annotations/test_queue.py",
     "tests/annotations/test_leases.py",
+    "tests/annotations/test_units.py",
 )
 
 

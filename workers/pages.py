@@ -74,6 +74,8 @@ def data_page(request, project_id: int):
                     "multi_read_readers",
                     "routing_share",
                     "routing_readers",
+                    "unit_slices",
+                    "unit_score",
                 )
             }
         },

@@ -4,7 +4,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.models import LabelPolicy, Modality, Project
+from annotations.models import LabelPolicy, Modality, Project, UnitScore
 from annotations.selectors.projects import project_get_for_user, project_list_for_user
 from annotations.services.projects import project_create, project_update
 from hitl.core.apis.pagination import Pagination, paginated_response
@@ -37,6 +37,8 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "routing_readers",
             "reading_seed",
             "label_policy",
+            "unit_slices",
+            "unit_score",
             "created_at",
             "roles",
         ]
@@ -118,6 +120,17 @@ class ProjectDetailApi(APIView):
         routing_readers = serializers.IntegerField(min_value=1, max_value=10, required=False)
         reading_seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
         label_policy = serializers.ChoiceField(choices=LabelPolicy.choices, required=False)
+        unit_slices = serializers.IntegerField(
+            min_value=0,
+            max_value=64,
+            required=False,
+            help_text="unit of work on volumes: 1 = a slice, k > 1 = slabs of k slices, 0 = the whole volume",
+        )
+        unit_score = serializers.ChoiceField(
+            choices=UnitScore.choices,
+            required=False,
+            help_text="a unit's queue score from its slices' scores",
+        )
 
     @extend_schema(responses=ProjectOutputSerializer, operation_id="projects_retrieve")
     def get(self, request, project_id: int):

@@ -2,7 +2,7 @@ from .agreement import Agreement, ReaderAgreement
 from .annotation import Annotation, AnnotationKind
 from .image import Case, CaseSplit, DicomInstance, Image, ImageStatus, SourceKind
 from .imports import FINISHED_IMPORT, ImportJob, ImportStatus
-from .project import LabelPolicy, Membership, Modality, Project, Role
+from .project import LabelPolicy, Membership, Modality, Project, Role, UnitScore
 from .queue import HOLDING, READ_ONCE, Assignment, AssignmentStatus
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "ReaderAgreement",
     "Role",
     "SourceKind",
+    "UnitScore",
 ]

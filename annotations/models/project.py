@@ -52,6 +52,11 @@ def validate_label_classes(value: object) -> None:
         seen.add(v)
 
 
+class UnitScore(models.TextChoices):
+    MAX = "max", "Max"
+    MEAN = "mean", "Mean"
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
@@ -69,6 +74,12 @@ class Project(models.Model):
     routing_readers = models.PositiveSmallIntegerField(default=2)
     reading_seed = models.IntegerField(default=0, help_text="seed of the random multi-read share")
     label_policy = models.CharField(max_length=16, choices=LabelPolicy.choices, default=LabelPolicy.CONSENSUS)
+    # The unit of work on volumes (annotations.selectors.units): 1 = one slice (each case on its own), k > 1 =
+    # slabs of k contiguous slices, 0 = the whole volume. A reader who starts a unit is given its slices one
+    # after another (most uncertain first), and units are queued by the `unit_score` of their slices'
+    # priorities ("max" or "mean").
+    unit_slices = models.PositiveSmallIntegerField(default=1)
+    unit_score = models.CharField(max_length=8, choices=UnitScore.choices, default=UnitScore.MAX)
     # De-identification secrets: never shown in the API, never logged.
     deid_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     date_shift_days = models.IntegerField(default=_new_date_shift, editable=False)
@@ -97,6 +108,10 @@ class Project(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(label_policy__in=LabelPolicy.values), name="project_label_policy_valid"
+            ),
+            models.CheckConstraint(condition=Q(unit_slices__lte=64), name="project_unit_slices_0_64"),
+            models.CheckConstraint(
+                condition=Q(unit_score__in=UnitScore.values), name="project_unit_score_valid"
             ),
         ]
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from annotations.models import Annotation, AnnotationKind, Case, Image
+from annotations.models import Annotation, AnnotationKind, Assignment, AssignmentStatus, Case, Image
+from annotations.selectors.units import unit_range
 from hitl.core.permissions import reads_blind
 from hitl.core.storage import bytes_load, mask_from_png
 from hitl.core.types import User
@@ -242,4 +243,18 @@ def volume_payload(*, case: Case, user: User, roles: set[str]) -> dict[str, Any]
             "right": letters(directions[:, 2]),
         },
         "labelled_slices": labelled_slices(image=image, user=user, roles=roles),
+        "unit": _unit(case, user),
     }
+
+
+def _unit(case: Case, user: User) -> dict[str, Any]:
+    """The unit of work the case belongs to (selectors.units) and which of its slices this user submitted."""
+    first, last = unit_range(case.project, case)
+    done = Assignment.objects.filter(
+        reader=user,
+        status=AssignmentStatus.SUBMITTED,
+        case__image=case.image,
+        case__slice_index__gte=first,
+        case__slice_index__lte=last,
+    ).values_list("case__slice_index", flat=True)
+    return {"slices": case.project.unit_slices, "first": first, "last": last, "done": sorted(set(done))}

@@ -25,6 +25,8 @@ FIELD_ACTIONS: dict[str, Action] = {
     "routing_share": Action.SET_READERS,
     "routing_readers": Action.SET_READERS,
     "reading_seed": Action.SET_READERS,
+    "unit_slices": Action.SET_READERS,
+    "unit_score": Action.SET_READERS,
     "label_policy": Action.SET_TRAINING,
 }
 # The machine-learning settings (query strategy, auto-retraining, gating, training overrides) are not the

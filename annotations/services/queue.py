@@ -23,6 +23,7 @@ from django.utils import timezone
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
 from annotations.selectors.reading_policy import case_readers, readers_wanted
+from annotations.selectors.units import unit_queue
 from annotations.services.queue_pg import claim_one_statement
 from hitl.core import task_names
 from hitl.core.audit import audit_record
@@ -55,12 +56,16 @@ def _next_case(project: Project, reader: User, *, skip_locked: bool = True) -> C
     already_read = Assignment.objects.filter(project=project, reader=reader, status__in=READ_ONCE).values(
         "case_id"
     )
-    return (
+    cases = (
         Case.objects.filter(project=project, split=CaseSplit.POOL, flagged_at=None)
         .filter(reads_taken__lt=readers_wanted(project))
         .exclude(pk__in=already_read)
         .order_by("-priority", "id")
-        .select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)
+    )
+    if project.unit_slices != 1:  # slabs or whole volumes: the unit's order (selectors.units)
+        cases = unit_queue(cases, project=project, reader=reader)
+    return (
+        cases.select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)
         .only("id", "slots_mask", "reads_taken", "queue_reason", "priority", "readers_required")
         .first()
     )
@@ -68,11 +73,13 @@ def _next_case(project: Project, reader: User, *, skip_locked: bool = True) -> C
 
 def case_claim_next(*, project: Project, reader: User, tab: str = "") -> Assignment | None:
     """The caller's active lease if it has one (claiming is idempotent), else a new lease on the
-    highest-priority case the caller has not read and that still has a free slot; None when the queue is
-    empty for this reader. On PostgreSQL the common claim is one statement (services.queue_pg); what it
-    leaves (a lease held or expired, an empty queue) and SQLite take the ORM path: four queries."""
+    highest-priority case the caller has not read and that still has a free slot (in a project with slabs
+    or whole volumes as its unit of work, in the unit order of selectors.units); None when the queue is
+    empty for this reader. On PostgreSQL the common claim of a slice-by-slice project is one statement
+    (services.queue_pg); what it leaves (a lease held or expired, an empty queue), unit projects and SQLite
+    take the ORM path: four queries."""
     try:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and project.unit_slices == 1:  # units: the ORM path orders them
             now = timezone.now()
             expires = now + timedelta(seconds=lease_seconds())
             assignment = claim_one_statement(

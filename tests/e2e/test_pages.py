@@ -121,6 +121,8 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
     page.fill("#multi_read_readers", "3")
     page.fill("#routing_share", "0.1")
     page.fill("#routing_readers", "4")
+    page.fill("#unit_slices", "5")  # volumes are read in slabs of 5 slices, queued by their mean score
+    page.select_option("#unit_score", "mean")
     page.click("#readers button[type=submit]")
     page.wait_for_selector("#readers-saved:visible")
     with server_idle():
@@ -128,6 +130,7 @@ def test_data_manager_uploads_with_progress_sets_readers_and_sees_members(
     assert project.readers_per_case == 2
     assert (project.multi_read_share, project.multi_read_readers) == (0.25, 3)
     assert (project.routing_share, project.routing_readers) == (0.1, 4)
+    assert (project.unit_slices, project.unit_score) == (5, "mean")
     assert page.locator("#btn-start").count() == 0  # not the ML page
 
 

@@ -144,14 +144,19 @@ $("upload").onsubmit = async (ev) => {
 
 // Readers per case, and the reading policy: a random share of cases multi-read, the most uncertain share
 // routed to more readers (annotations.selectors.reading_policy).
-const READING = ["readers_per_case", "multi_read_share", "multi_read_readers", "routing_share", "routing_readers"];
+// The unit of work on volumes: a reader is given a slab's (or a volume's) slices one after another.
+const READING = ["readers_per_case", "multi_read_share", "multi_read_readers", "routing_share", "routing_readers", "unit_slices"];
 const readers = $("readers");
 for (const k of READING) readers.elements[k].value = boot.settings[k];
+readers.elements.unit_score.value = boot.settings.unit_score;
 readers.onsubmit = async (ev) => {
   ev.preventDefault();
   $("readers-saved").hidden = true;
   try {
-    await patch(`/api/v1/projects/${pid}`, Object.fromEntries(READING.map((k) => [k, Number(readers.elements[k].value)])));
+    await patch(`/api/v1/projects/${pid}`, {
+      ...Object.fromEntries(READING.map((k) => [k, Number(readers.elements[k].value)])),
+      unit_score: readers.elements.unit_score.value,
+    });
     $("readers-saved").hidden = false;
     notice(null);
   } catch (e) { notice(e.message); }

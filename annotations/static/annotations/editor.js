@@ -351,6 +351,11 @@ class Editor {
     const box = $("markers");
     box.hidden = !volume || volume.shape[0] < 2;
     if (box.hidden) return;
+    const u = volume.unit;
+    if (u.slices !== 1) {  // a slab or a whole volume: where this slice lies in the reader's unit of work
+      const unit = u.slices === 0 ? "volume" : "slab";
+      $("case-title").textContent += ` · ${unit} ${u.first + 1}–${u.last + 1}, ${u.done.length} of ${u.last - u.first + 1} done`;
+    }
     for (const side of ["top", "bottom", "left", "right"]) box.querySelector(`.m-${side}`).textContent = volume.slice_markers[side];
   }
 
