@@ -90,7 +90,7 @@ class ClaimApi(APIView):
         assignment = queue.case_claim_next(project=project, reader=request.user, tab=tab)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        queue.proposal_soon(project_id=project.pk, case_id=assignment.case_id)
+        queue.proposal_soon(project=project, case_id=assignment.case_id)
         return Response(assignment_out(assignment, tab))
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
 from annotations.selectors.reading_policy import case_readers, readers_wanted
-from annotations.selectors.units import unit_queue
+from annotations.selectors.units import unit_queue, unit_range
 from annotations.services.queue_pg import claim_one_statement
 from hitl.core import task_names
 from hitl.core.audit import audit_record
@@ -31,7 +31,7 @@ from hitl.core.errors import DomainError
 from hitl.core.lanes import INTERACTIVE
 from hitl.core.outbox import outbox_enqueue
 from hitl.core.types import User
-from workers.selectors.registry import proposal_missing
+from workers.selectors.registry import proposals_missing
 
 
 class QueueError(DomainError):
@@ -92,17 +92,26 @@ def case_claim_next(*, project: Project, reader: User, tab: str = "") -> Assignm
         raise QueueError("conflict", "this claim conflicted with a concurrent one; retry") from exc
 
 
-def proposal_soon(*, project_id: int, case_id: int) -> None:
+def proposal_soon(*, project: Project, case_id: int) -> None:
     """A claimed case the active version has not proposed for yet (beyond the head that a new version
     proposes for first, while the pool is still being scored) gets its proposal on the interactive lane: the
-    reader waits for it, never behind a training run, a scoring or a report. Called after the claim, so the
-    claim itself stays one statement."""
-    version_id = proposal_missing(project_id=project_id, case_id=case_id)
-    if version_id is not None:
+    reader waits for it, never behind a training run, a scoring or a report. In a project whose unit of work
+    is a slab or a volume, the unit's other pool slices without a proposal come in the same task, so the
+    reader's next slices are ready. Called after the claim, so the claim itself stays one statement."""
+    case_ids = [case_id]
+    if project.unit_slices != 1:
+        case = Case.objects.select_related("image").get(pk=case_id)
+        first, last = unit_range(project, case)
+        unit = Case.objects.filter(
+            image_id=case.image_id, split=CaseSplit.POOL, slice_index__gte=first, slice_index__lte=last
+        )
+        case_ids = sorted(set(unit.values_list("pk", flat=True)) | {case_id})
+    version_id, missing = proposals_missing(project_id=project.pk, case_ids=case_ids)
+    if version_id is not None and missing:
         with transaction.atomic():
             outbox_enqueue(
                 task=task_names.PROPOSAL_COMPUTE,
-                kwargs={"version_id": version_id, "case_ids": [case_id]},
+                kwargs={"version_id": version_id, "case_ids": missing},
                 queue=INTERACTIVE,
             )
 

@@ -45,3 +45,20 @@ def test_no_request_with_a_proposal_or_without_a_model(project, member, client_f
     proposals_compute(version_id=version.pk, case_ids=[c.pk for c in pool])
     _claim(client_for(member(Role.ANNOTATOR)), project)
     assert _asked() == []
+
+
+def test_a_claim_in_a_slab_project_asks_for_the_whole_slabs_missing_proposals_at_once(
+    project, pool, member, client_for, django_capture_on_commit_callbacks
+):
+    """Slabs of 3 slices (selectors.units): the first claim of a slab asks for the proposals of all its
+    slices in one task, so the reader's next slices open with theirs."""
+    project.unit_slices = 3
+    project.save(update_fields=["unit_slices"])
+    version = make_version(project, number=1, state=VersionState.ACTIVE)
+    proposals_compute(version_id=version.pk, case_ids=[pool[3].pk])  # one slice of the slab has its proposal
+    reader = client_for(member(Role.ANNOTATOR))
+    with django_capture_on_commit_callbacks(execute=True):
+        case_id = _claim(reader, project)
+    slab = [c.pk for c in pool if c.slice_index in (3, 4, 5)]
+    assert case_id in slab and _asked() == [(INTERACTIVE, sorted(set(slab) - {pool[3].pk}))]
+    assert Prediction.objects.filter(model_version=version, case_id__in=slab).count() == 3

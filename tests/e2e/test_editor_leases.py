@@ -277,7 +277,7 @@ def test_a_proposal_that_arrives_after_the_case_opened_is_shown_and_never_overwr
     with server_idle():
         Prediction.objects.filter(model_version=world["version"]).delete()
     asked: list[int] = []
-    monkeypatch.setattr(queue, "proposal_soon", lambda *, project_id, case_id: asked.append(case_id))
+    monkeypatch.setattr(queue, "proposal_soon", lambda *, project, case_id: asked.append(case_id))
     _open(page, login, project)
     opened = editor_state(page)
     assert opened["proposal"] is None and not opened["mask"].any() and asked == [opened["case"]]

@@ -226,6 +226,27 @@ def proposal_missing(*, project_id: int, case_id: int) -> int | None:
     )
 
 
+def proposals_missing(*, project_id: int, case_ids: list[int]) -> tuple[int | None, list[int]]:
+    """(the active version's id, those of `case_ids` it has no proposal for), or (None, []) without an
+    active version. Two indexed queries; one case: see `proposal_missing`."""
+    if len(case_ids) == 1:
+        version_id = proposal_missing(project_id=project_id, case_id=case_ids[0])
+        return version_id, list(case_ids) if version_id is not None else []
+    version_id = (
+        ModelVersion.objects.filter(project_id=project_id, state=VersionState.ACTIVE)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if version_id is None:
+        return None, []
+    done = set(
+        Prediction.objects.filter(model_version_id=version_id, case_id__in=case_ids).values_list(
+            "case_id", flat=True
+        )
+    )
+    return version_id, [c for c in case_ids if c not in done]
+
+
 def active_version_number(*, project_id: int) -> int | None:
     """The number of the project's active version (None before the first): one indexed query."""
     return (
