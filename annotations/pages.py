@@ -20,7 +20,7 @@ from annotations.selectors.projects import project_for_page, project_get_for_use
 from annotations.selectors.workspace import reader_progress
 from hitl.core.pages import render_project_page
 from hitl.core.permissions import Action, allows, reads_blind
-from hitl.core.storage import array_load, bytes_load, mask_from_png
+from hitl.core.storage import array_open, bytes_load, mask_from_png
 from workers.selectors.registry import query_strategy_label
 
 
@@ -128,7 +128,7 @@ def agreement_case_page(request, project_id: int, case_id: int):
     agreement = agreement_for_case(case=case)
     if agreement is None:
         raise Http404("no agreement for this case yet")
-    pixels = array_load(case.image.pixels_path)[case.slice_index]
+    pixels = array_open(case.image.pixels_path)[case.slice_index]
     colors = {int(c["value"]): c["color"] for c in case.project.label_classes}
     readers = list(agreement.readers.select_related("reader", "annotation"))
     masks = [mask_from_png(bytes_load(r.annotation.mask_path)) for r in readers]

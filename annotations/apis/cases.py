@@ -13,7 +13,7 @@ from annotations.selectors.projects import project_get_for_user
 from hitl.core.apis.pagination import Pagination, paginated_response
 from hitl.core.apis.query import query_params
 from hitl.core.permissions import Action, reads_blind, require
-from hitl.core.storage import array_load
+from hitl.core.storage import array_open
 
 
 class AnnotationOutputSerializer(serializers.ModelSerializer):
@@ -96,7 +96,7 @@ class CaseThumbnailApi(APIView):
         case, roles = case_get_for_user(user=request.user, case_id=case_id, annotations=False)
         require(roles, Action.VIEW)
         require_case_access(user=request.user, roles=roles, case=case)
-        pixels = array_load(case.image.pixels_path)[case.slice_index]
+        pixels = array_open(case.image.pixels_path)[case.slice_index]
         stats = case.image.stats or {}
         window = None
         if "p0_5" in stats and pixels.ndim == 2:

@@ -20,7 +20,7 @@ from annotations.selectors.volume import (
 )
 from hitl.core.apis.responses import png_response
 from hitl.core.permissions import user_roles
-from hitl.core.storage import array_load, array_open, bytes_load, mask_from_png, mask_to_png
+from hitl.core.storage import array_open, bytes_load, mask_from_png, mask_to_png
 
 
 def _case_for(request, case_id: int):
@@ -52,7 +52,7 @@ class PixelsApi(APIView):
     )
     def get(self, request, case_id: int):
         case, _ = _case_for(request, case_id)
-        return _raw(array_load(case.image.pixels_path)[case.slice_index])
+        return _raw(array_open(case.image.pixels_path)[case.slice_index])
 
 
 class VolumeApi(APIView):

@@ -1,7 +1,9 @@
 """Benchmark (not part of the test command; run it by name): the editor's volume panel on a 512 x 512 x 300
 CT-like volume in Debian's Chromium. Records the time to the first plane and, while scrolling 100 planes of
 the acquired (axial) view and 100 of a resliced (coronal) view one wheel step at a time, each step's latency
-(wheel event -> plane on screen, fetch included when the plane was not prefetched) and draw time.
+(wheel event -> plane on screen, fetch included when the plane was not prefetched) and draw time; then a
+fast wheel (100 steps, one every 16 ms, not waiting): how many planes were drawn on the way, the latency of
+each drawn plane, and when the last one was on screen.
 
     HITL_BENCH_JSON=docs/results/volume_viewer.json .venv/bin/pytest tests/e2e/bench_volume_viewer.py -s
 
@@ -45,7 +47,7 @@ def _volume(project, owner) -> Image:
         dtype="int16",
         spacing=[0.7, 0.7, 2.0],
         affine=affine,
-        window_presets=[["Soft tissue", 40, 400]],
+        window_presets=[{"name": "Soft tissue", "center": 40, "width": 400}],
         content_hash="bench",
         status=ImageStatus.READY,
         created_by=owner,
@@ -83,6 +85,34 @@ def _scroll(page, view: str) -> dict:
     return {"latency": _stats(latencies), "draw": _stats(draws)}
 
 
+BURST_JS = """async ([steps, every]) => {
+  const v = window.hitlEditor.volume, canvas = v.root.querySelector("canvas");
+  v.latencies = []; v.frameTimes = [];
+  const start = v.index, dir = start + steps < v.spec.count ? 1 : -1, target = start + dir * steps;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    canvas.dispatchEvent(new WheelEvent("wheel", { deltaY: 100 * dir, bubbles: true, cancelable: true }));
+    await new Promise((r) => setTimeout(r, every));
+  }
+  while (v.root.dataset.index !== String(target)) await new Promise((r) => setTimeout(r, 5));
+  return { total_ms: performance.now() - t0, drawn: v.frameTimes.length, latencies: v.latencies };
+}"""
+
+
+def _burst(page, view: str, every_ms: int) -> dict:
+    """A fast wheel: 100 steps dispatched every `every_ms` without waiting for the planes."""
+    page.click(f"#volume .volume-views button[data-view={view}]")
+    page.wait_for_function("(v) => document.getElementById('volume').dataset.view === v", arg=view)
+    out = page.evaluate(BURST_JS, [STEPS, every_ms])
+    return {
+        "wheel_every_ms": every_ms,
+        "planes_drawn": out["drawn"],
+        "total_ms": round(out["total_ms"], 1),
+        "scroll_time_ms": STEPS * every_ms,
+        "latency": _stats(out["latencies"]),
+    }
+
+
 def test_volume_panel_benchmark(page, login, project, member):
     reader = member(Role.ANNOTATOR, username="reader1")
     with server_idle():
@@ -101,6 +131,8 @@ def test_volume_panel_benchmark(page, login, project, member):
         "first_plane_since_navigation_ms": round(first["sinceNavigationMs"], 1),
         "axial": _scroll(page, "axial"),
         "coronal": _scroll(page, "coronal"),
+        "axial_fast_wheel": _burst(page, "axial", 16),
+        "coronal_fast_wheel": _burst(page, "coronal", 16),
     }
     print("\n" + json.dumps(result, indent=2))
     out = os.environ.get("HITL_BENCH_JSON")

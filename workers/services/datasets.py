@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from annotations.models import Annotation, AnnotationKind, Case, CaseSplit, LabelPolicy, Project
-from hitl.core.storage import array_load, bytes_load, mask_from_png
+from hitl.core.storage import array_open, bytes_load, mask_from_png
 from workers.ml.agreement.metrics import majority_vote
 from workers.ml.models.transforms import context_indices, context_step, prepare_image
 from workers.selectors.datasets import current_revision, known_labels, labelled_cases, load_mask
@@ -71,7 +71,7 @@ class SliceLoader:
     def _array(self, case: Case) -> np.ndarray:
         image = case.image
         if image.pk not in self._arrays:
-            self._arrays[image.pk] = array_load(image.pixels_path)
+            self._arrays[image.pk] = array_open(image.pixels_path)  # memory-mapped: only the slices read
         return self._arrays[image.pk]
 
     def raw(self, case: Case) -> np.ndarray:
