@@ -128,7 +128,8 @@ def explanations_compute(
         target = _target_class(_labels(backend, model, [image])[0], num_classes)
         for method in missing:
             t0 = time.perf_counter()
-            result = explain(model, image, method, target_class=target)
+            params = {"layer": backend.explain_layer(model)} if method == "gradcam" else {}
+            result = explain(model, image, method, target_class=target, **params)
             path = bytes_save(
                 f"{_prefix(version)}/explanations/case-{case.pk}-{method}.png", map_to_png(result.map)
             )
