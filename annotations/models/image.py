@@ -102,6 +102,10 @@ class Case(models.Model):
     )
     # Queue state, written by the queue and scoring services only.
     priority = models.FloatField(default=0.0, help_text="higher = read sooner (from the latest scoring)")
+    unit_priority = models.FloatField(
+        default=0.0,
+        help_text="the score of the case's unit of work (slab or volume) from its slices' priorities",
+    )
     queue_reason = models.JSONField(
         default=dict, blank=True, help_text="strategy, score, rank, model version"
     )
@@ -127,6 +131,10 @@ class Case(models.Model):
         indexes = [
             models.Index(fields=["project", "split"]),
             models.Index(fields=["project", "split", "-priority", "id"], name="case_queue_order"),
+            models.Index(
+                fields=["project", "split", "-unit_priority", "image", "slice_index"],
+                name="case_unit_queue_order",
+            ),
         ]
 
     def __str__(self) -> str:

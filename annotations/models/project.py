@@ -55,6 +55,7 @@ def validate_label_classes(value: object) -> None:
 class UnitScore(models.TextChoices):
     MAX = "max", "Max"
     MEAN = "mean", "Mean"
+    TOPK = "topk", "Mean of the top quarter"
 
 
 class Project(models.Model):
@@ -77,7 +78,7 @@ class Project(models.Model):
     # The unit of work on volumes (annotations.selectors.units): 1 = one slice (each case on its own), k > 1 =
     # slabs of k contiguous slices, 0 = the whole volume. A reader who starts a unit is given its slices one
     # after another (most uncertain first), and units are queued by the `unit_score` of their slices'
-    # priorities ("max" or "mean").
+    # priorities ("max", "mean", or "topk": the mean of the top quarter of them).
     unit_slices = models.PositiveSmallIntegerField(default=1)
     unit_score = models.CharField(max_length=8, choices=UnitScore.choices, default=UnitScore.MAX)
     # De-identification secrets: never shown in the API, never logged.

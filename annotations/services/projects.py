@@ -5,8 +5,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404
 
-from annotations.models import Membership, Modality, Project, Role
+from annotations.models import Case, CaseSplit, Membership, Modality, Project, Role
 from annotations.models.project import validate_label_classes
+from annotations.selectors.units import unit_scores
 from hitl.core.audit import audit_record
 from hitl.core.errors import ConflictError
 from hitl.core.permissions import Action
@@ -65,7 +66,28 @@ def project_update(*, project: Project, actor: User, roles: set[str], changes: d
     change is refused (ValidationError), not recorded as an update."""
     settings_changes_check(changes=changes, field_actions=FIELD_ACTIONS, roles=roles)
     settings_changes_apply(obj=project, changes=changes, actor=actor, project=project)
+    if {"unit_slices", "unit_score"} & set(changes):
+        unit_priorities_refresh(project=project)
     return project
+
+
+def unit_priorities_refresh(*, project: Project) -> int:
+    """Every pool case's `unit_priority` from its unit's slices (annotations.selectors.units), after the unit
+    of work changed (scoring writes them with the priorities). Returns the number of cases."""
+    cases = list(
+        Case.objects.filter(project=project, split=CaseSplit.POOL).only(
+            "id", "image_id", "slice_index", "priority"
+        )
+    )
+    scores = unit_scores(
+        ((c.pk, c.image_id, c.slice_index, c.priority) for c in cases),
+        project.unit_slices,
+        project.unit_score,
+    )
+    for case in cases:
+        case.unit_priority = scores[case.pk]
+    Case.objects.bulk_update(cases, ["unit_priority"], batch_size=500)
+    return len(cases)
 
 
 @transaction.atomic

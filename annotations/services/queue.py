@@ -23,7 +23,7 @@ from django.utils import timezone
 from annotations.models import Assignment, AssignmentStatus, Case, CaseSplit, Project
 from annotations.models.queue import READ_ONCE
 from annotations.selectors.reading_policy import case_readers, readers_wanted
-from annotations.selectors.units import unit_queue, unit_range
+from annotations.selectors.units import own_unit, unit_order, unit_range
 from annotations.services.queue_pg import claim_one_statement
 from hitl.core import task_names
 from hitl.core.audit import audit_record
@@ -60,10 +60,20 @@ def _next_case(project: Project, reader: User, *, skip_locked: bool = True) -> C
         Case.objects.filter(project=project, split=CaseSplit.POOL, flagged_at=None)
         .filter(reads_taken__lt=readers_wanted(project))
         .exclude(pk__in=already_read)
-        .order_by("-priority", "id")
     )
-    if project.unit_slices != 1:  # slabs or whole volumes: the unit's order (selectors.units)
-        cases = unit_queue(cases, project=project, reader=reader)
+    if project.unit_slices == 1:
+        return _lock_first(cases.order_by("-priority", "id"), skip_locked)
+    # slabs or whole volumes (selectors.units): the rest of the reader's own unit first, then units in order
+    own = own_unit(project, reader)
+    if own is not None:
+        case = _lock_first(cases.filter(own).order_by("-priority", "slice_index", "id"), skip_locked)
+        if case is not None:
+            return case
+    ordered = unit_order(cases, project=project, reader=reader, lease_s=lease_seconds(), now=timezone.now())
+    return _lock_first(ordered, skip_locked)
+
+
+def _lock_first(cases, skip_locked: bool) -> Case | None:
     return (
         cases.select_for_update(skip_locked=skip_locked, of=("self",), no_key=True)
         .only("id", "slots_mask", "reads_taken", "queue_reason", "priority", "readers_required")

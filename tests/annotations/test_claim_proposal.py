@@ -52,8 +52,11 @@ def test_a_claim_in_a_slab_project_asks_for_the_whole_slabs_missing_proposals_at
 ):
     """Slabs of 3 slices (selectors.units): the first claim of a slab asks for the proposals of all its
     slices in one task, so the reader's next slices open with theirs."""
+    from annotations.services.projects import unit_priorities_refresh
+
     project.unit_slices = 3
     project.save(update_fields=["unit_slices"])
+    unit_priorities_refresh(project=project)  # slab [3, 5] first: its slices score highest
     version = make_version(project, number=1, state=VersionState.ACTIVE)
     proposals_compute(version_id=version.pk, case_ids=[pool[3].pk])  # one slice of the slab has its proposal
     reader = client_for(member(Role.ANNOTATOR))

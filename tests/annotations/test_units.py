@@ -5,7 +5,7 @@ a unit one reader started is left to them unless it needs more readers. Runs on 
 import pytest
 
 from annotations.models import Case, Role
-from annotations.selectors.units import unit_range
+from annotations.selectors.units import unit_range, unit_scores
 from tests.annotations.test_queue import _mask, _submit
 from tests.factories import MembershipFactory, UserFactory
 from workers.services.queue_order import QueueEntry, queue_priorities_set
@@ -32,8 +32,11 @@ def _read(client, project) -> int:
 
 
 def _units(project, k: int, score: str = "max") -> None:
+    from annotations.services.projects import unit_priorities_refresh
+
     project.unit_slices, project.unit_score = k, score
     project.save(update_fields=["unit_slices", "unit_score"])
+    unit_priorities_refresh(project=project)  # what project_update does when these change
 
 
 def _priorities(project, pool, values) -> None:
@@ -65,6 +68,41 @@ def test_a_started_slab_is_left_to_its_reader_unless_it_needs_more_readers(proje
     third = UserFactory()
     MembershipFactory(project=project, user=third, role=Role.ANNOTATOR)
     assert Case.objects.get(pk=_claim(client_for(third), project)).slice_index == 5  # two readers wanted
+
+
+def test_unit_scores_known_answers():
+    rows = [(10 + i, 1, i, p) for i, p in enumerate([8, 0, 4, 2, 2, 2, 1, 9])]  # one volume, 8 slices
+    assert unit_scores(rows, 4, "max") == {10: 8, 11: 8, 12: 8, 13: 8, 14: 9, 15: 9, 16: 9, 17: 9}
+    assert unit_scores(rows, 4, "mean")[10] == 3.5 and unit_scores(rows, 4, "mean")[17] == 3.5
+    assert unit_scores(rows, 4, "topk")[11] == 8 and unit_scores(rows, 4, "topk")[14] == 9  # top 1 of 4
+    assert set(unit_scores(rows, 0, "topk").values()) == {8.5}  # whole volume: top 2 of 8
+    assert unit_scores([(1, 1, 0, 3.0), (2, 2, 0, 5.0)], 0, "max") == {1: 3.0, 2: 5.0}  # per volume
+
+
+def test_a_unit_whose_reader_left_goes_back_to_everyone(project, pool, reader, client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotations.models import Assignment
+
+    _units(project, 3)
+    assert _read(client_for(reader), project) == 5
+    other = UserFactory()
+    MembershipFactory(project=project, user=other, role=Role.ANNOTATOR)
+    past = timezone.now() - timedelta(hours=2)  # the first reader stopped two hours ago
+    Assignment.objects.filter(reader=reader).update(claimed_at=past, finished_at=past)
+    assert _read(client_for(other), project) == 4  # slab [3, 5] is no longer held
+
+
+def test_changing_the_unit_rescores_the_queue_through_the_api(project, pool, member, client_for):
+    _priorities(project, pool, [10, 0, 0, 5, 6, 5])
+    dm = client_for(member(Role.DATA_MANAGER))
+    resp = dm.patch(f"/api/v1/projects/{project.pk}", {"unit_slices": 3, "unit_score": "mean"}, format="json")
+    assert resp.status_code == 200
+    assert [
+        c.unit_priority for c in Case.objects.filter(pk__in=[p.pk for p in pool]).order_by("slice_index")
+    ] == (pytest.approx([10 / 3] * 3 + [16 / 3] * 3))
 
 
 @pytest.mark.parametrize(("score", "expected"), [("max", 0), ("mean", 4)])
@@ -99,7 +137,7 @@ def test_the_unit_settings_are_validated_and_data_managers_set_them(project, mem
     url = f"/api/v1/projects/{project.pk}"
     dm = client_for(member(Role.DATA_MANAGER))
     assert dm.patch(url, {"unit_slices": 65}, format="json").status_code == 400
-    assert dm.patch(url, {"unit_score": "median"}, format="json").status_code == 400
+    assert dm.patch(url, {"unit_score": "median"}, format="json").status_code == 400  # max, mean or topk
     resp = dm.patch(url, {"unit_slices": 5, "unit_score": "mean"}, format="json")
     assert resp.status_code == 200 and (resp.json()["unit_slices"], resp.json()["unit_score"]) == (5, "mean")
     assert client_for(member(Role.ANNOTATOR)).patch(url, {"unit_slices": 1}, format="json").status_code == 403

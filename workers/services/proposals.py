@@ -5,6 +5,7 @@ explanation heatmaps. All are PNGs on the storage backend with one row each; row
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from django.db import IntegrityError, transaction
@@ -128,7 +129,7 @@ def explanations_compute(
         target = _target_class(_labels(backend, model, [image])[0], num_classes)
         for method in missing:
             t0 = time.perf_counter()
-            params = {"layer": backend.explain_layer(model)} if method == "gradcam" else {}
+            params: dict[str, Any] = {"layer": backend.explain_layer(model)} if method == "gradcam" else {}
             result = explain(model, image, method, target_class=target, **params)
             path = bytes_save(
                 f"{_prefix(version)}/explanations/case-{case.pk}-{method}.png", map_to_png(result.map)

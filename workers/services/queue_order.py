@@ -9,6 +9,7 @@ from django.db import transaction
 
 from annotations.models import Case, CaseSplit, Project
 from annotations.selectors.reading_policy import routing_pick, share_decide
+from annotations.selectors.units import unit_scores
 from hitl.core.audit import audit_record
 
 
@@ -27,7 +28,7 @@ def queue_priorities_set(*, project: Project, entries: list[QueueEntry], reset_o
     by_id = {e.case_id: e for e in entries}
     cases = list(
         Case.objects.filter(project=project, split=CaseSplit.POOL).only(
-            "id", "priority", "queue_reason", "readers_required", "reads_taken"
+            "id", "priority", "queue_reason", "readers_required", "reads_taken", "image_id", "slice_index"
         )
     )
     shared = share_decide(project=project, cases=cases)
@@ -44,6 +45,12 @@ def queue_priorities_set(*, project: Project, entries: list[QueueEntry], reset_o
             continue
         changed.append(case)
     Case.objects.bulk_update(changed, ["priority", "queue_reason"], batch_size=500)
+    if project.unit_slices != 1:  # slabs or volumes: each unit's score from its slices' new priorities
+        rows = [(c.pk, c.image_id, c.slice_index, c.priority) for c in cases]
+        scores = unit_scores(rows, project.unit_slices, project.unit_score)
+        for case in cases:
+            case.unit_priority = scores[case.pk]
+        Case.objects.bulk_update(cases, ["unit_priority"], batch_size=500)
     return len(changed)
 
 
