@@ -12,6 +12,7 @@ from annotations.selectors.editor import annotation_visible, case_get_for_viewer
 from annotations.selectors.volume import (
     VIEWS,
     interpolated_label,
+    label_plane,
     laid_out,
     slice_label,
     view_plane,
@@ -95,10 +96,11 @@ def _fresh(response: HttpResponse) -> HttpResponse:
 
 
 class VolumeLabelApi(APIView):
-    """The label of slice `index` of the case's volume in the acquired view's layout (an 8-bit PNG), where
-    the caller may see one: a blind reader's own revision, the current one for every other role. With
-    `?layout=stored`, in the slice's stored layout (the editor's, e.g. to copy a neighbour's label). 404 for
-    an unlabelled slice, and for the views across the slices (labels are drawn per slice)."""
+    """The labels the caller may see on plane `index` of a view of the case's volume (an 8-bit PNG laid
+    out like the plane): a blind reader's own revisions, the current ones for every other role. On the
+    acquired view, the label of that slice (404 when it has none; with `?layout=stored`, in the slice's
+    stored layout, the editor's, e.g. to copy a neighbour's label); on a reformatted view, the labelled
+    slices' rows across it (0 where a slice is unlabelled)."""
 
     @extend_schema(
         parameters=[OpenApiParameter("layout", str, enum=["view", "stored"], required=False)],
@@ -108,8 +110,11 @@ class VolumeLabelApi(APIView):
     def get(self, request, case_id: int, view: str, index: int):
         case, roles = _case_for(request, case_id)
         spec = _view_for(case, view)
+        if not 0 <= index < spec.count:
+            raise NotFound(f"{view} plane {index} is outside 0..{spec.count - 1}")
         if spec.normal != 0:
-            raise NotFound("labels are drawn on the acquired slices only")
+            plane = label_plane(image=case.image, view=spec, index=index, user=request.user, roles=roles)
+            return _fresh(png_response(mask_to_png(plane)))
         label = slice_label(image=case.image, index=index, user=request.user, roles=roles)
         if label is None:
             raise NotFound("no label on this slice")

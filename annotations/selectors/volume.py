@@ -176,6 +176,30 @@ def labelled_slices(*, image: Image, user: User, roles: set[str]) -> list[int]:
     return sorted(current.values_list("slice_index", flat=True))
 
 
+def visible_labels(*, image: Image, user: User, roles: set[str]) -> dict[int, Annotation]:
+    """slice index -> the label `slice_label` gives there, for every labelled slice, in one query."""
+    if reads_blind(roles):
+        mine = _own(Annotation.objects.filter(case__image=image), user).select_related("case")
+        out: dict[int, Annotation] = {}
+        for ann in mine.order_by("-revision", "-id"):
+            out.setdefault(ann.case.slice_index, ann)
+        return out
+    current = Case.objects.filter(image=image, current_annotation__isnull=False).select_related(
+        "current_annotation"
+    )
+    return {c.slice_index: c.current_annotation for c in current if c.current_annotation is not None}
+
+
+def label_plane(*, image: Image, view: View, index: int, user: User, roles: set[str]) -> np.ndarray:
+    """The labels the caller may see on plane `index` of `view` (a reformatted view: one row of every
+    labelled slice), laid out like `view_plane`; 0 where no slice was labelled."""
+    shape = tuple(int(n) for n in image.shape[:3])
+    volume = np.zeros(shape, dtype=np.uint8)
+    for k, ann in visible_labels(image=image, user=user, roles=roles).items():
+        volume[k] = mask_from_png(bytes_load(ann.mask_path))
+    return view_plane(volume, view, index)
+
+
 def interpolated_label(*, case: Case, user: User, roles: set[str]) -> tuple[np.ndarray, int, int] | None:
     """A label for `case`'s slice interpolated from the nearest labelled slices the caller may see on either
     side (shape-based interpolation: per label, the signed distance to its boundary, in mm, interpolated

@@ -162,12 +162,20 @@ def test_the_api_serves_planes_and_only_the_labels_a_caller_may_see(project, mem
     shown = mask_from_png(label.content)
     assert np.array_equal(shown, view_plane(mask[None], volume_views(image)["coronal"], 0))
     assert client.get(f"{base}/coronal/3/label.png").status_code == 404  # unlabelled
-    assert client.get(f"{base}/axial/4/label.png").status_code == 404  # labels on the acquired slices only
+    labelled = np.zeros(SHAPE, np.uint8)
+    labelled[4] = mask
+    axial = volume_views(image)["axial"]  # reformatted from this coronal series: a row of every slice
+    for index in range(axial.count):
+        got = mask_from_png(client.get(f"{base}/axial/{index}/label.png").content)
+        assert np.array_equal(got, view_plane(labelled, axial, index)), index
+    assert client.get(f"{base}/axial/{axial.count}/label.png").status_code == 404
     assert client.get(f"{base}/oblique/1").status_code == 404
     assert client.get(f"{base}/sagittal/{SHAPE[2]}").status_code == 404
     _give(case, other, slot=1)
     blind = client_for(other)
     assert blind.get(f"{base}/coronal/4/label.png").status_code == 404  # another reader's label stays hidden
+    hidden = [mask_from_png(blind.get(f"{base}/axial/{i}/label.png").content) for i in range(axial.count)]
+    assert not any(m.any() for m in hidden)  # in the reformatted views too
     assert blind.get(base).json()["labelled_slices"] == [] and client.get(base).json()["labelled_slices"] == [
         4
     ]

@@ -2,8 +2,8 @@
 // time (axial, coronal or sagittal, laid out as radiologists read them by GET /cases/{id}/volume), with
 // orientation markers from the image's direction cosines and the physical aspect of its spacing. The wheel,
 // the arrow keys (Page Up/Down: 10) and the slider scroll through the planes; a cross-hair marks the
-// cursor, a click moves it (the other views follow), and "Show in editor" is the case's own slice, which
-// the editor paints. The acquired view draws each slice's label the reader may see. Planes load lazily,
+// cursor, a click moves it (the other views follow), and "This case" goes back to the case's own slice,
+// which the editor paints. Every view draws the labels the reader may see. Planes load lazily,
 // are cached (LRU) and the ones around the cursor are prefetched; window/level is the editor's.
 import { getPixels, getPngValues } from "./api.js";
 
@@ -87,7 +87,8 @@ export class VolumePanel {
   }
 
   label(view, index, shape) {
-    if (this.payload.views[view].normal_axis !== 0 || !this.labelled.has(index)) return Promise.resolve(null);
+    const acquired = this.payload.views[view].normal_axis === 0;  // across the slices: every labelled one's row
+    if (acquired ? !this.labelled.has(index) : !this.labelled.size) return Promise.resolve(null);
     const url = `/api/v1/cases/${this.caseId}/volume/${view}/${index}/label.png`;
     return this.fetchOnce(`${view}/${index}/label`, () => getPngValues(url, shape[1], shape[0]));
   }
