@@ -159,3 +159,42 @@ def test_copy_interpolate_and_the_window_bounded_brush(page, login, project, rea
     page.uncheck("#brush-window")
     drag(page, [(4.5, 44.5), (43.5, 44.5)])
     assert editor_state(page)["mask"][44, :24].any()  # without it the brush paints everywhere
+
+
+def test_the_agreement_case_page_measures_the_readers_on_the_whole_volume(page, login, project, member):
+    """Two readers labelled slices 0-3 of a 4-slice volume: the case's agreement page adds their 3D
+    agreement (Dice, HD95 in mm on the volume's spacing) over those slices."""
+    import numpy as np
+
+    from tests.annotations.test_volume import ACQUISITIONS, _affine, _image
+    from tests.workers.test_training_helpers import annotate
+    from workers.services.agreement import agreement_update
+    from workers.services.agreement_volume import volume_agreement
+
+    engineer = member(Role.ML_ENGINEER, username="engineer")
+    a, b = member(Role.ANNOTATOR), member(Role.ANNOTATOR)
+    with server_idle():
+        image = _image(
+            project,
+            member(Role.DATA_MANAGER),
+            _affine(ACQUISITIONS["axial"]),
+            np.zeros((4, 32, 32), np.int16),
+        )
+        for reader, r in ((a, 8), (b, 10)):
+            for k in range(4):
+                yy, xx = np.mgrid[:32, :32]
+                annotate(
+                    image.cases.get(slice_index=k),
+                    mask=((yy - 16) ** 2 + (xx - 16) ** 2 < r * r).astype(np.uint8),
+                    user=reader,
+                )
+        case = image.cases.get(slice_index=1)
+        agreement_update(case_id=case.pk)
+        expected = volume_agreement(image=image)["metrics"]["pairs"][0]
+    login(page, "engineer")
+    page.goto(f"/projects/{project.pk}/agreement/cases/{case.pk}/")
+    page.wait_for_selector("#volume-agreement table:not([hidden]) tbody tr")
+    cells = page.locator("#volume-agreement tbody tr td").all_inner_texts()
+    assert cells[1] == f"{expected['dice']:.3f}" and cells[3] == f"{expected['hd95']:.3f}"
+    assert page.locator("#volume-agreement-status").inner_text().startswith("Slices 1–4 (4 labelled")
+    assert engineer.pk
