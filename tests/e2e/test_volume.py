@@ -116,7 +116,8 @@ def test_a_reader_scrolls_every_slice_of_a_real_volume_in_three_views(page, logi
 def test_copy_interpolate_and_the_window_bounded_brush(page, login, project, reader, member):
     """On slice 2 of a 5-slice volume whose slices 1 and 3 the reader labelled: copy the previous slice's
     label, interpolate between the two (shape-based), undo; then the brush with "within window" paints only
-    the pixels whose value lies inside the window."""
+    the pixels whose value lies inside the window, and region growing from a click fills the connected
+    pixels inside the window."""
     import numpy as np
 
     from annotations.selectors.volume import shape_interpolate
@@ -159,6 +160,16 @@ def test_copy_interpolate_and_the_window_bounded_brush(page, login, project, rea
     page.uncheck("#brush-window")
     drag(page, [(4.5, 44.5), (43.5, 44.5)])
     assert editor_state(page)["mask"][44, :24].any()  # without it the brush paints everywhere
+
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    page.keyboard.press("o")  # region grow from a click on the bright half: all of it, nothing else
+    from tests.e2e.helpers import client_xy
+
+    page.mouse.click(*client_xy(page, 30.5, 10.5))
+    page.wait_for_function("window.hitlEditor.history.undoStack.length === 1")
+    grown = editor_state(page)["mask"]
+    assert grown[:, 24:].all() and not grown[:, :24].any()
 
 
 def test_the_agreement_case_page_measures_the_readers_on_the_whole_volume(page, login, project, member):

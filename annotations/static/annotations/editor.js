@@ -8,7 +8,7 @@ import { buildExplainRequest } from "./explain_request.js";
 import { buildLayers } from "./layers.js";
 import { describeError, formatSeconds, LEASE_LAPSED, median, Session } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
-import { dab, fillPolygon, stroke } from "./tools.js";
+import { dab, fillPolygon, regionGrow, stroke } from "./tools.js";
 import { MODALITY_PRESETS, Viewer } from "./viewer.js";
 import { setupPointer } from "./pointer.js";
 import { VolumePanel } from "./volume.js";
@@ -242,6 +242,19 @@ class Editor {
     const lo = v.window.center - v.window.width / 2, hi = v.window.center + v.window.width / 2;
     const d = v.image.data;
     return (i) => d[i] >= lo && d[i] <= hi;
+  }
+
+  /** The region-grow tool: the connected pixels around (x, y) whose value lies inside the window get the
+   * current label, one undoable step. */
+  grow(x, y) {
+    const v = this.viewer;
+    if (v.rgb || !v.window) { this.notice("Region growing needs a grey image and a window.", "info"); return; }
+    const lo = v.window.center - v.window.width / 2, hi = v.window.center + v.window.width / 2;
+    this.history.begin();
+    const n = regionGrow(this.history.mask, v.image.data, v.width, v.height, x, y, lo, hi, this.label,
+      (...r) => this.touched(...r));
+    this.history.commit("grow");
+    if (!n) this.notice("The pixel clicked is outside the window: nothing to grow.", "info");
   }
 
   // ---- volume helpers (the case's neighbouring slices) ------------------------------------------------
@@ -520,6 +533,7 @@ class Editor {
     s.add("b", "Brush", () => this.setTool("brush"))
       .add("e", "Eraser", () => this.setTool("eraser"))
       .add("p", "Polygon fill (click points; Enter or click the first point to fill)", () => this.setTool("polygon"))
+      .add("o", "Region grow: click; the connected pixels inside the window get the label", () => this.setTool("grow"))
       .add("h", "Pan (or hold the middle mouse button)", () => this.setTool("pan"))
       .add("w", "Window/level drag (or drag with the right mouse button)", () => this.setTool("window"))
       .add("[", "Smaller brush", () => this.setBrushSize(this.brushSize - (this.brushSize > 10 ? 4 : 1)))

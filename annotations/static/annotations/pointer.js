@@ -22,6 +22,8 @@ export function setupPointer(editor) {
       drag = { mode: "pan", x: e.clientX, y: e.clientY };
     } else if (e.button === 2 || (e.button === 0 && tool === "window")) {
       drag = { mode: "window", x: e.clientX, y: e.clientY, start: { ...v.window } };
+    } else if (e.button === 0 && tool === "grow") {
+      editor.grow(x, y);
     } else if (e.button === 0 && tool === "polygon") {
       const first = editor.polygon[0];
       const near = first && Math.hypot((first[0] - x) * v.scale, (first[1] - y) * v.scale) < 8 * v.dpr;

@@ -60,3 +60,28 @@ export function fillPolygon(mask, width, height, points, value, touch) {
   }
   return any;
 }
+
+/** Region growing bounded by the window: from the seed (x, y), every 4-connected pixel whose value lies in
+ * [lo, hi] gets `value` (nothing when the seed itself is outside). Returns the number of pixels set. */
+export function regionGrow(mask, pixels, width, height, x, y, lo, hi, value, touch) {
+  const sx = Math.floor(x), sy = Math.floor(y);
+  if (sx < 0 || sy < 0 || sx >= width || sy >= height) return 0;
+  const inside = (i) => pixels[i] >= lo && pixels[i] <= hi;
+  const seed = sy * width + sx;
+  if (!inside(seed)) return 0;
+  const seen = new Uint8Array(width * height);
+  const stack = [seed];
+  seen[seed] = 1;
+  let n = 0, x0 = sx, x1 = sx, y0 = sy, y1 = sy;
+  while (stack.length) {
+    const i = stack.pop();
+    mask[i] = value; n++;
+    const px = i % width, py = (i - px) / width;
+    if (px < x0) x0 = px; if (px > x1) x1 = px; if (py < y0) y0 = py; if (py > y1) y1 = py;
+    for (const j of [px > 0 ? i - 1 : -1, px < width - 1 ? i + 1 : -1, py > 0 ? i - width : -1, py < height - 1 ? i + width : -1]) {
+      if (j >= 0 && !seen[j] && inside(j)) { seen[j] = 1; stack.push(j); }
+    }
+  }
+  touch(x0, y0, x1, y1);
+  return n;
+}
