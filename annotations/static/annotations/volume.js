@@ -33,9 +33,13 @@ export class VolumePanel {
     this.caseId = caseId;
     this.cache.clear();
     this.payload = null;
-    const resp = await fetch(`/api/v1/cases/${caseId}/volume`, { credentials: "same-origin" });
-    if (!resp.ok || this.caseId !== caseId) { this.root.hidden = true; return; }
-    const payload = await resp.json();
+    let payload = null;
+    try {
+      const resp = await fetch(`/api/v1/cases/${caseId}/volume`, { credentials: "same-origin" });
+      if (resp.ok) payload = await resp.json();
+    } catch { payload = null; }  // the panel is an extra: the editor works without it
+    if (this.caseId !== caseId) return;  // another case opened meanwhile: its own open() shows it
+    if (!payload) { this.root.hidden = true; return; }
     this.payload = payload;
     this.root.hidden = payload.shape[0] < 2;  // a single image has no volume to scroll
     if (this.root.hidden) return;
