@@ -55,3 +55,36 @@ def wait_for(predicate, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def volume_image(project, user, pixels: np.ndarray, affine=None, *, window_presets=(), modality: str = "CT"):
+    """A stored (S, H, W) volume with an index -> RAS `affine` (None: no geometry) and one pool case per
+    slice, as an import leaves it (without running the import)."""
+    import hashlib
+    import uuid
+
+    from annotations.models import Case, CaseSplit, Image, ImageStatus
+    from hitl.core.storage import array_to_bytes, bytes_save
+
+    data = array_to_bytes(pixels)
+    digest = hashlib.sha256(data + uuid.uuid4().bytes).hexdigest()
+    image = Image.objects.create(
+        project=project,
+        display_name="volume",
+        source_kind="nifti",
+        modality=modality,
+        pixels_path=bytes_save(f"projects/{project.pk}/images/{digest[:16]}/pixels.npy", data),
+        shape=list(pixels.shape),
+        dtype=str(pixels.dtype),
+        spacing=[0.8, 0.6, 2.5],
+        affine=np.asarray(affine).tolist() if affine is not None else None,
+        window_presets=list(window_presets),
+        content_hash=digest,
+        status=ImageStatus.READY,
+        created_by=user,
+    )
+    Case.objects.bulk_create(
+        Case(project=project, image=image, slice_index=k, split=CaseSplit.POOL)
+        for k in range(pixels.shape[0])
+    )
+    return image

@@ -3,16 +3,14 @@ reslice of the same array (nibabel's reorientation to RAS, then the radiological
 match the direction cosines for an axial, a coronal and a sagittal acquisition, and the API serves planes and
 the labels a caller may see."""
 
-import hashlib
-import uuid
-
 import nibabel as nib
 import numpy as np
 import pytest
 
-from annotations.models import Case, CaseSplit, Image, ImageStatus, Role
+from annotations.models import Image, Role
 from annotations.selectors.volume import letters, view_plane, volume_views
-from hitl.core.storage import array_to_bytes, bytes_save, mask_from_png
+from hitl.core.storage import mask_from_png
+from tests.helpers import volume_image
 from tests.workers.test_training_helpers import annotate
 
 SHAPE = (7, 9, 11)  # (S, H, W): every axis its own length, so a swapped axis cannot pass
@@ -40,25 +38,7 @@ def _affine(columns) -> np.ndarray:
 
 
 def _image(project, user, affine, pixels) -> Image:
-    data = array_to_bytes(pixels)
-    digest = hashlib.sha256(data + uuid.uuid4().bytes).hexdigest()
-    image = Image.objects.create(
-        project=project,
-        display_name="volume",
-        source_kind="nifti",
-        modality="CT",
-        pixels_path=bytes_save(f"projects/{project.pk}/images/{digest[:16]}/pixels.npy", data),
-        shape=list(pixels.shape),
-        dtype=str(pixels.dtype),
-        spacing=[0.8, 0.6, 2.5],
-        affine=affine.tolist() if affine is not None else None,
-        content_hash=digest,
-        status=ImageStatus.READY,
-        created_by=user,
-    )
-    for k in range(pixels.shape[0]):
-        Case.objects.create(project=project, image=image, slice_index=k, split=CaseSplit.POOL)
-    return image
+    return volume_image(project, user, pixels, affine)
 
 
 def _pixels() -> np.ndarray:
